@@ -1,0 +1,1 @@
+//! switchboard-processor: raw webhooks to exactly-once domain events.

@@ -1,0 +1,16 @@
+//! The contract between switchboard's services.
+//!
+//! This crate owns everything two services must agree on and nothing else: the Avro schemas
+//! (`schemas/*.avsc`, compiled in), the Rust types that mirror them, the Confluent wire-format
+//! codec that talks to a schema registry, and the names of the Kafka topics. It holds no service
+//! logic.
+
+pub mod codec;
+pub mod raw_webhook;
+pub mod schema;
+pub mod topics;
+
+pub use codec::{Codec, CodecError};
+pub use raw_webhook::RawWebhook;
+pub use schema::SchemaDef;
+pub use topics::Source;
