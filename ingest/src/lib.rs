@@ -1,0 +1,3 @@
+//! switchboard-ingest: verifies provider webhooks and makes them durable in Kafka.
+
+pub mod verify;
