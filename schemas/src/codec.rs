@@ -50,7 +50,11 @@ impl CodecError {
             Some(cause) => format!("{}: {cause}", err.error),
             None => err.error.clone(),
         };
-        if err.retriable { CodecError::RegistryUnavailable(message) } else { CodecError::Registry(message) }
+        if err.retriable {
+            CodecError::RegistryUnavailable(message)
+        } else {
+            CodecError::Registry(message)
+        }
     }
 }
 
@@ -77,7 +81,10 @@ impl Codec {
                 .build()
                 .map_err(CodecError::from_registry)
         };
-        Ok(Self { encoder: AvroEncoder::new(settings()?), decoder: AvroDecoder::new(settings()?) })
+        Ok(Self {
+            encoder: AvroEncoder::new(settings()?),
+            decoder: AvroDecoder::new(settings()?),
+        })
     }
 
     fn strategy(topic: &str, def: &SchemaDef) -> SubjectNameStrategy {
@@ -93,8 +100,11 @@ impl Codec {
     pub async fn register(&self, topic: &str, def: &SchemaDef) -> Result<u32, CodecError> {
         let strategy = Self::strategy(topic, def);
         let subject = strategy.get_subject().map_err(CodecError::from_registry)?;
-        let registered =
-            self.encoder.get_schema_and_id(&subject, strategy).await.map_err(CodecError::from_registry)?;
+        let registered = self
+            .encoder
+            .get_schema_and_id(&subject, strategy)
+            .await
+            .map_err(CodecError::from_registry)?;
         Ok(registered.id)
     }
 
@@ -108,7 +118,10 @@ impl Codec {
         // Validate locally first so that a bad value is reported as such, not as a registry error.
         let avro = to_value(value)
             .and_then(|v| v.resolve(def.schema()))
-            .map_err(|e| CodecError::Encode { schema: def.name, reason: e.to_string() })?;
+            .map_err(|e| CodecError::Encode {
+                schema: def.name,
+                reason: e.to_string(),
+            })?;
         self.encoder
             .encode_value(avro, &Self::strategy(topic, def))
             .await
@@ -118,9 +131,16 @@ impl Codec {
     /// Decodes a Confluent-framed record and reads it as `T`, whose schema is `def`.
     pub async fn decode<T: DeserializeOwned>(&self, def: &SchemaDef, bytes: &[u8]) -> Result<T, CodecError> {
         let decoded = self.decoder.decode(Some(bytes)).await.map_err(|err| {
-            if err.retriable { CodecError::from_registry(err) } else { CodecError::Decode(err.error) }
+            if err.retriable {
+                CodecError::from_registry(err)
+            } else {
+                CodecError::Decode(err.error)
+            }
         })?;
-        let value = decoded.value.resolve(def.schema()).map_err(|e| CodecError::Decode(e.to_string()))?;
+        let value = decoded
+            .value
+            .resolve(def.schema())
+            .map_err(|e| CodecError::Decode(e.to_string()))?;
         from_value(&value).map_err(|e| CodecError::Decode(e.to_string()))
     }
 }

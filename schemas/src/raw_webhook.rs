@@ -43,8 +43,8 @@ impl RawWebhook {
 
 #[cfg(test)]
 mod tests {
-    use apache_avro::types::Value;
     use apache_avro::reader::datum::GenericDatumReader;
+    use apache_avro::types::Value;
     use apache_avro::writer::datum::GenericDatumWriter;
     use apache_avro::{Schema, from_value};
     use proptest::prelude::*;
@@ -53,7 +53,14 @@ mod tests {
 
     fn any_raw_webhook() -> impl Strategy<Value = RawWebhook> {
         (
-            (".{0,40}", "[a-z]{1,10}", "\\PC{0,20}", any::<i64>(), ".{0,80}", ".{0,30}"),
+            (
+                ".{0,40}",
+                "[a-z]{1,10}",
+                "\\PC{0,20}",
+                any::<i64>(),
+                ".{0,80}",
+                ".{0,30}",
+            ),
             prop::collection::btree_map("[a-z-]{1,20}", ".{0,40}", 0..8),
             prop::collection::vec(any::<u8>(), 0..512),
             ("[a-z0-9-]{1,20}", prop::option::of(".{0,20}")),
@@ -80,11 +87,18 @@ mod tests {
     }
 
     fn encode(webhook: &RawWebhook) -> Vec<u8> {
-        GenericDatumWriter::builder(RAW_WEBHOOK.schema()).build().unwrap().write_ser_to_vec(webhook).unwrap()
+        GenericDatumWriter::builder(RAW_WEBHOOK.schema())
+            .build()
+            .unwrap()
+            .write_ser_to_vec(webhook)
+            .unwrap()
     }
 
     fn decode_value(bytes: &[u8], reader: Option<&Schema>) -> Value {
-        let datum = GenericDatumReader::builder(RAW_WEBHOOK.schema()).maybe_reader_schema(reader).build().unwrap();
+        let datum = GenericDatumReader::builder(RAW_WEBHOOK.schema())
+            .maybe_reader_schema(reader)
+            .build()
+            .unwrap();
         datum.read_value(&mut &bytes[..]).unwrap()
     }
 
@@ -132,8 +146,13 @@ mod tests {
         };
         let bytes = encode(&webhook);
         let value = decode_value(&bytes, Some(&evolved_schema()));
-        let Value::Record(fields) = value else { panic!("a record") };
-        let trace_id = fields.iter().find(|(name, _)| name == "trace_id").map(|(_, v)| v.clone());
+        let Value::Record(fields) = value else {
+            panic!("a record")
+        };
+        let trace_id = fields
+            .iter()
+            .find(|(name, _)| name == "trace_id")
+            .map(|(_, v)| v.clone());
         assert_eq!(trace_id, Some(Value::Union(0, Box::new(Value::Null))));
     }
 }

@@ -16,7 +16,11 @@ pub struct SchemaDef {
 
 impl SchemaDef {
     const fn new(name: &'static str, json: &'static str, parse: fn() -> Schema) -> Self {
-        Self { name, json, parsed: LazyLock::new(parse) }
+        Self {
+            name,
+            json,
+            parsed: LazyLock::new(parse),
+        }
     }
 
     /// The parsed schema. The `.avsc` files are validated by this crate's tests, so parsing
@@ -54,7 +58,10 @@ mod tests {
             "body",
             "signature_scheme",
         ] {
-            assert!(record.lookup.contains_key(required), "RawWebhook lacks {required}");
+            assert!(
+                record.lookup.contains_key(required),
+                "RawWebhook lacks {required}"
+            );
         }
     }
 }

@@ -10,14 +10,15 @@ use super::Secret;
 
 /// The hash function under the HMAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Algorithm {
+pub(crate) enum Algorithm {
     Sha1,
     Sha256,
 }
 
 /// HMAC of the concatenation of `message` parts; `None` only if the key is rejected, which HMAC never
-/// does (any key length is valid), so callers treat it as "no match".
-fn sign(algorithm: Algorithm, key: &[u8], message: &[&[u8]]) -> Option<Vec<u8>> {
+/// does (any key length is valid), so callers treat it as "no match". Also used by
+/// [`send`](crate::send) to sign sample webhooks.
+pub(crate) fn sign(algorithm: Algorithm, key: &[u8], message: &[&[u8]]) -> Option<Vec<u8>> {
     fn run<M: Mac + KeyInit>(key: &[u8], message: &[&[u8]]) -> Option<Vec<u8>> {
         let mut mac = <M as KeyInit>::new_from_slice(key).ok()?;
         for part in message {

@@ -13,7 +13,7 @@ pub mod calendly;
 mod error;
 pub mod github;
 mod headers;
-mod mac;
+pub(crate) mod mac;
 mod secret;
 pub mod standard_webhooks;
 pub mod stripe;

@@ -35,7 +35,10 @@ impl Level {
     }
 
     fn is_transitive(self) -> bool {
-        matches!(self, Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive)
+        matches!(
+            self,
+            Level::BackwardTransitive | Level::ForwardTransitive | Level::FullTransitive
+        )
     }
 
     /// Checks `candidate` against a subject's existing schemas (oldest first) and returns the
@@ -49,10 +52,14 @@ impl Level {
         let mut problems = Vec::new();
         for previous in against {
             if backward && let Some(problem) = can_read(previous, candidate) {
-                problems.push(format!("the new schema cannot read data written with an earlier one: {problem}"));
+                problems.push(format!(
+                    "the new schema cannot read data written with an earlier one: {problem}"
+                ));
             }
             if forward && let Some(problem) = can_read(candidate, previous) {
-                problems.push(format!("an earlier schema cannot read data written with the new one: {problem}"));
+                problems.push(format!(
+                    "an earlier schema cannot read data written with the new one: {problem}"
+                ));
             }
         }
         problems
@@ -63,14 +70,18 @@ impl Level {
 fn can_read(writer: &Schema, reader: &Schema) -> Option<String> {
     match SchemaCompatibility::can_read(writer, reader) {
         Ok(Compatibility::Full) => None,
-        Ok(Compatibility::Partial) => Some("some values (enum symbols or union branches) cannot be read".into()),
+        Ok(Compatibility::Partial) => {
+            Some("some values (enum symbols or union branches) cannot be read".into())
+        }
         Err(err) => Some(err.to_string()),
     }
 }
 
 impl fmt::Display for Level {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = serde_json::to_value(self).ok().and_then(|v| v.as_str().map(str::to_owned));
+        let name = serde_json::to_value(self)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned));
         f.write_str(name.as_deref().unwrap_or("BACKWARD"))
     }
 }
@@ -110,7 +121,11 @@ mod tests {
         ];
         for (level, candidate, compatible) in cases {
             let problems = level.check(candidate, std::slice::from_ref(&v1));
-            assert_eq!(problems.is_empty(), compatible, "{level} {candidate:?}: {problems:?}");
+            assert_eq!(
+                problems.is_empty(),
+                compatible,
+                "{level} {candidate:?}: {problems:?}"
+            );
         }
     }
 
@@ -122,7 +137,11 @@ mod tests {
         let v3 = record(r#"{"name":"b","type":"string","default":"x"},{"name":"c","type":"int"}"#);
         assert!(!Level::Backward.check(&v3, &[v1.clone(), v2.clone()]).is_empty());
         let v3_ok = record(r#"{"name":"b","type":"string","default":"x"}"#);
-        assert!(Level::Backward.check(&v3_ok, &[v1.clone(), v2.clone()]).is_empty());
+        assert!(
+            Level::Backward
+                .check(&v3_ok, &[v1.clone(), v2.clone()])
+                .is_empty()
+        );
         assert!(Level::BackwardTransitive.check(&v3_ok, &[v1, v2]).is_empty());
     }
 

@@ -16,18 +16,29 @@ pub enum ApiError {
     SchemaNotFound,
     #[error("Subject '{0}' does not have subject-level compatibility configured")]
     SubjectConfigNotFound(String),
-    #[error("Schema being registered is incompatible with an earlier schema for subject \"{subject}\"; {details}")]
+    #[error(
+        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\"; {details}"
+    )]
     Incompatible { subject: String, details: String },
     #[error("Invalid schema: {0}")]
     InvalidSchema(String),
-    #[error("The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\"")]
+    #[error(
+        "The specified version '{0}' is not a valid version id. Allowed values are between [1, 2^31-1] and the string \"latest\""
+    )]
     InvalidVersion(String),
-    #[error("Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive")]
+    #[error(
+        "Invalid compatibility level. Valid values are none, backward, forward, full, backward_transitive, forward_transitive, and full_transitive"
+    )]
     InvalidCompatibilityLevel,
     #[error("Unsupported schema type '{0}': this registry stores AVRO schemas only")]
     UnsupportedSchemaType(String),
     #[error("Error in the backend data store: {0}")]
     Storage(String),
+    /// A path this registry does not serve (or an id that is not a number), worded as Confluent's.
+    #[error("HTTP 404 Not Found")]
+    NotFound,
+    #[error("HTTP 405 Method Not Allowed")]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -43,11 +54,15 @@ impl ApiError {
             ApiError::InvalidVersion(_) => 42202,
             ApiError::InvalidCompatibilityLevel => 42203,
             ApiError::Storage(_) => 50001,
+            ApiError::NotFound => 404,
+            ApiError::MethodNotAllowed => 405,
         }
     }
 
     fn status(&self) -> StatusCode {
         match self.error_code() {
+            404 => StatusCode::NOT_FOUND,
+            405 => StatusCode::METHOD_NOT_ALLOWED,
             409 => StatusCode::CONFLICT,
             code if code / 100 == 404 => StatusCode::NOT_FOUND,
             code if code / 100 == 422 => StatusCode::UNPROCESSABLE_ENTITY,

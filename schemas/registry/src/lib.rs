@@ -25,6 +25,8 @@ pub async fn run(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, app(store)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, app(store))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     Ok(())
 }

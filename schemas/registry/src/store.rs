@@ -56,7 +56,10 @@ struct State {
 
 impl State {
     fn id_of(&self, schema: &str) -> Option<u32> {
-        self.schemas.iter().find(|(_, text)| text.as_str() == schema).map(|(id, _)| *id)
+        self.schemas
+            .iter()
+            .find(|(_, text)| text.as_str() == schema)
+            .map(|(id, _)| *id)
     }
 
     fn versions(&self, subject: &str) -> Result<&Vec<u32>, ApiError> {
@@ -76,7 +79,10 @@ impl State {
     }
 
     fn level(&self, subject: &str) -> Level {
-        self.subject_levels.get(subject).copied().unwrap_or(self.global_level)
+        self.subject_levels
+            .get(subject)
+            .copied()
+            .unwrap_or(self.global_level)
     }
 
     fn parsed_versions(&self, subject: &str) -> Result<Vec<Schema>, ApiError> {
@@ -120,7 +126,10 @@ impl Store {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(anyhow::anyhow!("cannot read {}: {e}", path.display())),
         };
-        Ok(Self { path, state: Mutex::new(state) })
+        Ok(Self {
+            path,
+            state: Mutex::new(state),
+        })
     }
 
     async fn persist(&self, state: &State) -> Result<(), ApiError> {
@@ -139,13 +148,21 @@ impl Store {
         let (compact, parsed) = normalize(schema)?;
         let mut state = self.state.lock().await;
         if let Some(id) = state.id_of(&compact)
-            && state.subjects.get(subject).is_some_and(|versions| versions.contains(&id))
+            && state
+                .subjects
+                .get(subject)
+                .is_some_and(|versions| versions.contains(&id))
         {
             return Ok(id);
         }
-        let problems = state.level(subject).check(&parsed, &state.parsed_versions(subject)?);
+        let problems = state
+            .level(subject)
+            .check(&parsed, &state.parsed_versions(subject)?);
         if !problems.is_empty() {
-            return Err(ApiError::Incompatible { subject: subject.to_owned(), details: problems.join("; ") });
+            return Err(ApiError::Incompatible {
+                subject: subject.to_owned(),
+                details: problems.join("; "),
+            });
         }
         let id = match state.id_of(&compact) {
             Some(id) => id,
@@ -161,12 +178,23 @@ impl Store {
     }
 
     pub async fn schema(&self, id: u32) -> Result<String, ApiError> {
-        self.state.lock().await.schemas.get(&id).cloned().ok_or(ApiError::SchemaNotFound)
+        self.state
+            .lock()
+            .await
+            .schemas
+            .get(&id)
+            .cloned()
+            .ok_or(ApiError::SchemaNotFound)
     }
 
     pub async fn subjects(&self) -> Vec<String> {
         let state = self.state.lock().await;
-        state.subjects.iter().filter(|(_, v)| !v.is_empty()).map(|(s, _)| s.clone()).collect()
+        state
+            .subjects
+            .iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(s, _)| s.clone())
+            .collect()
     }
 
     pub async fn versions(&self, subject: &str) -> Result<Vec<u32>, ApiError> {
@@ -181,7 +209,9 @@ impl Store {
             VersionSpec::Latest => versions.len() as u32,
             VersionSpec::Number(n) => n,
         };
-        let id = versions.get(version as usize - 1).ok_or(ApiError::VersionNotFound)?;
+        let id = versions
+            .get(version as usize - 1)
+            .ok_or(ApiError::VersionNotFound)?;
         Ok(state.registered(subject, version, *id))
     }
 
@@ -191,23 +221,34 @@ impl Store {
         let state = self.state.lock().await;
         let versions = state.versions(subject)?;
         let id = state.id_of(&compact).ok_or(ApiError::SchemaNotFound)?;
-        let index = versions.iter().position(|v| *v == id).ok_or(ApiError::SchemaNotFound)?;
+        let index = versions
+            .iter()
+            .position(|v| *v == id)
+            .ok_or(ApiError::SchemaNotFound)?;
         Ok(state.registered(subject, index as u32 + 1, id))
     }
 
-    /// The reasons `schema` is incompatible with `spec` of `subject` under the subject's level.
-    pub async fn check(&self, subject: &str, spec: VersionSpec, schema: &str) -> Result<Vec<String>, ApiError> {
+    /// The reasons `schema` is incompatible with `subject` under the subject's level: with the
+    /// one version `spec` names (`latest` included, as in Confluent), or for `None` with what
+    /// registering checks (the latest version, or every version under a transitive level).
+    pub async fn check(
+        &self,
+        subject: &str,
+        spec: Option<VersionSpec>,
+        schema: &str,
+    ) -> Result<Vec<String>, ApiError> {
         let (_, parsed) = normalize(schema)?;
         let state = self.state.lock().await;
         let level = state.level(subject);
-        let existing = match state.subjects.get(subject) {
+        let mut existing = match state.subjects.get(subject) {
             // Confluent answers "compatible" for a subject with no versions yet.
             None => return Ok(Vec::new()),
             Some(_) => state.parsed_versions(subject)?,
         };
         let against = match spec {
-            VersionSpec::Latest => existing,
-            VersionSpec::Number(n) => {
+            None => existing,
+            Some(VersionSpec::Latest) => existing.pop().into_iter().collect(),
+            Some(VersionSpec::Number(n)) => {
                 let schema = existing.get(n as usize - 1).ok_or(ApiError::VersionNotFound)?;
                 vec![schema.clone()]
             }

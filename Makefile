@@ -1,0 +1,18 @@
+# switchboard's entry points. `make dev` runs the stack on the embedded defaults; `make test` runs
+# every check CI runs.
+.PHONY: dev test fmt lint broker
+
+dev:
+	scripts/dev
+
+test:
+	scripts/test
+
+fmt:
+	cargo fmt --all
+
+lint:
+	cargo clippy --workspace --all-targets -- -D warnings
+
+broker:
+	scripts/broker install

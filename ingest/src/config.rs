@@ -1,0 +1,464 @@
+//! Ingest's configuration: every key documented here, loaded from defaults, the TOML file named by
+//! `SWITCHBOARD_CONFIG`, and `SWITCHBOARD_<KEY>` env vars (env wins), then validated once into
+//! [`Settings`], which holds the parsed secrets the handlers use.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_service::config::{ConfigError, comma_list, duration};
+use url::Url;
+
+use crate::verify::{SecretSet, SharedKeys};
+
+/// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
+pub const ENV_KEYS: &[&str] = &[
+    "listen",
+    "kafka_bootstrap",
+    "schema_registry_url",
+    "public_url",
+    "twilio_auth_tokens",
+    "twilio_shared_keys",
+    "stripe_webhook_secrets",
+    "calendly_signing_keys",
+    "stripe_tolerance",
+    "calendly_tolerance",
+    "standard_webhooks_tolerance",
+    "calendly_phone_id_pointer",
+    "create_topics",
+    "topic_partitions",
+    "topic_replication_factor",
+    "max_body_bytes",
+    "publish_timeout",
+    "header_read_timeout",
+    "body_read_timeout",
+    "drain_timeout",
+    "rate_limit_per_second",
+    "rate_limit_burst",
+];
+
+/// Secrets as configured: a list whose `Debug` never shows the values.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct SecretStrings(#[serde(deserialize_with = "comma_list")] pub Vec<String>);
+
+impl fmt::Debug for SecretStrings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "[{} secret(s), redacted]", self.0.len())
+    }
+}
+
+/// A generic webhook source declared in the config file (`[[generic]]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GenericSource {
+    /// Served at `POST /webhooks/generic/{name}`; lower-case letters, digits, `-` and `_`.
+    pub name: String,
+    /// `standard-webhooks` or `github`.
+    pub scheme: GenericScheme,
+    /// Signing secrets; several at once during a rotation. Standard Webhooks: `whsec_<base64>`.
+    pub secrets: SecretStrings,
+    /// JSON pointer to the phone id in the body, e.g. `/data/phone_id`; `unassigned` without it.
+    #[serde(default)]
+    pub phone_id_pointer: Option<String>,
+}
+
+/// How a generic source signs its requests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GenericScheme {
+    StandardWebhooks,
+    Github,
+}
+
+/// Extra librdkafka properties (`[kafka]` table), e.g. `"security.protocol" = "SASL_SSL"`.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys only: values may be SASL passwords or key material.
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// Ingest's configuration as written. See the README for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    pub listen: SocketAddr,
+    /// Kafka bootstrap servers, comma-separated.
+    pub kafka_bootstrap: String,
+    /// Schema registry base URL.
+    pub schema_registry_url: String,
+    /// Public base URL providers call (`scheme://host[:port]`), which Twilio signs. Required when
+    /// Twilio is enabled.
+    pub public_url: Option<String>,
+    pub twilio_auth_tokens: SecretStrings,
+    /// Twilio SharedKey signing keys as `id:secret`.
+    pub twilio_shared_keys: SecretStrings,
+    pub stripe_webhook_secrets: SecretStrings,
+    pub calendly_signing_keys: SecretStrings,
+    #[serde(deserialize_with = "duration")]
+    pub stripe_tolerance: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub calendly_tolerance: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub standard_webhooks_tolerance: Duration,
+    /// JSON pointer to the phone id in Calendly payloads.
+    pub calendly_phone_id_pointer: String,
+    pub generic: Vec<GenericSource>,
+    /// Create the raw topics at start-up when they are missing.
+    pub create_topics: bool,
+    pub topic_partitions: i32,
+    pub topic_replication_factor: i32,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Deadline for Kafka to acknowledge a record; past it the request gets 503.
+    #[serde(deserialize_with = "duration")]
+    pub publish_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub header_read_timeout: Duration,
+    #[serde(deserialize_with = "duration")]
+    pub body_read_timeout: Duration,
+    /// How long SIGTERM waits for in-flight requests.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// Requests per second accepted from each source; 0 turns rate limiting off.
+    pub rate_limit_per_second: u32,
+    /// Burst size of each source's token bucket; 0 means equal to `rate_limit_per_second`.
+    pub rate_limit_burst: u32,
+    pub kafka: KafkaProperties,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            kafka_bootstrap: "127.0.0.1:9092".into(),
+            schema_registry_url: "http://127.0.0.1:8081".into(),
+            public_url: None,
+            twilio_auth_tokens: SecretStrings::default(),
+            twilio_shared_keys: SecretStrings::default(),
+            stripe_webhook_secrets: SecretStrings::default(),
+            calendly_signing_keys: SecretStrings::default(),
+            stripe_tolerance: Duration::from_secs(300),
+            calendly_tolerance: Duration::from_secs(180),
+            standard_webhooks_tolerance: Duration::from_secs(300),
+            calendly_phone_id_pointer: "/payload/tracking/utm_content".into(),
+            generic: Vec::new(),
+            create_topics: true,
+            topic_partitions: 6,
+            topic_replication_factor: 1,
+            max_body_bytes: 1024 * 1024,
+            publish_timeout: Duration::from_secs(5),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            drain_timeout: Duration::from_secs(20),
+            rate_limit_per_second: 0,
+            rate_limit_burst: 0,
+            kafka: KafkaProperties::default(),
+        }
+    }
+}
+
+/// A generic source, validated.
+#[derive(Debug)]
+pub struct GenericSettings {
+    pub name: String,
+    pub scheme: GenericScheme,
+    pub secrets: SecretSet,
+    pub phone_id_pointer: Option<String>,
+}
+
+/// The configuration after validation: parsed secrets and URLs, and which sources are enabled.
+#[derive(Debug)]
+pub struct Settings {
+    pub config: Config,
+    pub public_url: Option<Url>,
+    pub twilio_auth_tokens: SecretSet,
+    pub twilio_shared_keys: SharedKeys,
+    pub stripe_secrets: SecretSet,
+    pub calendly_keys: SecretSet,
+    pub generic: BTreeMap<String, GenericSettings>,
+    /// `None` when rate limiting is off.
+    pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
+}
+
+impl Settings {
+    /// Loads the layered configuration and validates it.
+    pub fn load() -> Result<Self, ConfigError> {
+        switchboard_service::config::load::<Config>(ENV_KEYS)?.validate()
+    }
+
+    pub fn twilio_enabled(&self) -> bool {
+        !self.twilio_auth_tokens.is_empty() || !self.twilio_shared_keys.is_empty()
+    }
+
+    /// Names of the enabled sources, for the start-up log.
+    pub fn enabled_sources(&self) -> Vec<String> {
+        let mut enabled = Vec::new();
+        if self.twilio_enabled() {
+            enabled.push("twilio".to_owned());
+        }
+        if !self.stripe_secrets.is_empty() {
+            enabled.push("stripe".to_owned());
+        }
+        if !self.calendly_keys.is_empty() {
+            enabled.push("calendly".to_owned());
+        }
+        enabled.extend(self.generic.keys().map(|name| format!("generic/{name}")));
+        enabled
+    }
+}
+
+impl Config {
+    /// Checks every key and parses the secrets; the error names the offending key.
+    pub fn validate(self) -> Result<Settings, ConfigError> {
+        let secrets = |key: &str, values: &SecretStrings| {
+            SecretSet::from_strings(&values.0).map_err(|e| ConfigError::invalid(key, e))
+        };
+        let twilio_auth_tokens = secrets("twilio_auth_tokens", &self.twilio_auth_tokens)?;
+        let twilio_shared_keys = SharedKeys::from_strings(&self.twilio_shared_keys.0)
+            .map_err(|e| ConfigError::invalid("twilio_shared_keys", e))?;
+        let stripe_secrets = secrets("stripe_webhook_secrets", &self.stripe_webhook_secrets)?;
+        let calendly_keys = secrets("calendly_signing_keys", &self.calendly_signing_keys)?;
+
+        let public_url = self.public_url.as_deref().map(parse_public_url).transpose()?;
+        if (!twilio_auth_tokens.is_empty() || !twilio_shared_keys.is_empty()) && public_url.is_none() {
+            return Err(ConfigError::invalid(
+                "public_url",
+                "required when Twilio is enabled: Twilio signs the public URL it calls",
+            ));
+        }
+
+        let mut generic = BTreeMap::new();
+        for (index, source) in self.generic.iter().enumerate() {
+            let key = |field: &str| format!("generic[{index}].{field}");
+            let valid_name = !source.name.is_empty()
+                && source
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+            if !valid_name {
+                return Err(ConfigError::invalid(
+                    &key("name"),
+                    "use lower-case letters, digits, '-' and '_'",
+                ));
+            }
+            let parsed = match source.scheme {
+                GenericScheme::StandardWebhooks => SecretSet::from_standard_webhooks(&source.secrets.0),
+                GenericScheme::Github => SecretSet::from_strings(&source.secrets.0),
+            }
+            .map_err(|e| ConfigError::invalid(&key("secrets"), e))?;
+            if parsed.is_empty() {
+                return Err(ConfigError::invalid(
+                    &key("secrets"),
+                    "at least one secret is required",
+                ));
+            }
+            check_pointer(
+                &key("phone_id_pointer"),
+                source.phone_id_pointer.as_deref().unwrap_or(""),
+            )?;
+            let settings = GenericSettings {
+                name: source.name.clone(),
+                scheme: source.scheme,
+                secrets: parsed,
+                phone_id_pointer: source.phone_id_pointer.clone().filter(|p| !p.is_empty()),
+            };
+            if generic.insert(source.name.clone(), settings).is_some() {
+                return Err(ConfigError::invalid(
+                    &key("name"),
+                    format!("{:?} is declared twice", source.name),
+                ));
+            }
+        }
+        check_pointer("calendly_phone_id_pointer", &self.calendly_phone_id_pointer)?;
+
+        if self.topic_partitions < 1 {
+            return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
+        }
+        if self.topic_replication_factor < 1 && self.topic_replication_factor != -1 {
+            return Err(ConfigError::invalid(
+                "topic_replication_factor",
+                "must be at least 1, or -1 for the broker default",
+            ));
+        }
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::invalid("max_body_bytes", "must be positive"));
+        }
+        if !(Duration::from_millis(100)..=Duration::from_secs(14)).contains(&self.publish_timeout) {
+            return Err(ConfigError::invalid(
+                "publish_timeout",
+                "must be between 100ms and 14s (providers such as Twilio give up after 15 s)",
+            ));
+        }
+        let rate_limit = NonZeroU32::new(self.rate_limit_per_second).map(|per_second| {
+            (
+                per_second,
+                NonZeroU32::new(self.rate_limit_burst).unwrap_or(per_second),
+            )
+        });
+        if self.kafka_bootstrap.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka_bootstrap",
+                "must name at least one broker",
+            ));
+        }
+        Url::parse(&self.schema_registry_url).map_err(|e| ConfigError::invalid("schema_registry_url", e))?;
+
+        Ok(Settings {
+            config: self,
+            public_url,
+            twilio_auth_tokens,
+            twilio_shared_keys,
+            stripe_secrets,
+            calendly_keys,
+            generic,
+            rate_limit,
+        })
+    }
+}
+
+fn parse_public_url(value: &str) -> Result<Url, ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError::invalid("public_url", e))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::invalid(
+            "public_url",
+            "must be http(s)://host[:port]",
+        ));
+    }
+    if url.path() != "/" || url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::invalid(
+            "public_url",
+            "must not have a path, query or fragment",
+        ));
+    }
+    Ok(url)
+}
+
+fn check_pointer(key: &str, pointer: &str) -> Result<(), ConfigError> {
+    if pointer.is_empty() || pointer.starts_with('/') {
+        Ok(())
+    } else {
+        Err(ConfigError::invalid(
+            key,
+            "a JSON pointer starts with '/', e.g. /data/phone_id",
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Result<Settings, String> {
+        let config: Config = figment::Figment::new()
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(
+                toml,
+            ))
+            .extract()
+            .map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_are_valid_and_serve_nothing() {
+        let settings = config("").unwrap();
+        assert!(settings.enabled_sources().is_empty());
+        assert_eq!(settings.config.listen.port(), 8080);
+        assert_eq!(settings.config.publish_timeout, Duration::from_secs(5));
+        assert_eq!(settings.config.max_body_bytes, 1 << 20);
+        assert!(settings.rate_limit.is_none());
+    }
+
+    #[test]
+    fn every_source_can_be_enabled() {
+        let settings = config(
+            r#"
+            public_url = "https://hooks.example.com"
+            twilio_auth_tokens = "tok1,tok2"
+            twilio_shared_keys = ["k1:s1"]
+            stripe_webhook_secrets = ["whsec_stripe"]
+            calendly_signing_keys = "cal"
+            rate_limit_per_second = 100
+            [[generic]]
+            name = "acme"
+            scheme = "standard-webhooks"
+            secrets = ["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"]
+            phone_id_pointer = "/data/phone_id"
+            [[generic]]
+            name = "gh"
+            scheme = "github"
+            secrets = "s3cret"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            settings.enabled_sources(),
+            ["twilio", "stripe", "calendly", "generic/acme", "generic/gh"]
+        );
+        assert_eq!(settings.twilio_auth_tokens.len(), 2);
+        assert_eq!(
+            settings.rate_limit.map(|(r, b)| (r.get(), b.get())),
+            Some((100, 100))
+        );
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("twilio_auth_tokens = \"t\"", "public_url"),
+            ("public_url = \"https://h.example.com/prefix\"", "public_url"),
+            ("public_url = \"ftp://h.example.com\"", "public_url"),
+            ("topic_partitions = 0", "topic_partitions"),
+            ("publish_timeout = \"30s\"", "publish_timeout"),
+            (
+                "calendly_phone_id_pointer = \"payload\"",
+                "calendly_phone_id_pointer",
+            ),
+            (
+                "[[generic]]\nname = \"Bad Name\"\nscheme = \"github\"\nsecrets = [\"x\"]",
+                "generic[0].name",
+            ),
+            (
+                "[[generic]]\nname = \"a\"\nscheme = \"standard-webhooks\"\nsecrets = [\"whsec_***\"]",
+                "generic[0].secrets",
+            ),
+            (
+                "[[generic]]\nname = \"a\"\nscheme = \"github\"\nsecrets = []",
+                "generic[0].secrets",
+            ),
+            (
+                "[[generic]]\nname = \"a\"\nscheme = \"carrier-pigeon\"\nsecrets = [\"x\"]",
+                "scheme",
+            ),
+            ("listen = \"not an address\"", "listen"),
+            ("unknown_key = 1", "unknown_key"),
+        ];
+        for (toml, key) in cases {
+            let err = config(toml).expect_err(toml);
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+
+    #[test]
+    fn debug_output_redacts_secrets() {
+        let settings = config(
+            "public_url = \"https://h.example.com\"\ntwilio_auth_tokens = \"supersecret\"\n[kafka]\n\"sasl.password\" = \"hunter2\"",
+        )
+        .unwrap();
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("supersecret") && !debug.contains("hunter2"),
+            "{debug}"
+        );
+        assert!(debug.contains("sasl.password"));
+    }
+}

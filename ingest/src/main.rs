@@ -1,0 +1,33 @@
+//! `switchboard-ingest`: with no arguments, serves; `send` signs and sends a sample webhook.
+
+use clap::{Parser, Subcommand};
+use switchboard_ingest::config::Settings;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Verifies provider webhooks and makes them durable in Kafka")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve webhooks (the default). Configured by SWITCHBOARD_* env vars and SWITCHBOARD_CONFIG.
+    Serve,
+    /// Sign and send a realistic sample webhook to a running ingest, like `stripe trigger`.
+    Send(Box<switchboard_ingest::send::SendArgs>),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    switchboard_service::telemetry::init_logging();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let settings = Settings::load()?;
+            let listener = tokio::net::TcpListener::bind(settings.config.listen).await?;
+            switchboard_ingest::run(settings, listener, switchboard_service::shutdown::signal()).await
+        }
+        Command::Send(args) => switchboard_ingest::send::run(*args).await,
+    }
+}

@@ -1,0 +1,226 @@
+//! Publishing envelopes to Kafka. The handlers see only the [`Publisher`] trait, so router tests
+//! run against a fake and the Kafka implementation is tested against a real broker.
+//!
+//! [`KafkaPublisher`] answers only once the broker's delivery report says the record is stored
+//! (idempotent producer, `acks=all`), within `publish_timeout`; otherwise the request gets 503 and
+//! the provider retries. A record that times out may still have been stored: that is a duplicate,
+//! which the processor's dedup absorbs, never a loss.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::util::Timeout;
+use switchboard_schemas::{Codec, CodecError, RawWebhook, Source};
+
+use crate::envelope::Envelope;
+use crate::kafka;
+
+/// Why an envelope was not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No delivery report within the deadline.
+    #[error("kafka did not acknowledge the record within {0:?}")]
+    Timeout(Duration),
+    /// The broker refused or could not be reached.
+    #[error("kafka unavailable: {0}")]
+    Unavailable(String),
+    /// The schema registry is needed and unreachable.
+    #[error("schema registry unavailable: {0}")]
+    Registry(String),
+    /// The envelope could not be encoded: a bug, not a condition to retry.
+    #[error("envelope could not be encoded: {0}")]
+    Encode(String),
+}
+
+/// Makes envelopes durable.
+pub trait Publisher: Send + Sync + 'static {
+    /// Resolves once the envelope is durably stored.
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), PublishError>>;
+
+    /// `Ok` when the publisher can currently publish (broker reachable, schemas registered).
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+
+    /// Waits until everything handed over has been delivered or `timeout` passes.
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()>;
+}
+
+/// Publishes to Kafka through one shared idempotent producer.
+///
+/// An idempotent producer can hit a fatal error (e.g. fenced during the epoch bump that follows a
+/// delivery timeout); librdkafka then fails every later record. The publisher replaces such a
+/// producer with a fresh one instead of answering 503 until restarted.
+pub struct KafkaPublisher {
+    producer: RwLock<FutureProducer>,
+    make_producer: Box<dyn Fn() -> Result<FutureProducer, KafkaError> + Send + Sync>,
+    codec: Arc<Codec>,
+    timeout: Duration,
+    schemas_registered: AtomicBool,
+}
+
+impl std::fmt::Debug for KafkaPublisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaPublisher")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Record header names. Never secrets: ids and the source only.
+pub mod headers {
+    pub const EVENT_ID: &str = "event-id";
+    pub const SOURCE: &str = "source";
+}
+
+impl KafkaPublisher {
+    /// A publisher whose producers come from `make_producer` (called now, and again whenever the
+    /// current producer has failed fatally).
+    pub fn new(
+        make_producer: impl Fn() -> Result<FutureProducer, KafkaError> + Send + Sync + 'static,
+        codec: Arc<Codec>,
+        timeout: Duration,
+    ) -> Result<Self, KafkaError> {
+        Ok(Self {
+            producer: RwLock::new(make_producer()?),
+            make_producer: Box::new(make_producer),
+            codec,
+            timeout,
+            schemas_registered: AtomicBool::new(false),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces `failed` with a new producer if it has hit a fatal error (and no other request
+    /// replaced it already).
+    fn replace_if_fatal(&self, failed: &FutureProducer, error: Option<&KafkaError>) {
+        let (code, reason) = match (
+            failed.client().fatal_error(),
+            error.and_then(KafkaError::rdkafka_error_code),
+        ) {
+            (Some(fatal), _) => fatal,
+            // Fenced or out of sequence: this producer id is dead even if librdkafka did not raise
+            // a fatal error (seen on brokers that answer the epoch bump with a fence).
+            (
+                None,
+                Some(
+                    code @ (RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
+                    | RDKafkaErrorCode::OutOfOrderSequenceNumber
+                    | RDKafkaErrorCode::Fatal),
+                ),
+            ) => (code, code.to_string()),
+            _ => return,
+        };
+        let mut current = self.producer.write().unwrap_or_else(PoisonError::into_inner);
+        if !std::ptr::eq(current.client().native_ptr(), failed.client().native_ptr()) {
+            return;
+        }
+        match (self.make_producer)() {
+            Ok(fresh) => {
+                tracing::warn!(%code, %reason, "Kafka producer failed fatally; replaced it with a new one");
+                *current = fresh;
+            }
+            Err(error) => tracing::error!(%error, "Kafka producer failed fatally and cannot be recreated"),
+        }
+    }
+
+    /// Registers the `RawWebhook` schema under every raw topic's subject. Until this succeeds the
+    /// service is not ready; [`KafkaPublisher::ready`] retries it.
+    pub async fn register_schemas(&self) -> Result<(), CodecError> {
+        for source in Source::ALL {
+            self.codec
+                .register(source.raw_topic(), RawWebhook::schema_def())
+                .await?;
+        }
+        self.schemas_registered.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    async fn send(&self, envelope: Envelope) -> Result<(), PublishError> {
+        let payload = self
+            .codec
+            .encode(envelope.topic(), RawWebhook::schema_def(), envelope.record())
+            .await
+            .map_err(|e| match e {
+                e if e.is_transient() => PublishError::Registry(e.to_string()),
+                e => PublishError::Encode(e.to_string()),
+            })?;
+        let headers = OwnedHeaders::new_with_capacity(2)
+            .insert(Header {
+                key: headers::EVENT_ID,
+                value: Some(envelope.event_id()),
+            })
+            .insert(Header {
+                key: headers::SOURCE,
+                value: Some(envelope.source().as_str()),
+            });
+        let record = FutureRecord::to(envelope.topic())
+            .key(envelope.key())
+            .payload(&payload)
+            .headers(headers);
+        // `send` waits for queue space (QueueFull) up to the deadline, then for the delivery report,
+        // which librdkafka bounds by `message.timeout.ms` (set to the same deadline).
+        let producer = self.producer();
+        let delivery = producer.send(record, Timeout::After(self.timeout));
+        let outcome = tokio::time::timeout(self.timeout + Duration::from_millis(500), delivery).await;
+        match &outcome {
+            Ok(Ok(_)) => {}
+            Ok(Err((error, _))) => self.replace_if_fatal(&producer, Some(error)),
+            Err(_elapsed) => self.replace_if_fatal(&producer, None),
+        }
+        match outcome {
+            Ok(Ok(_delivered)) => Ok(()),
+            Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut), _))) => {
+                Err(PublishError::Timeout(self.timeout))
+            }
+            Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))) => {
+                Err(PublishError::Timeout(self.timeout))
+            }
+            Ok(Err((error, _))) => Err(PublishError::Unavailable(error.to_string())),
+            Err(_elapsed) => Err(PublishError::Timeout(self.timeout)),
+        }
+    }
+}
+
+impl Publisher for KafkaPublisher {
+    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), PublishError>> {
+        Box::pin(self.send(envelope))
+    }
+
+    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            if !self.schemas_registered.load(Ordering::Acquire) {
+                self.register_schemas()
+                    .await
+                    .map_err(|e| format!("schemas not registered: {e}"))?;
+            }
+            kafka::check_metadata(&self.producer(), Duration::from_secs(2))
+                .await
+                .map_err(|e| format!("kafka metadata unreachable: {e}"))
+        })
+    }
+
+    fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            let producer = self.producer();
+            let flushed = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
+            match flushed {
+                Ok(Ok(())) => tracing::info!("producer flushed"),
+                Ok(Err(error)) => {
+                    tracing::error!(%error, "producer flush incomplete: undelivered records were answered 503")
+                }
+                Err(error) => tracing::error!(%error, "producer flush task failed"),
+            }
+        })
+    }
+}

@@ -1,0 +1,7 @@
+//! switchboard-ingest's integration tests: the router with a fake publisher (no broker), and the
+//! Kafka publisher against the broker and registry named by `SWITCHBOARD_TEST_KAFKA` and
+//! `SWITCHBOARD_TEST_REGISTRY`.
+
+mod kafka;
+mod router;
+mod signing;

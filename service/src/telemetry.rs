@@ -1,0 +1,54 @@
+//! Logs and metrics set-up shared by every service.
+//!
+//! Logs: `tracing` to stderr, human-readable by default, one JSON object per line with
+//! `SWITCHBOARD_LOG_FORMAT=json`; the filter comes from `SWITCHBOARD_LOG` (or `RUST_LOG`), default
+//! `info`. Metrics: one process-wide Prometheus recorder, rendered by each service's `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use tracing_subscriber::EnvFilter;
+
+/// Env var choosing the log format: `json` or `text` (default).
+pub const LOG_FORMAT_ENV: &str = "SWITCHBOARD_LOG_FORMAT";
+/// Env var holding the log filter, e.g. `info,switchboard_ingest=debug`.
+pub const LOG_FILTER_ENV: &str = "SWITCHBOARD_LOG";
+
+/// Installs the global `tracing` subscriber. Call once, first thing in `main`.
+pub fn init_logging() {
+    let filter = std::env::var(LOG_FILTER_ENV)
+        .ok()
+        .or_else(|| std::env::var("RUST_LOG").ok())
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let result = if json {
+        builder.json().flatten_event(true).try_init()
+    } else {
+        builder.try_init()
+    };
+    // A second call (tests) keeps the first subscriber.
+    drop(result);
+}
+
+/// The process-wide Prometheus recorder, installed on first use. Histograms named in
+/// `histograms` (suffix match) are exported with buckets; others as summaries.
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&[
+                0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ])
+            .expect("static bucket list is not empty")
+            .build_recorder();
+        let handle = recorder.handle();
+        // Fails only if another recorder was installed first; then its handle would be wrong, so
+        // fail loudly at start-up rather than export nothing.
+        metrics::set_global_recorder(recorder).expect("no other metrics recorder is installed");
+        handle
+    })
+}
