@@ -3,6 +3,10 @@
 //!
 //! An [`Envelope`] can only be made from a [`Verified`], so nothing unverified can be published.
 //!
+//! Phone ids (the record key, so that one phone's events stay in order on one partition): see
+//! [`twilio_phone_id`]; a `phone_id` query parameter on a Twilio callback URL takes precedence
+//! (recording callbacks carry no `From`/`To`).
+//!
 //! Event ids, per source:
 //! - Twilio: the `I-Twilio-Idempotency-Token` header; without it, `sha256:` + hex SHA-256 of the
 //!   signed content (URL followed by the canonical parameters), so a redelivery maps to the same id.
@@ -84,7 +88,8 @@ impl Envelope {
                         format!("{}{}", request.url, canonical_params(&params, Duplicates::Keep)).as_bytes(),
                     )
                 });
-                (twilio_phone_id(&params), event_id)
+                let phone_id = url_phone_id(request.url).unwrap_or_else(|| twilio_phone_id(&params));
+                (phone_id, event_id)
             }
             Extract::Stripe => {
                 let body = json()?;
@@ -185,6 +190,16 @@ fn json_params(json: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The `phone_id` query parameter of the (signed) callback URL. Twilio's recording callbacks carry
+/// no `From`/`To`; an app that sets `?phone_id=…` on its recording and transcription callback URLs
+/// keeps them on the same partition (and in the same order) as the call's status callbacks.
+fn url_phone_id(url: &str) -> Option<String> {
+    let query = url.split_once('?')?.1;
+    url::form_urlencoded::parse(query.as_bytes())
+        .find(|(name, value)| name == "phone_id" && !value.trim().is_empty())
+        .map(|(_, value)| value.into_owned())
+}
+
 /// `From` for outbound calls and messages, else `To`, else `Called`, else `AccountSid`.
 fn twilio_phone_id(params: &[(String, String)]) -> String {
     let param = |name: &str| {
@@ -252,6 +267,27 @@ mod tests {
         for (pairs, expected) in cases {
             assert_eq!(twilio_phone_id(&params(&pairs)), expected, "{pairs:?}");
         }
+    }
+
+    #[test]
+    fn a_phone_id_in_the_signed_callback_url_wins() {
+        assert_eq!(
+            url_phone_id("https://h.example.com/webhooks/twilio/recordings?phone_id=%2B15551230000")
+                .as_deref(),
+            Some("+15551230000")
+        );
+        assert_eq!(
+            url_phone_id("https://h.example.com/webhooks/twilio/recordings?x=1"),
+            None
+        );
+        assert_eq!(
+            url_phone_id("https://h.example.com/webhooks/twilio/recordings?phone_id="),
+            None
+        );
+        assert_eq!(
+            url_phone_id("https://h.example.com/webhooks/twilio/recordings"),
+            None
+        );
     }
 
     #[test]

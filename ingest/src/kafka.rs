@@ -34,6 +34,8 @@ pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
+        // The Java client's partitioner, so that every client maps a phone id to the same partition.
+        .set("partitioner", "murmur2_random")
         .set("linger.ms", "2")
         .set("batch.size", "1000000")
         .set("message.timeout.ms", &timeout_ms)

@@ -35,11 +35,16 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let config = &settings.config;
-    let codec = Arc::new(Codec::new(&config.schema_registry_url).context("creating the schema registry client")?);
+    let codec =
+        Arc::new(Codec::new(&config.schema_registry_url).context("creating the schema registry client")?);
     let producer_settings = Arc::clone(&settings);
     let publisher = Arc::new(
-        KafkaPublisher::new(move || kafka::producer(&producer_settings.config), codec, config.publish_timeout)
-            .context("creating the Kafka producer")?,
+        KafkaPublisher::new(
+            move || kafka::producer(&producer_settings.config),
+            codec,
+            config.publish_timeout,
+        )
+        .context("creating the Kafka producer")?,
     );
 
     if config.create_topics
@@ -57,8 +62,14 @@ pub async fn run(
     }
     tracing::info!(listen = %listener.local_addr()?, sources = ?sources, "ingest listening");
 
-    let options = ServeOptions { header_read_timeout: config.header_read_timeout, drain_timeout: config.drain_timeout };
-    let state = AppState::new(Arc::clone(&settings), Arc::clone(&publisher) as Arc<dyn Publisher>);
+    let options = ServeOptions {
+        header_read_timeout: config.header_read_timeout,
+        drain_timeout: config.drain_timeout,
+    };
+    let state = AppState::new(
+        Arc::clone(&settings),
+        Arc::clone(&publisher) as Arc<dyn Publisher>,
+    );
     serve(listener, app(state), options, shutdown).await?;
     publisher.flush(config.publish_timeout).await;
     tracing::info!("ingest stopped");

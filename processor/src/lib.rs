@@ -1,1 +1,104 @@
-//! switchboard-processor: raw webhooks to exactly-once domain events.
+//! switchboard-processor: turns raw webhooks into typed domain events, exactly once.
+//!
+//! Every instance is a member of one consumer group over `switchboard.raw.*`. Each batch of raw
+//! records is processed inside one Kafka transaction that holds the domain events, the state
+//! changelog entries (dedup, call state), any DLQ records, and the consumed offsets; consumers
+//! read with `read_committed`. See the README for the design and its limits.
+//!
+//! Pure parts: [`normalize`] (provider payload -> domain event) and [`call_state`] (the ordering
+//! rule). Kafka parts: [`engine`] (the transaction), [`runner`] (the loop and rebalances),
+//! [`restore`] (state from changelogs).
+
+pub mod admin;
+pub mod call_state;
+pub mod config;
+pub mod engine;
+pub mod kafka;
+pub mod metrics;
+pub mod normalize;
+pub mod restore;
+pub mod runner;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use anyhow::Context;
+use switchboard_schemas::Codec;
+use switchboard_service::http::{ServeOptions, serve};
+use tokio::net::TcpListener;
+
+use config::Config;
+use runner::Health;
+
+/// How often consumer lag is measured.
+const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Runs the processor until `shutdown` completes (then finishes the open transaction, leaves the
+/// group, and returns `Ok`) or until a fatal error (returned; exit non-zero so the orchestrator
+/// restarts the instance).
+pub async fn run(
+    config: Config,
+    admin_listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let codec =
+        Arc::new(Codec::new(&config.schema_registry_url).context("creating the schema registry client")?);
+    if config.create_topics
+        && let Err(error) = kafka::create_topics(&config).await
+    {
+        tracing::warn!(%error, "could not create the processor's topics");
+    }
+    {
+        let config = Arc::clone(&config);
+        tokio::task::spawn_blocking(move || kafka::check_copartitioning(&config)).await??;
+    }
+
+    let health = Arc::new(Health::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+    let options = ServeOptions {
+        drain_timeout: config.drain_timeout,
+        ..ServeOptions::default()
+    };
+    tracing::info!(listen = %admin_listener.local_addr()?, "admin server listening");
+    let admin = tokio::spawn(serve(
+        admin_listener,
+        admin::router(Arc::clone(&health)),
+        options,
+        async {
+            let _ = admin_stopped.await;
+        },
+    ));
+
+    let lag_reporter = {
+        let (config, health, stop) = (Arc::clone(&config), Arc::clone(&health), Arc::clone(&stop));
+        tokio::task::spawn_blocking(move || runner::report_lag(&config, &health, &stop, LAG_INTERVAL))
+    };
+    let mut processing = {
+        let (config, codec, stop, health) =
+            (Arc::clone(&config), codec, Arc::clone(&stop), Arc::clone(&health));
+        let runtime = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || runner::run(config, codec, runtime, stop, health))
+    };
+    tokio::pin!(shutdown);
+    let result = tokio::select! {
+        () = &mut shutdown => {
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            processing.await
+        }
+        ended = &mut processing => ended,
+    };
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = stop_admin.send(());
+    let _ = admin.await;
+    let _ = lag_reporter.await;
+    let result = result.context("processing thread panicked")?;
+    match &result {
+        Ok(()) => tracing::info!("processor stopped"),
+        Err(error) => tracing::error!(error = %format!("{error:#}"), "processor stopped by a fatal error"),
+    }
+    result
+}

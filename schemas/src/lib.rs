@@ -6,11 +6,13 @@
 //! logic.
 
 pub mod codec;
+pub mod domain;
 pub mod raw_webhook;
 pub mod schema;
 pub mod topics;
 
 pub use codec::{Codec, CodecError};
+pub use domain::{BillingEvent, BookingEvent, CallEvent, CallKind, CallState, GenericEvent, MessageEvent};
 pub use raw_webhook::RawWebhook;
 pub use schema::SchemaDef;
 pub use topics::Source;

@@ -67,6 +67,45 @@ pub const RAW_STRIPE: &str = "switchboard.raw.stripe";
 pub const RAW_CALENDLY: &str = "switchboard.raw.calendly";
 pub const RAW_GENERIC: &str = "switchboard.raw.generic";
 
+/// Twilio voice callbacks as `CallEvent`s, keyed by phone id.
+pub const CALLS: &str = "switchboard.calls";
+/// Twilio message callbacks as `MessageEvent`s, keyed by phone id.
+pub const MESSAGES: &str = "switchboard.messages";
+/// Stripe events as `BillingEvent`s, keyed by phone id.
+pub const BILLING: &str = "switchboard.billing";
+/// Calendly invitee events as `BookingEvent`s, keyed by phone id.
+pub const BOOKINGS: &str = "switchboard.bookings";
+/// Generic-source webhooks as `GenericEvent`s, keyed by phone id.
+pub const GENERIC: &str = "switchboard.generic";
+/// The current `CallState` of every call; compacted, keyed by call sid.
+pub const CALL_STATE: &str = "switchboard.call-state";
+/// Raw webhooks the processor could not turn into a domain event (poison), with the reason.
+pub const DLQ: &str = "switchboard.dlq";
+/// The processor's dedup state changelog (internal); compacted.
+pub const DEDUP_CHANGELOG: &str = "switchboard.processor.dedup";
+
+/// The domain topics the processor writes normalized events to.
+pub const DOMAIN_TOPICS: [&str; 5] = [CALLS, MESSAGES, BILLING, BOOKINGS, GENERIC];
+
+/// Topics that must be created with `cleanup.policy=compact`: only the latest record per key matters.
+pub const COMPACTED_TOPICS: [&str; 2] = [CALL_STATE, DEDUP_CHANGELOG];
+
+/// Every topic switchboard owns, raw topics first: what a deployment creates.
+pub const ALL_TOPICS: [&str; 12] = [
+    RAW_TWILIO,
+    RAW_STRIPE,
+    RAW_CALENDLY,
+    RAW_GENERIC,
+    CALLS,
+    MESSAGES,
+    BILLING,
+    BOOKINGS,
+    GENERIC,
+    CALL_STATE,
+    DLQ,
+    DEDUP_CHANGELOG,
+];
+
 /// The subject of a topic's record values under the TopicNameStrategy: `<topic>-value`.
 pub fn value_subject(topic: &str) -> String {
     format!("{topic}-value")
@@ -83,6 +122,43 @@ mod tests {
             assert_eq!(source.as_str().parse::<Source>(), Ok(source));
         }
         assert_eq!(value_subject(RAW_TWILIO), "switchboard.raw.twilio-value");
+    }
+
+    #[test]
+    fn output_topics_have_their_fixed_names() {
+        assert_eq!(CALLS, "switchboard.calls");
+        assert_eq!(MESSAGES, "switchboard.messages");
+        assert_eq!(BILLING, "switchboard.billing");
+        assert_eq!(BOOKINGS, "switchboard.bookings");
+        assert_eq!(GENERIC, "switchboard.generic");
+        assert_eq!(CALL_STATE, "switchboard.call-state");
+        assert_eq!(DLQ, "switchboard.dlq");
+        assert_eq!(DEDUP_CHANGELOG, "switchboard.processor.dedup");
+    }
+
+    #[test]
+    fn every_topic_is_prefixed_unique_and_listed() {
+        let unique: std::collections::BTreeSet<_> = ALL_TOPICS.into_iter().collect();
+        assert_eq!(unique.len(), ALL_TOPICS.len(), "topic names are unique");
+        for topic in ALL_TOPICS {
+            assert!(
+                topic.starts_with(&format!("{PREFIX}.")),
+                "{topic} starts with the prefix"
+            );
+            // Legal Kafka topic names: at most 249 of [a-zA-Z0-9._-].
+            assert!(
+                topic.len() <= 249
+                    && topic
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b".-_".contains(&b))
+            );
+        }
+        for source in Source::ALL {
+            assert!(ALL_TOPICS.contains(&source.raw_topic()));
+        }
+        for topic in DOMAIN_TOPICS.into_iter().chain(COMPACTED_TOPICS) {
+            assert!(ALL_TOPICS.contains(&topic), "{topic} is listed in ALL_TOPICS");
+        }
     }
 
     #[test]

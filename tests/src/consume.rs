@@ -3,7 +3,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::message::OwnedMessage;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 /// Every record of `topic` present now (up to each partition's high watermark at the time of the
@@ -23,7 +23,7 @@ pub fn read_to_end(bootstrap: &str, topic: &str, isolation_level: &str) -> anyho
         .flat_map(|t| t.partitions().iter().map(|p| p.id()))
         .collect();
     let mut assignment = TopicPartitionList::new();
-    let mut remaining = std::collections::HashMap::new();
+    let mut remaining = std::collections::HashMap::new(); // partition -> high watermark
     for partition in partitions {
         let (low, high) = consumer.fetch_watermarks(topic, partition, timeout)?;
         if high > low {
@@ -37,37 +37,28 @@ pub fn read_to_end(bootstrap: &str, topic: &str, isolation_level: &str) -> anyho
     consumer.assign(&assignment)?;
     let mut messages = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
-    while !remaining.is_empty() {
+    // Read until a poll comes back empty with every partition past the high watermark taken at
+    // the start. The watermark alone is not enough: transaction markers take offsets but are never
+    // delivered, and Tansu reports the base offset of the last batch + 1 as the high watermark.
+    loop {
         anyhow::ensure!(
             Instant::now() < deadline,
             "{topic} not read to its end within 60 s"
         );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => {
-                let partition = message.partition();
-                if remaining
-                    .get(&partition)
-                    .is_some_and(|high| message.offset() + 1 >= *high)
-                {
-                    remaining.remove(&partition);
-                }
-                messages.push(message.detach());
-            }
+        match consumer.poll(Duration::from_millis(300)) {
+            Some(Ok(message)) => messages.push(message.detach()),
             Some(Err(error)) => return Err(error.into()),
             None => {
-                // Transaction markers occupy offsets but are never delivered: stop at the position.
                 let position = consumer.position()?;
-                for element in position.elements() {
-                    if let Offset::Offset(next) = element.offset()
-                        && remaining
-                            .get(&element.partition())
-                            .is_some_and(|high| next >= *high)
-                    {
-                        remaining.remove(&element.partition());
-                    }
+                let done = remaining.iter().all(|(partition, high)| {
+                    position
+                        .find_partition(topic, *partition)
+                        .is_some_and(|e| matches!(e.offset(), Offset::Offset(next) if next >= *high))
+                });
+                if done {
+                    return Ok(messages);
                 }
             }
         }
     }
-    Ok(messages)
 }

@@ -87,11 +87,7 @@ async fn post_call(
 /// A record read back: the decoded envelope, the record headers, the record key.
 type Stored = (RawWebhook, Vec<(String, String)>, String);
 
-fn records_for(
-    bootstrap: &str,
-    phone_id: &str,
-    call_sids: &HashSet<String>,
-) -> Vec<Stored> {
+fn records_for(bootstrap: &str, phone_id: &str, call_sids: &HashSet<String>) -> Vec<Stored> {
     let runtime = tokio::runtime::Handle::current();
     let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
     let messages =

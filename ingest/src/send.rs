@@ -1,0 +1,1515 @@
+//! `switchboard-ingest send`: a developer tool, like `stripe trigger`, that builds a realistic sample
+//! webhook for a provider, signs it the way the provider does and POSTs it to a running ingest.
+//!
+//! This module owns the sample payloads, the signing (small pure `sign_*` functions over the MAC helper
+//! of [`verify`](crate::verify)), the request builders (`*_request`, pure but for the random ids they
+//! draw) and the command line. Keys come from flags or from the `SWITCHBOARD_*` env vars ingest reads
+//! (the first entry of each list), and are never printed.
+
+use std::hash::{BuildHasher, Hasher, RandomState};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, bail};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use clap::{Args, Subcommand};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+use url::{Position, Url, form_urlencoded};
+
+use crate::config::GenericScheme;
+use crate::verify::mac::{self, Algorithm};
+use crate::verify::twilio::{self, Duplicates};
+use crate::verify::{Secret, calendly, github, standard_webhooks, stripe};
+
+const FORM: &str = "application/x-www-form-urlencoded";
+const JSON: &str = "application/json";
+/// Fictional numbers (555-01xx) used by the samples.
+const SAMPLE_FROM: &str = "+14155550100";
+const SAMPLE_TO: &str = "+14155550199";
+const SAMPLE_TWILIO_ACCOUNT: &str = "AC3f1e9c2b7d4a4e6f8b0c1d2e3f4a5b6c";
+const SAMPLE_STRIPE_ACCOUNT: &str = "acct_1PgS4mpl3Sw1tchb";
+const STRIPE_API_VERSION: &str = "2024-06-20";
+
+const TWILIO_AUTH_TOKENS_ENV: &str = "SWITCHBOARD_TWILIO_AUTH_TOKENS";
+const TWILIO_SHARED_KEYS_ENV: &str = "SWITCHBOARD_TWILIO_SHARED_KEYS";
+const STRIPE_SECRETS_ENV: &str = "SWITCHBOARD_STRIPE_WEBHOOK_SECRETS";
+const CALENDLY_KEYS_ENV: &str = "SWITCHBOARD_CALENDLY_SIGNING_KEYS";
+
+// ---------------------------------------------------------------------------------------------------
+// Command line
+// ---------------------------------------------------------------------------------------------------
+
+/// `switchboard-ingest send <provider> --url …`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    #[command(subcommand)]
+    provider: Provider,
+}
+
+#[derive(Debug, Subcommand)]
+enum Provider {
+    /// A voice status callback, signed with an auth token (HMAC-SHA1) or a shared key (HMAC-SHA256).
+    Twilio(TwilioArgs),
+    /// An event (`invoice.paid` by default) with a `Stripe-Signature` header.
+    Stripe(StripeArgs),
+    /// An `invitee.created` (by default) event with a `Calendly-Webhook-Signature` header.
+    Calendly(CalendlyArgs),
+    /// A generic source: Standard Webhooks (`webhook-signature`) or GitHub (`X-Hub-Signature-256`).
+    Generic(GenericArgs),
+}
+
+#[derive(Debug, Args)]
+struct TwilioArgs {
+    /// Where to send, e.g. http://127.0.0.1:8080/webhooks/twilio/calls.
+    #[arg(long)]
+    url: Url,
+    /// The public base URL ingest is configured with (its SWITCHBOARD_PUBLIC_URL): the signature covers
+    /// this base plus the path and query of --url. Default: --url itself.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<Url>,
+    /// Sets or adds a parameter (repeatable), e.g. --param CallStatus=busy.
+    #[arg(long = "param", value_name = "NAME=VALUE", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// Sends the parameters as a JSON body: the signature covers the URL only and the body is proven by
+    /// a `bodySHA256` query parameter.
+    #[arg(long)]
+    json: bool,
+    /// Auth token to sign with (HMAC-SHA1). Default: the first of SWITCHBOARD_TWILIO_AUTH_TOKENS.
+    #[arg(long, value_name = "TOKEN", value_parser = parse_secret)]
+    auth_token: Option<Secret>,
+    /// Shared key to sign with (HMAC-SHA256); wins over any auth token. Default when no auth token is
+    /// found: the first of SWITCHBOARD_TWILIO_SHARED_KEYS.
+    #[arg(long, value_name = "ID:SECRET", value_parser = parse_shared_key)]
+    shared_key: Option<TwilioKey>,
+}
+
+#[derive(Debug, Args)]
+struct StripeArgs {
+    /// Where to send, e.g. http://127.0.0.1:8080/webhooks/stripe.
+    #[arg(long)]
+    url: Url,
+    /// Endpoint secret (`whsec_…`). Default: the first of SWITCHBOARD_STRIPE_WEBHOOK_SECRETS.
+    #[arg(long, value_parser = parse_secret)]
+    secret: Option<Secret>,
+    /// The event type.
+    #[arg(long = "type", value_name = "TYPE", default_value = "invoice.paid")]
+    event_type: String,
+    /// Put into `data.object.metadata.phone_id`, which ingest keys the record by.
+    #[arg(long)]
+    phone_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct CalendlyArgs {
+    /// Where to send, e.g. http://127.0.0.1:8080/webhooks/calendly.
+    #[arg(long)]
+    url: Url,
+    /// Webhook signing key. Default: the first of SWITCHBOARD_CALENDLY_SIGNING_KEYS.
+    #[arg(long, value_parser = parse_secret)]
+    key: Option<Secret>,
+    /// The event name, e.g. invitee.created or invitee.canceled.
+    #[arg(long, default_value = "invitee.created")]
+    event: String,
+    /// Put into `payload.tracking.utm_content` (ingest's default phone id pointer).
+    #[arg(long)]
+    phone_id: Option<String>,
+}
+
+#[derive(Debug, Args)]
+struct GenericArgs {
+    /// Where to send, e.g. http://127.0.0.1:8080/webhooks/generic/acme.
+    #[arg(long)]
+    url: Url,
+    /// The source's scheme, as configured.
+    #[arg(long, value_parser = parse_scheme, value_name = "standard-webhooks|github")]
+    scheme: GenericScheme,
+    /// The source's secret: `whsec_<base64>` for standard-webhooks, plain text for github.
+    #[arg(long, value_parser = parse_secret)]
+    secret: Secret,
+    /// The raw body. Default: a sample `{"type":…,"timestamp":…,"data":{…}}` event.
+    #[arg(long)]
+    body: Option<String>,
+    /// Put into the default body's `data.phone_id`.
+    #[arg(long, conflicts_with = "body")]
+    phone_id: Option<String>,
+}
+
+/// Builds, signs and sends the sample; prints the answer. Fails unless ingest answers 2xx.
+pub async fn run(args: SendArgs) -> anyhow::Result<()> {
+    let now = unix_now();
+    let env = |name: &str| std::env::var(name).ok();
+    let (provider, request) = match args.provider {
+        Provider::Twilio(args) => {
+            let key = twilio_key(args.auth_token, args.shared_key, env)?;
+            if let Some(base) = &args.public_url {
+                check_public_url(base)?;
+            }
+            let params = twilio_params(now, &args.params);
+            let request = twilio_request(args.url, args.public_url.as_ref(), &params, args.json, &key);
+            ("twilio", request)
+        }
+        Provider::Stripe(args) => {
+            let secret = secret_or_env(args.secret, STRIPE_SECRETS_ENV, "--secret", env)?;
+            let event = stripe_event(&args.event_type, args.phone_id.as_deref(), now);
+            ("stripe", stripe_request(args.url, &secret, to_json(&event), now))
+        }
+        Provider::Calendly(args) => {
+            let key = secret_or_env(args.key, CALENDLY_KEYS_ENV, "--key", env)?;
+            let event = calendly_event(&args.event, args.phone_id.as_deref(), now);
+            ("calendly", calendly_request(args.url, &key, to_json(&event), now))
+        }
+        Provider::Generic(args) => {
+            let secret = match args.scheme {
+                GenericScheme::StandardWebhooks => std::str::from_utf8(args.secret.expose())
+                    .ok()
+                    .and_then(|text| Secret::from_standard_webhooks(text).ok())
+                    .context("--secret: a Standard Webhooks secret is `whsec_` followed by base64")?,
+                GenericScheme::Github => args.secret,
+            };
+            let body = match args.body {
+                Some(body) => body.into_bytes(),
+                None => to_json(&generic_event(args.phone_id.as_deref(), now)),
+            };
+            (
+                "generic",
+                generic_request(args.url, args.scheme, &secret, body, now),
+            )
+        }
+    };
+
+    match &request.signed_url {
+        Some(signed) => println!("POST {} ({provider}, signed for {signed})", request.url),
+        None => println!("POST {} ({provider})", request.url),
+    }
+    let client = reqwest::Client::builder()
+        .user_agent(concat!("switchboard-ingest-send/", env!("CARGO_PKG_VERSION")))
+        .timeout(Duration::from_secs(20))
+        .build()
+        .context("building the HTTP client")?;
+    let url = request.url.clone();
+    let reply = send(&client, request)
+        .await
+        .with_context(|| format!("sending to {url}"))?;
+    println!("{}", reply.status);
+    if !reply.body.is_empty() {
+        println!("{}", reply.body);
+    }
+    if !reply.status.is_success() {
+        bail!("ingest answered {}", reply.status);
+    }
+    Ok(())
+}
+
+/// `Name=value`; the value may contain `=` and may be empty.
+fn parse_param(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_owned(), value.to_owned())),
+        _ => Err("expected NAME=VALUE".to_owned()),
+    }
+}
+
+fn parse_secret(text: &str) -> Result<Secret, String> {
+    if text.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    Ok(Secret::new(text))
+}
+
+/// `id:secret`, as in SWITCHBOARD_TWILIO_SHARED_KEYS. The id goes into a header, so it must be visible
+/// ASCII without `,`, `=` or spaces.
+fn parse_shared_key(text: &str) -> Result<TwilioKey, String> {
+    let (id, key) = text.split_once(':').ok_or("expected ID:SECRET")?;
+    let valid_id = !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic() && b != b',' && b != b'=');
+    if !valid_id {
+        return Err("the key id must be visible ASCII without ',' or '='".to_owned());
+    }
+    Ok(TwilioKey::SharedKey {
+        id: id.to_owned(),
+        key: parse_secret(key)?,
+    })
+}
+
+fn parse_scheme(text: &str) -> Result<GenericScheme, String> {
+    match text {
+        "standard-webhooks" => Ok(GenericScheme::StandardWebhooks),
+        "github" => Ok(GenericScheme::Github),
+        _ => Err("expected standard-webhooks or github".to_owned()),
+    }
+}
+
+/// The first non-empty entry of a comma-separated env list, as ingest's config reads it.
+fn first_entry(list: &str) -> Option<&str> {
+    list.split(',').map(str::trim).find(|entry| !entry.is_empty())
+}
+
+/// The flag's secret, else the first entry of `var`.
+fn secret_or_env(
+    flag: Option<Secret>,
+    var: &str,
+    flag_name: &str,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<Secret> {
+    if let Some(secret) = flag {
+        return Ok(secret);
+    }
+    let list = env(var).unwrap_or_default();
+    let first = first_entry(&list).with_context(|| format!("no key: pass {flag_name} or set {var}"))?;
+    Ok(Secret::new(first))
+}
+
+/// The Twilio key: `--shared-key`, else `--auth-token`, else the first auth token in the env, else the
+/// first shared key in the env.
+fn twilio_key(
+    auth_token: Option<Secret>,
+    shared_key: Option<TwilioKey>,
+    env: impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<TwilioKey> {
+    if let Some(key) = shared_key {
+        return Ok(key);
+    }
+    if let Some(token) = auth_token {
+        return Ok(TwilioKey::AuthToken(token));
+    }
+    if let Some(token) = env(TWILIO_AUTH_TOKENS_ENV).as_deref().and_then(first_entry) {
+        return Ok(TwilioKey::AuthToken(Secret::new(token)));
+    }
+    if let Some(entry) = env(TWILIO_SHARED_KEYS_ENV).as_deref().and_then(first_entry) {
+        return parse_shared_key(entry)
+            .map_err(|problem| anyhow::anyhow!("{TWILIO_SHARED_KEYS_ENV}: {problem}"));
+    }
+    bail!("no Twilio key: pass --auth-token or --shared-key, or set {TWILIO_AUTH_TOKENS_ENV}")
+}
+
+/// The same rule ingest applies to SWITCHBOARD_PUBLIC_URL.
+fn check_public_url(base: &Url) -> anyhow::Result<()> {
+    let origin_only = matches!(base.scheme(), "http" | "https")
+        && base.host_str().is_some()
+        && base.path() == "/"
+        && base.query().is_none()
+        && base.fragment().is_none();
+    if !origin_only {
+        bail!(
+            "--public-url must be http(s)://host[:port] without a path, like ingest's SWITCHBOARD_PUBLIC_URL"
+        );
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Signing: pure functions
+// ---------------------------------------------------------------------------------------------------
+
+/// A Twilio signing key.
+#[derive(Debug, Clone)]
+pub enum TwilioKey {
+    /// An account auth token: HMAC-SHA1.
+    AuthToken(Secret),
+    /// A shared key and the id `X-Twilio-Webhooks-Signature-Settings` names: HMAC-SHA256.
+    SharedKey { id: String, key: Secret },
+}
+
+fn hmac(algorithm: Algorithm, key: &Secret, message: &[&[u8]]) -> Vec<u8> {
+    mac::sign(algorithm, key.expose(), message).expect("HMAC accepts keys of any length")
+}
+
+/// `X-Twilio-Signature`: base64(HMAC(key, url + canonical params)). JSON bodies sign the URL alone:
+/// pass no params.
+pub fn sign_twilio(key: &TwilioKey, url: &str, params: &[(String, String)]) -> String {
+    let (algorithm, secret) = match key {
+        TwilioKey::AuthToken(token) => (Algorithm::Sha1, token),
+        TwilioKey::SharedKey { key, .. } => (Algorithm::Sha256, key),
+    };
+    let params = twilio::canonical_params(params, Duplicates::Keep);
+    STANDARD.encode(hmac(algorithm, secret, &[url.as_bytes(), params.as_bytes()]))
+}
+
+/// A `t=<timestamp>,v1=<hex>` header (Stripe, Calendly): HMAC-SHA256 over `"{t}.{body}"`.
+pub fn sign_timestamped(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    let signature = hmac(Algorithm::Sha256, secret, &[t.as_bytes(), b".", body]);
+    format!("t={t},v1={}", hex::encode(signature))
+}
+
+/// A `webhook-signature` value, `v1,<base64>`: HMAC-SHA256 over `"{id}.{timestamp}.{body}"`, keyed with
+/// the decoded `whsec_` secret.
+pub fn sign_standard_webhooks(secret: &Secret, id: &str, timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    let signature = hmac(
+        Algorithm::Sha256,
+        secret,
+        &[id.as_bytes(), b".", t.as_bytes(), b".", body],
+    );
+    format!("v1,{}", STANDARD.encode(signature))
+}
+
+/// An `X-Hub-Signature-256` value, `sha256=<hex>`: HMAC-SHA256 over the body.
+pub fn sign_github(secret: &Secret, body: &[u8]) -> String {
+    format!("sha256={}", hex::encode(hmac(Algorithm::Sha256, secret, &[body])))
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------------------
+
+/// A signed request, ready to send.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    pub url: Url,
+    /// `Content-Type`, the signature headers and any delivery id header.
+    pub headers: HeaderMap,
+    pub body: Vec<u8>,
+    /// The URL the signature covers, for schemes that sign it (Twilio).
+    pub signed_url: Option<String>,
+}
+
+/// The URL Twilio would have called: `public_url` (or the origin of `target`) followed by the path and
+/// query of `target`, exactly as ingest rebuilds it from its SWITCHBOARD_PUBLIC_URL.
+pub fn twilio_signed_url(target: &Url, public_url: Option<&Url>) -> String {
+    let base = match public_url {
+        Some(base) => base.as_str().trim_end_matches('/'),
+        None => &target[..Position::BeforePath],
+    };
+    format!("{base}{}", &target[Position::BeforePath..Position::AfterQuery])
+}
+
+/// A realistic voice status callback at `now`, with `overrides` replacing parameters of the same name
+/// or added at the end. The `CallSid` is random.
+pub fn twilio_params(now: i64, overrides: &[(String, String)]) -> Vec<(String, String)> {
+    let call_sid = format!("CA{}", random_hex(16));
+    let defaults = [
+        ("AccountSid", SAMPLE_TWILIO_ACCOUNT.to_owned()),
+        ("ApiVersion", "2010-04-01".to_owned()),
+        ("CallSid", call_sid),
+        ("CallStatus", "completed".to_owned()),
+        ("CallDuration", "42".to_owned()),
+        ("Duration", "1".to_owned()),
+        ("Called", SAMPLE_TO.to_owned()),
+        ("Caller", SAMPLE_FROM.to_owned()),
+        ("CallbackSource", "call-progress-events".to_owned()),
+        ("Direction", "inbound".to_owned()),
+        ("From", SAMPLE_FROM.to_owned()),
+        ("FromCountry", "US".to_owned()),
+        ("To", SAMPLE_TO.to_owned()),
+        ("ToCountry", "US".to_owned()),
+        ("SequenceNumber", "3".to_owned()),
+        ("Timestamp", rfc2822(now)),
+    ];
+    let mut params: Vec<(String, String)> = defaults
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+    for (name, value) in overrides {
+        match params.iter_mut().find(|(existing, _)| existing == name) {
+            Some(slot) => slot.1.clone_from(value),
+            None => params.push((name.clone(), value.clone())),
+        }
+    }
+    params
+}
+
+/// A Twilio request to `url` carrying `params`: a form body, or with `json` a JSON object body and a
+/// `bodySHA256` query parameter. Signed for [`twilio_signed_url`].
+pub fn twilio_request(
+    mut url: Url,
+    public_url: Option<&Url>,
+    params: &[(String, String)],
+    json: bool,
+    key: &TwilioKey,
+) -> Outgoing {
+    let (content_type, body, signed_params) = if json {
+        let object: Map<String, Value> = params
+            .iter()
+            .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+            .collect();
+        let body = to_json(&Value::Object(object));
+        url.query_pairs_mut()
+            .append_pair("bodySHA256", &hex::encode(Sha256::digest(&body)));
+        (JSON, body, &[][..])
+    } else {
+        let body = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish();
+        (FORM, body.into_bytes(), params)
+    };
+    let signed_url = twilio_signed_url(&url, public_url);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    insert(
+        &mut headers,
+        twilio::SIGNATURE_HEADER,
+        &sign_twilio(key, &signed_url, signed_params),
+    );
+    insert(&mut headers, twilio::IDEMPOTENCY_HEADER, &random_uuid());
+    if let TwilioKey::SharedKey { id, .. } = key {
+        let settings = format!("key={id},algorithm={}", twilio::SHARED_KEY_ALGORITHM);
+        insert(&mut headers, twilio::SETTINGS_HEADER, &settings);
+    }
+    Outgoing {
+        url,
+        headers,
+        body,
+        signed_url: Some(signed_url),
+    }
+}
+
+/// A realistic Stripe event of `event_type` created at `now`, with a random `evt_` id.
+pub fn stripe_event(event_type: &str, phone_id: Option<&str>, now: i64) -> Value {
+    let kind = event_type.rsplit_once('.').map_or(event_type, |(kind, _)| kind);
+    let (prefix, object, status) = match kind {
+        "invoice" => (
+            "in",
+            "invoice",
+            if event_type.ends_with(".paid") {
+                "paid"
+            } else {
+                "open"
+            },
+        ),
+        "payment_intent" if event_type.ends_with(".payment_failed") => {
+            ("pi", "payment_intent", "requires_payment_method")
+        }
+        "payment_intent" => ("pi", "payment_intent", "succeeded"),
+        "charge" => ("ch", "charge", "succeeded"),
+        "checkout.session" => ("cs", "checkout.session", "complete"),
+        "customer.subscription" => ("sub", "subscription", "active"),
+        _ => ("obj", kind, "succeeded"),
+    };
+    let metadata = match phone_id {
+        Some(phone_id) => json!({ "phone_id": phone_id }),
+        None => json!({}),
+    };
+    json!({
+        "id": format!("evt_{}", random_alphanumeric(24)),
+        "object": "event",
+        "account": SAMPLE_STRIPE_ACCOUNT,
+        "api_version": STRIPE_API_VERSION,
+        "created": now,
+        "data": {
+            "object": {
+                "id": format!("{prefix}_{}", random_alphanumeric(24)),
+                "object": object,
+                "amount": 2000,
+                "currency": "usd",
+                "customer": format!("cus_{}", random_alphanumeric(14)),
+                "created": now,
+                "livemode": false,
+                "metadata": metadata,
+                "status": status,
+            }
+        },
+        "livemode": false,
+        "pending_webhooks": 1,
+        "request": { "id": format!("req_{}", random_alphanumeric(14)), "idempotency_key": null },
+        "type": event_type,
+    })
+}
+
+/// A Stripe request: `Stripe-Signature: t=<now>,v1=<hex>`.
+pub fn stripe_request(url: Url, secret: &Secret, body: Vec<u8>, now: i64) -> Outgoing {
+    timestamped_request(url, stripe::SIGNATURE_HEADER, secret, body, now)
+}
+
+/// A realistic Calendly invitee event created at `now`, for a meeting tomorrow; the invitee URI is
+/// random.
+pub fn calendly_event(event: &str, phone_id: Option<&str>, now: i64) -> Value {
+    let scheduled_event = format!("https://api.calendly.com/scheduled_events/{}", random_uuid());
+    let invitee = random_uuid();
+    let start = (now / 3600 + 24) * 3600;
+    let canceled = event == "invitee.canceled";
+    let status = if canceled { "canceled" } else { "active" };
+    let cancellation = canceled.then(|| {
+        json!({ "canceled_by": "Ada Lovelace", "canceler_type": "invitee", "reason": "Something came up" })
+    });
+    json!({
+        "created_at": rfc3339(now),
+        "created_by": "https://api.calendly.com/users/3c1d2e4f-5a6b-4c7d-8e9f-0a1b2c3d4e5f",
+        "event": event,
+        "payload": {
+            "cancel_url": format!("https://calendly.com/cancellations/{invitee}"),
+            "cancellation": cancellation,
+            "created_at": rfc3339(now),
+            "email": "ada@example.com",
+            "event": scheduled_event,
+            "first_name": "Ada",
+            "last_name": "Lovelace",
+            "name": "Ada Lovelace",
+            "new_invitee": null,
+            "old_invitee": null,
+            "questions_and_answers": [],
+            "reschedule_url": format!("https://calendly.com/reschedulings/{invitee}"),
+            "rescheduled": false,
+            "scheduled_event": {
+                "uri": scheduled_event,
+                "name": "30 Minute Meeting",
+                "status": status,
+                "start_time": rfc3339(start),
+                "end_time": rfc3339(start + 30 * 60),
+                "event_type": "https://api.calendly.com/event_types/7d2c5b1e-4f3a-4e8b-9c6d-1a2b3c4d5e6f",
+                "location": { "type": "outbound_call", "location": phone_id },
+                "created_at": rfc3339(now),
+                "updated_at": rfc3339(now),
+            },
+            "status": status,
+            "text_reminder_number": phone_id,
+            "timezone": "America/New_York",
+            "tracking": {
+                "utm_campaign": null,
+                "utm_source": null,
+                "utm_medium": null,
+                "utm_content": phone_id,
+                "utm_term": null,
+                "salesforce_uuid": null,
+            },
+            "updated_at": rfc3339(now),
+            "uri": format!("{scheduled_event}/invitees/{invitee}"),
+        },
+    })
+}
+
+/// A Calendly request: `Calendly-Webhook-Signature: t=<now>,v1=<hex>`.
+pub fn calendly_request(url: Url, key: &Secret, body: Vec<u8>, now: i64) -> Outgoing {
+    timestamped_request(url, calendly::SIGNATURE_HEADER, key, body, now)
+}
+
+fn timestamped_request(url: Url, header: &'static str, secret: &Secret, body: Vec<u8>, now: i64) -> Outgoing {
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    insert(&mut headers, header, &sign_timestamped(secret, now, &body));
+    Outgoing {
+        url,
+        headers,
+        body,
+        signed_url: None,
+    }
+}
+
+/// The default generic body: a Standard Webhooks style `{"type", "timestamp", "data"}` event.
+pub fn generic_event(phone_id: Option<&str>, now: i64) -> Value {
+    let mut data = json!({ "id": format!("obj_{}", random_alphanumeric(20)) });
+    if let Some(phone_id) = phone_id {
+        data["phone_id"] = phone_id.into();
+    }
+    json!({ "type": "switchboard.sample", "timestamp": rfc3339(now), "data": data })
+}
+
+/// A generic request. Standard Webhooks: `webhook-id` (`msg_<random>`), `webhook-timestamp`,
+/// `webhook-signature`; `secret` is the decoded key. GitHub: `X-Hub-Signature-256` and a random
+/// `X-GitHub-Delivery`.
+pub fn generic_request(
+    url: Url,
+    scheme: GenericScheme,
+    secret: &Secret,
+    body: Vec<u8>,
+    now: i64,
+) -> Outgoing {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    match scheme {
+        GenericScheme::StandardWebhooks => {
+            let id = format!("msg_{}", random_alphanumeric(24));
+            let signature = sign_standard_webhooks(secret, &id, now, &body);
+            insert(&mut headers, standard_webhooks::ID_HEADER, &id);
+            insert(
+                &mut headers,
+                standard_webhooks::TIMESTAMP_HEADER,
+                &now.to_string(),
+            );
+            insert(&mut headers, standard_webhooks::SIGNATURE_HEADER, &signature);
+        }
+        GenericScheme::Github => {
+            insert(
+                &mut headers,
+                github::SIGNATURE_HEADER,
+                &sign_github(secret, &body),
+            );
+            insert(&mut headers, github::DELIVERY_HEADER, &random_uuid());
+        }
+    }
+    Outgoing {
+        url,
+        headers,
+        body,
+        signed_url: None,
+    }
+}
+
+/// Inserts a header this module generated: a lowercase constant name and a visible-ASCII value.
+fn insert(headers: &mut HeaderMap, name: &'static str, value: &str) {
+    let value = HeaderValue::from_str(value).expect("generated header values are visible ASCII");
+    headers.insert(HeaderName::from_static(name), value);
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Sending
+// ---------------------------------------------------------------------------------------------------
+
+/// What ingest answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: String,
+}
+
+/// POSTs `request` and reads the whole answer.
+pub async fn send(client: &reqwest::Client, request: Outgoing) -> Result<Reply, reqwest::Error> {
+    let response = client
+        .post(request.url)
+        .headers(request.headers)
+        .body(request.body)
+        .send()
+        .await?;
+    let status = response.status();
+    let body = response.text().await?;
+    Ok(Reply { status, body })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// Ids and clocks
+// ---------------------------------------------------------------------------------------------------
+
+/// Random bits from the standard library's per-process random hasher keys: unique sample ids, not
+/// key material.
+fn random_u64() -> u64 {
+    RandomState::new().build_hasher().finish()
+}
+
+fn random_hex(bytes: usize) -> String {
+    let mut out = String::with_capacity(bytes * 2 + 16);
+    while out.len() < bytes * 2 {
+        out.push_str(&format!("{:016x}", random_u64()));
+    }
+    out.truncate(bytes * 2);
+    out
+}
+
+fn random_alphanumeric(len: usize) -> String {
+    const ALPHABET: &[u8] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+    (0..len)
+        .map(|_| char::from(ALPHABET[(random_u64() % ALPHABET.len() as u64) as usize]))
+        .collect()
+}
+
+/// A random version-4 style UUID, lowercase.
+fn random_uuid() -> String {
+    let hex = random_hex(16);
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+fn to_json(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(value).expect("a JSON value always serializes")
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs() as i64)
+}
+
+/// (year, month, day, weekday with 0 = Sunday, seconds into the day) of a unix time, UTC.
+fn civil(unix: i64) -> (i64, u32, u32, u32, i64) {
+    let (days, seconds) = (unix.div_euclid(86_400), unix.rem_euclid(86_400));
+    // Howard Hinnant's days-to-civil algorithm (proleptic Gregorian calendar).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = (if mp < 10 { mp + 3 } else { mp - 9 }) as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let weekday = (days + 4).rem_euclid(7) as u32;
+    (year, month, day, weekday, seconds)
+}
+
+/// `2023-11-14T22:13:20.000000Z`, as Calendly writes times.
+fn rfc3339(unix: i64) -> String {
+    let (year, month, day, _, seconds) = civil(unix);
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.000000Z")
+}
+
+/// `Tue, 14 Nov 2023 22:13:20 +0000`, as Twilio writes its `Timestamp` parameter.
+fn rfc2822(unix: i64) -> String {
+    const WEEKDAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (year, month, day, weekday, seconds) = civil(unix);
+    let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60);
+    let (weekday, month) = (WEEKDAYS[weekday as usize], MONTHS[month as usize - 1]);
+    format!("{weekday}, {day:02} {month} {year} {h:02}:{m:02}:{s:02} +0000")
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use axum::Router;
+    use axum::body::Bytes;
+    use axum::extract::{OriginalUri, State};
+    use axum::routing::post;
+
+    use super::*;
+    use crate::config::Config;
+    use crate::verify::{Scheme, SecretSet, SharedKeys, VerifyError};
+
+    const NOW: i64 = 1_700_000_000;
+
+    fn url(text: &str) -> Url {
+        Url::parse(text).unwrap()
+    }
+
+    fn header<'a>(request: &'a Outgoing, name: &str) -> &'a str {
+        request
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .to_str()
+            .unwrap()
+    }
+
+    fn param<'a>(params: &'a [(String, String)], name: &str) -> &'a str {
+        params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .unwrap_or_else(|| panic!("no {name}"))
+    }
+
+    fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect()
+    }
+
+    /// The URL ingest verifies against: its public URL followed by the request's path and query.
+    fn ingest_url(public_url: &str, request: &Outgoing) -> String {
+        format!(
+            "{public_url}{}",
+            &request.url[Position::BeforePath..Position::AfterQuery]
+        )
+    }
+
+    fn content_type(request: &Outgoing) -> &str {
+        header(request, "content-type")
+    }
+
+    #[test]
+    fn signers_reproduce_the_verifiers_known_answers() {
+        // The vectors of the verify modules' own tests.
+        let docs_params = pairs(&[
+            ("To", "+18005551212"),
+            ("From", "+12349013030"),
+            ("Caller", "+12349013030"),
+            ("CallSid", "CA1234567890ABCDE"),
+            ("Digits", "1234"),
+        ]);
+        let docs_url = "https://mycompany.com/myapp.php?foo=1&bar=2";
+        let token = TwilioKey::AuthToken(Secret::new("12345"));
+        let shared = TwilioKey::SharedKey {
+            id: "key-2024".into(),
+            key: Secret::new("shared-secret-2024"),
+        };
+        let json_url = "https://mycompany.com/myapp?bodySHA256=0a1ff7634d9ab3b95db5c9a2dfe9416e41502b283a80c7cf19632632f96e6620";
+        let whsec = Secret::from_standard_webhooks("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let cases = [
+            (
+                sign_twilio(&token, docs_url, &docs_params),
+                "0/KCTR6DLpKmkAf8muzZqo1nDgQ=",
+            ),
+            (
+                sign_twilio(&shared, docs_url, &docs_params),
+                "+XMRmL8W+1dXIioHigQR0Z7xY+VaIR2khD9fNfsOemY=",
+            ),
+            (sign_twilio(&token, json_url, &[]), "UEGkzoW/cP+5rgfjjBKC7Wch1b4="),
+            (
+                sign_timestamped(
+                    &Secret::new("whsec_test_secret"),
+                    NOW,
+                    br#"{"id":"evt_1","object":"event"}"#,
+                ),
+                "t=1700000000,v1=0c8670ed117751cc551a20e35839447075c42800ea3cf3e8a2fbda99cd1e6edd",
+            ),
+            (
+                sign_standard_webhooks(
+                    &whsec,
+                    "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                    1_614_265_330,
+                    br#"{"test": 2432232314}"#,
+                ),
+                "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+            ),
+            (
+                sign_github(&Secret::new("It's a Secret to Everybody"), b"Hello, World!"),
+                "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17",
+            ),
+        ];
+        for (index, (got, expected)) in cases.into_iter().enumerate() {
+            assert_eq!(got, expected, "case {index}");
+        }
+    }
+
+    #[test]
+    fn twilio_form_request_passes_the_verifier() {
+        let tokens = SecretSet::from_strings(["old-token", "tok_test"]).unwrap();
+        let key = TwilioKey::AuthToken(Secret::new("tok_test"));
+        let public = url("https://hooks.example.com");
+        let overrides = pairs(&[("CallStatus", "busy"), ("Custom", "a b&c=d")]);
+        let params = twilio_params(NOW, &overrides);
+        let request = twilio_request(
+            url("http://127.0.0.1:8080/webhooks/twilio/calls?x=1"),
+            Some(&public),
+            &params,
+            false,
+            &key,
+        );
+
+        let signed = "https://hooks.example.com/webhooks/twilio/calls?x=1";
+        assert_eq!(request.signed_url.as_deref(), Some(signed));
+        assert_eq!(ingest_url("https://hooks.example.com", &request), signed);
+        assert_eq!(content_type(&request), FORM);
+        assert!(!request.headers.contains_key(twilio::SETTINGS_HEADER));
+        let verified = twilio::verify(
+            &tokens,
+            &SharedKeys::default(),
+            &request.headers,
+            signed,
+            FORM,
+            &request.body,
+        )
+        .unwrap();
+        assert_eq!(verified.scheme(), Scheme::TwilioHmacSha1);
+        assert_eq!(verified.params(), params.as_slice());
+        assert_eq!(
+            verified.event_id(),
+            Some(header(&request, twilio::IDEMPOTENCY_HEADER))
+        );
+
+        // The parameters Twilio sends for a finished inbound call, with the overrides applied.
+        assert_eq!(param(&params, "CallStatus"), "busy");
+        assert_eq!(param(&params, "Custom"), "a b&c=d");
+        assert_eq!(param(&params, "Direction"), "inbound");
+        assert_eq!(param(&params, "ApiVersion"), "2010-04-01");
+        assert_eq!(param(&params, "CallbackSource"), "call-progress-events");
+        assert_eq!(param(&params, "Timestamp"), "Tue, 14 Nov 2023 22:13:20 +0000");
+        assert!(param(&params, "AccountSid").starts_with("AC"));
+        let call_sid = param(&params, "CallSid");
+        assert!(call_sid.len() == 34 && call_sid.starts_with("CA"), "{call_sid}");
+        assert!(call_sid[2..].bytes().all(|b| b.is_ascii_hexdigit()), "{call_sid}");
+        assert_ne!(
+            call_sid,
+            param(&twilio_params(NOW, &[]), "CallSid"),
+            "CallSid is random per send"
+        );
+        assert_eq!(params.iter().filter(|(name, _)| name == "CallStatus").count(), 1);
+
+        // Sent without --public-url, the signature covers --url itself.
+        let local = twilio_request(
+            url("http://127.0.0.1:8080/webhooks/twilio/calls"),
+            None,
+            &params,
+            false,
+            &key,
+        );
+        let signed = "http://127.0.0.1:8080/webhooks/twilio/calls";
+        assert_eq!(local.signed_url.as_deref(), Some(signed));
+        let verified = twilio::verify(
+            &tokens,
+            &SharedKeys::default(),
+            &local.headers,
+            signed,
+            FORM,
+            &local.body,
+        );
+        assert!(verified.is_ok());
+        // Any other public URL fails, as in production.
+        let other = twilio::verify(
+            &tokens,
+            &SharedKeys::default(),
+            &local.headers,
+            "https://h.example.com/webhooks/twilio/calls",
+            FORM,
+            &local.body,
+        );
+        assert_eq!(other.unwrap_err(), VerifyError::SignatureMismatch);
+    }
+
+    #[test]
+    fn twilio_json_request_passes_the_verifier() {
+        let tokens = SecretSet::from_strings(["tok_test"]).unwrap();
+        let key = TwilioKey::AuthToken(Secret::new("tok_test"));
+        let public = url("https://hooks.example.com/");
+        let params = twilio_params(NOW, &[]);
+        let request = twilio_request(
+            url("http://localhost:8080/webhooks/twilio/events"),
+            Some(&public),
+            &params,
+            true,
+            &key,
+        );
+
+        assert_eq!(content_type(&request), JSON);
+        let signed = request.signed_url.clone().unwrap();
+        assert!(
+            signed.starts_with("https://hooks.example.com/webhooks/twilio/events?bodySHA256="),
+            "{signed}"
+        );
+        assert_eq!(ingest_url("https://hooks.example.com", &request), signed);
+        let verified = twilio::verify(
+            &tokens,
+            &SharedKeys::default(),
+            &request.headers,
+            &signed,
+            JSON,
+            &request.body,
+        )
+        .unwrap();
+        assert_eq!(verified.scheme(), Scheme::TwilioHmacSha1);
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["CallStatus"], "completed");
+        assert_eq!(body["CallSid"], param(&params, "CallSid"));
+    }
+
+    #[test]
+    fn twilio_shared_key_request_passes_the_verifier() {
+        let shared_keys = SharedKeys::from_strings(["key-2023:old", "key-2024:shared-secret"]).unwrap();
+        let key = parse_shared_key("key-2024:shared-secret").unwrap();
+        let params = twilio_params(NOW, &[]);
+        let request = twilio_request(
+            url("https://hooks.example.com/webhooks/twilio/calls"),
+            None,
+            &params,
+            false,
+            &key,
+        );
+
+        assert_eq!(
+            header(&request, twilio::SETTINGS_HEADER),
+            "key=key-2024,algorithm=HMAC_SHA256"
+        );
+        let signed = request.signed_url.as_deref().unwrap();
+        let verified = twilio::verify(
+            &SecretSet::default(),
+            &shared_keys,
+            &request.headers,
+            signed,
+            FORM,
+            &request.body,
+        )
+        .unwrap();
+        assert_eq!(verified.scheme(), Scheme::TwilioSharedKeyHmacSha256);
+    }
+
+    #[test]
+    fn stripe_request_passes_the_verifier() {
+        let secrets = SecretSet::from_strings(["whsec_test"]).unwrap();
+        let event = stripe_event("invoice.paid", Some("+14155550123"), NOW);
+        let request = stripe_request(
+            url("http://127.0.0.1:8080/webhooks/stripe"),
+            &Secret::new("whsec_test"),
+            to_json(&event),
+            NOW,
+        );
+
+        assert!(header(&request, "stripe-signature").starts_with("t=1700000000,v1="));
+        let verified = stripe::verify(
+            &secrets,
+            &request.headers,
+            &request.body,
+            NOW + 10,
+            stripe::DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+        assert_eq!(verified.scheme(), Scheme::StripeV1);
+
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert!(body["id"].as_str().unwrap().starts_with("evt_"));
+        assert_eq!(body["type"], "invoice.paid");
+        assert_eq!(body["created"], NOW);
+        assert!(body["account"].as_str().unwrap().starts_with("acct_"));
+        let object = &body["data"]["object"];
+        assert!(object["id"].as_str().unwrap().starts_with("in_"));
+        assert!(object["customer"].as_str().unwrap().starts_with("cus_"));
+        assert_eq!(
+            (object["amount"].as_i64(), object["currency"].as_str()),
+            (Some(2000), Some("usd"))
+        );
+        assert_eq!(object["status"], "paid");
+        assert_eq!(
+            body.pointer("/data/object/metadata/phone_id"),
+            Some(&json!("+14155550123"))
+        );
+
+        let anonymous = stripe_event("payment_intent.succeeded", None, NOW);
+        assert_eq!(anonymous.pointer("/data/object/metadata"), Some(&json!({})));
+        assert!(
+            anonymous["data"]["object"]["id"]
+                .as_str()
+                .unwrap()
+                .starts_with("pi_")
+        );
+        assert_ne!(anonymous["id"], body["id"], "event ids are random");
+    }
+
+    #[test]
+    fn calendly_request_passes_the_verifier() {
+        let keys = SecretSet::from_strings(["cal_key"]).unwrap();
+        let event = calendly_event("invitee.created", Some("+14155550123"), NOW);
+        let request = calendly_request(
+            url("http://127.0.0.1:8080/webhooks/calendly"),
+            &Secret::new("cal_key"),
+            to_json(&event),
+            NOW,
+        );
+
+        let verified = calendly::verify(
+            &keys,
+            &request.headers,
+            &request.body,
+            NOW,
+            calendly::DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+        assert_eq!(verified.scheme(), Scheme::CalendlyV1);
+
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body["event"], "invitee.created");
+        assert_eq!(body["created_at"], "2023-11-14T22:13:20.000000Z");
+        let uri = body.pointer("/payload/uri").and_then(Value::as_str).unwrap();
+        assert!(
+            uri.starts_with("https://api.calendly.com/scheduled_events/") && uri.contains("/invitees/"),
+            "{uri}"
+        );
+        assert_eq!(body["payload"]["name"], "Ada Lovelace");
+        assert_eq!(body["payload"]["email"], "ada@example.com");
+        assert_eq!(
+            body.pointer("/payload/scheduled_event/start_time"),
+            Some(&json!("2023-11-15T22:00:00.000000Z"))
+        );
+        assert_eq!(
+            body.pointer("/payload/scheduled_event/end_time"),
+            Some(&json!("2023-11-15T22:30:00.000000Z"))
+        );
+        // Ingest finds the phone id under its default pointer.
+        let pointer = Config::default().calendly_phone_id_pointer;
+        assert_eq!(body.pointer(&pointer), Some(&json!("+14155550123")));
+
+        let canceled = calendly_event("invitee.canceled", None, NOW);
+        assert_eq!(canceled["payload"]["status"], "canceled");
+        assert_eq!(canceled.pointer(&pointer), Some(&Value::Null));
+        assert_ne!(
+            canceled["payload"]["uri"], body["payload"]["uri"],
+            "invitee URIs are random"
+        );
+    }
+
+    #[test]
+    fn standard_webhooks_request_passes_the_verifier() {
+        let secret_text = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let secrets = SecretSet::from_standard_webhooks([secret_text]).unwrap();
+        let key = Secret::from_standard_webhooks(secret_text).unwrap();
+        let body = to_json(&generic_event(Some("+14155550123"), NOW));
+        let request = generic_request(
+            url("http://127.0.0.1:8080/webhooks/generic/acme"),
+            GenericScheme::StandardWebhooks,
+            &key,
+            body,
+            NOW,
+        );
+
+        let id = header(&request, "webhook-id");
+        assert!(id.starts_with("msg_"), "{id}");
+        assert_eq!(header(&request, "webhook-timestamp"), "1700000000");
+        assert!(header(&request, "webhook-signature").starts_with("v1,"));
+        assert_eq!(content_type(&request), JSON);
+        let verified = standard_webhooks::verify(
+            &secrets,
+            &request.headers,
+            &request.body,
+            NOW,
+            standard_webhooks::DEFAULT_TOLERANCE,
+        )
+        .unwrap();
+        assert_eq!(verified.scheme(), Scheme::StandardWebhooksV1);
+        assert_eq!(verified.event_id(), Some(id));
+        let body: Value = serde_json::from_slice(&request.body).unwrap();
+        assert_eq!(body.pointer("/data/phone_id"), Some(&json!("+14155550123")));
+    }
+
+    #[test]
+    fn github_request_passes_the_verifier() {
+        let secrets = SecretSet::from_strings(["plain secret"]).unwrap();
+        let body = br#"{"data":{"phone_id":"+1555"}}"#.to_vec();
+        let request = generic_request(
+            url("http://127.0.0.1:8080/webhooks/generic/gh"),
+            GenericScheme::Github,
+            &Secret::new("plain secret"),
+            body.clone(),
+            NOW,
+        );
+
+        assert_eq!(request.body, body);
+        let delivery = header(&request, "x-github-delivery");
+        assert_eq!(delivery.len(), 36, "{delivery}");
+        let verified = github::verify(&secrets, &request.headers, &request.body).unwrap();
+        assert_eq!(verified.scheme(), Scheme::GithubHmacSha256);
+        assert_eq!(verified.event_id(), Some(delivery));
+    }
+
+    #[test]
+    fn keys_come_from_flags_then_the_first_env_entry() {
+        let env = |vars: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                vars.iter()
+                    .find(|(var, _)| *var == name)
+                    .map(|(_, value)| value.to_string())
+            }
+        };
+        let describe = |key: TwilioKey| match key {
+            TwilioKey::AuthToken(token) => format!("token {}", String::from_utf8_lossy(token.expose())),
+            TwilioKey::SharedKey { id, key } => {
+                format!("shared {id} {}", String::from_utf8_lossy(key.expose()))
+            }
+        };
+        let both: &[_] = &[
+            (TWILIO_AUTH_TOKENS_ENV, " , tok1,tok2"),
+            (TWILIO_SHARED_KEYS_ENV, "k1:s1,k2:s2"),
+        ];
+        let flag_token = || Some(Secret::new("flag-token"));
+        let flag_shared = || Some(parse_shared_key("fk:fs").unwrap());
+
+        let twilio = |token, shared, vars| {
+            twilio_key(token, shared, env(vars))
+                .map(describe)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(twilio(flag_token(), flag_shared(), both).unwrap(), "shared fk fs");
+        assert_eq!(twilio(flag_token(), None, both).unwrap(), "token flag-token");
+        assert_eq!(twilio(None, None, both).unwrap(), "token tok1");
+        assert_eq!(twilio(None, None, &both[1..]).unwrap(), "shared k1 s1");
+        assert!(
+            twilio(None, None, &[])
+                .unwrap_err()
+                .contains(TWILIO_AUTH_TOKENS_ENV)
+        );
+        assert!(twilio(None, None, &[(TWILIO_SHARED_KEYS_ENV, "no-colon")]).is_err());
+
+        let vars: &[_] = &[(STRIPE_SECRETS_ENV, "whsec_a,whsec_b")];
+        let secret = |flag| {
+            secret_or_env(flag, STRIPE_SECRETS_ENV, "--secret", env(vars)).map(|s| s.expose().to_vec())
+        };
+        assert_eq!(secret(None).unwrap(), b"whsec_a");
+        assert_eq!(secret(Some(Secret::new("whsec_flag"))).unwrap(), b"whsec_flag");
+        let missing = secret_or_env(None, CALENDLY_KEYS_ENV, "--key", env(vars))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            missing.contains("--key") && missing.contains(CALENDLY_KEYS_ENV),
+            "{missing}"
+        );
+    }
+
+    #[test]
+    fn parses_arguments() {
+        assert_eq!(
+            parse_param("CallStatus=busy"),
+            Ok(("CallStatus".into(), "busy".into()))
+        );
+        assert_eq!(parse_param("Body=a=b"), Ok(("Body".into(), "a=b".into())));
+        assert_eq!(parse_param("Empty="), Ok(("Empty".into(), String::new())));
+        assert!(parse_param("=x").is_err() && parse_param("novalue").is_err());
+        assert!(parse_secret("").is_err());
+        for bad in [
+            "nocolon",
+            ":secret",
+            "id:",
+            "a b:secret",
+            "a,b:secret",
+            "a=b:secret",
+        ] {
+            assert!(parse_shared_key(bad).is_err(), "{bad}");
+        }
+        assert!(
+            matches!(parse_shared_key("id:s:with:colons"), Ok(TwilioKey::SharedKey { id, .. }) if id == "id")
+        );
+        assert_eq!(parse_scheme("github"), Ok(GenericScheme::Github));
+        assert_eq!(
+            parse_scheme("standard-webhooks"),
+            Ok(GenericScheme::StandardWebhooks)
+        );
+        assert!(parse_scheme("svix").is_err());
+        assert!(check_public_url(&url("https://hooks.example.com")).is_ok());
+        assert!(check_public_url(&url("http://127.0.0.1:8080/")).is_ok());
+        assert!(check_public_url(&url("https://hooks.example.com/prefix")).is_err());
+    }
+
+    #[test]
+    fn keys_never_show_in_debug_output() {
+        let key = parse_shared_key("key-1:hunter2-secret").unwrap();
+        let printed = format!("{key:?} {:?}", TwilioKey::AuthToken(Secret::new("hunter2-token")));
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn formats_times_in_utc() {
+        let cases = [
+            (
+                0,
+                "1970-01-01T00:00:00.000000Z",
+                "Thu, 01 Jan 1970 00:00:00 +0000",
+            ),
+            (
+                NOW,
+                "2023-11-14T22:13:20.000000Z",
+                "Tue, 14 Nov 2023 22:13:20 +0000",
+            ),
+            (
+                951_825_599,
+                "2000-02-29T11:59:59.000000Z",
+                "Tue, 29 Feb 2000 11:59:59 +0000",
+            ),
+            (
+                -1,
+                "1969-12-31T23:59:59.000000Z",
+                "Wed, 31 Dec 1969 23:59:59 +0000",
+            ),
+        ];
+        for (unix, iso, rfc2822_text) in cases {
+            assert_eq!(rfc3339(unix), iso);
+            assert_eq!(rfc2822(unix), rfc2822_text);
+        }
+        let uuid = random_uuid();
+        assert_eq!(
+            uuid.split('-').map(str::len).collect::<Vec<_>>(),
+            [8, 4, 4, 4, 12],
+            "{uuid}"
+        );
+    }
+
+    /// Keeps what ingest would have written to Kafka.
+    #[derive(Default)]
+    struct Keep(Mutex<Vec<crate::envelope::Envelope>>);
+
+    impl crate::publish::Publisher for Keep {
+        fn publish(
+            &self,
+            envelope: crate::envelope::Envelope,
+        ) -> futures::future::BoxFuture<'_, Result<(), crate::publish::PublishError>> {
+            self.0.lock().unwrap().push(envelope);
+            Box::pin(async { Ok(()) })
+        }
+
+        fn ready(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+            Box::pin(async { Ok(()) })
+        }
+
+        fn flush(&self, _timeout: Duration) -> futures::future::BoxFuture<'_, ()> {
+            Box::pin(async {})
+        }
+    }
+
+    #[tokio::test]
+    async fn ingest_accepts_every_sample() {
+        use crate::config::{GenericSource, SecretStrings};
+        let strings = |values: &[&str]| SecretStrings(values.iter().map(|s| s.to_string()).collect());
+        let whsec = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let config = Config {
+            public_url: Some("https://hooks.example.com".into()),
+            twilio_auth_tokens: strings(&["tok_test"]),
+            twilio_shared_keys: strings(&["k1:shared"]),
+            stripe_webhook_secrets: strings(&["whsec_stripe"]),
+            calendly_signing_keys: strings(&["cal_key"]),
+            generic: vec![
+                GenericSource {
+                    name: "acme".into(),
+                    scheme: GenericScheme::StandardWebhooks,
+                    secrets: strings(&[whsec]),
+                    phone_id_pointer: Some("/data/phone_id".into()),
+                },
+                GenericSource {
+                    name: "gh".into(),
+                    scheme: GenericScheme::Github,
+                    secrets: strings(&["gh_secret"]),
+                    phone_id_pointer: Some("/data/phone_id".into()),
+                },
+            ],
+            ..Config::default()
+        };
+        let kept = Arc::new(Keep::default());
+        let state = crate::AppState::new(Arc::new(config.validate().unwrap()), Arc::clone(&kept) as _);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move { axum::serve(listener, crate::app(state)).await });
+
+        let now = unix_now();
+        let public = url("https://hooks.example.com");
+        const PHONE: &str = "+14155550123";
+        let phone = Some(PHONE);
+        let target = |path: &str| url(&format!("{base}{path}"));
+        let token = TwilioKey::AuthToken(Secret::new("tok_test"));
+        let shared = parse_shared_key("k1:shared").unwrap();
+        let calls = twilio_params(now, &[]);
+        let generic = || to_json(&generic_event(phone, now));
+        let requests = [
+            twilio_request(
+                target("/webhooks/twilio/calls"),
+                Some(&public),
+                &calls,
+                false,
+                &token,
+            ),
+            twilio_request(
+                target("/webhooks/twilio/calls?x=1"),
+                Some(&public),
+                &calls,
+                true,
+                &token,
+            ),
+            twilio_request(
+                target("/webhooks/twilio/calls"),
+                Some(&public),
+                &calls,
+                false,
+                &shared,
+            ),
+            stripe_request(
+                target("/webhooks/stripe"),
+                &Secret::new("whsec_stripe"),
+                to_json(&stripe_event("invoice.paid", phone, now)),
+                now,
+            ),
+            calendly_request(
+                target("/webhooks/calendly"),
+                &Secret::new("cal_key"),
+                to_json(&calendly_event("invitee.created", phone, now)),
+                now,
+            ),
+            generic_request(
+                target("/webhooks/generic/acme"),
+                GenericScheme::StandardWebhooks,
+                &Secret::from_standard_webhooks(whsec).unwrap(),
+                generic(),
+                now,
+            ),
+            generic_request(
+                target("/webhooks/generic/gh"),
+                GenericScheme::Github,
+                &Secret::new("gh_secret"),
+                generic(),
+                now,
+            ),
+        ];
+        let client = reqwest::Client::new();
+        for request in requests {
+            let url = request.url.clone();
+            let reply = send(&client, request).await.unwrap();
+            assert_eq!(reply.status, StatusCode::OK, "{url}: {}", reply.body);
+        }
+        server.abort();
+
+        let keys: Vec<String> = kept
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|envelope| envelope.key().to_owned())
+            .collect();
+        // Twilio keys inbound calls by `To`; the others by the phone id the sample carries.
+        let expected = [SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, PHONE, PHONE, PHONE, PHONE];
+        assert_eq!(keys, expected);
+    }
+
+    /// What the test server saw.
+    #[derive(Debug, Clone)]
+    struct Recorded {
+        method: http::Method,
+        uri: String,
+        headers: HeaderMap,
+        body: Bytes,
+    }
+
+    #[tokio::test]
+    async fn sends_the_request_to_a_real_server() {
+        let recorded: Arc<Mutex<Vec<Recorded>>> = Arc::default();
+        let record = |State(log): State<Arc<Mutex<Vec<Recorded>>>>,
+                      method: http::Method,
+                      OriginalUri(uri): OriginalUri,
+                      headers: HeaderMap,
+                      body: Bytes| async move {
+            log.lock().unwrap().push(Recorded {
+                method,
+                uri: uri.to_string(),
+                headers,
+                body,
+            });
+            (
+                [(header::CONTENT_TYPE, "application/json")],
+                r#"{"status":"stored"}"#,
+            )
+        };
+        let router = Router::new()
+            .route("/webhooks/twilio/{*rest}", post(record))
+            .with_state(Arc::clone(&recorded));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+
+        let key = TwilioKey::AuthToken(Secret::new("tok_test"));
+        let params = twilio_params(NOW, &[]);
+        let target = url(&format!("http://{address}/webhooks/twilio/calls?tenant=a"));
+        let request = twilio_request(
+            target,
+            Some(&url("https://hooks.example.com")),
+            &params,
+            false,
+            &key,
+        );
+        let expected = request.clone();
+        let reply = send(&reqwest::Client::new(), request).await.unwrap();
+        server.abort();
+
+        assert_eq!(
+            reply,
+            Reply {
+                status: StatusCode::OK,
+                body: r#"{"status":"stored"}"#.into()
+            }
+        );
+        let seen = recorded.lock().unwrap().clone();
+        let [seen] = seen.as_slice() else {
+            panic!("expected one request, got {seen:?}")
+        };
+        assert_eq!(seen.method, http::Method::POST);
+        assert_eq!(seen.uri, "/webhooks/twilio/calls?tenant=a");
+        assert_eq!(seen.body, expected.body);
+        for (name, value) in &expected.headers {
+            assert_eq!(seen.headers.get(name), Some(value), "{name}");
+        }
+        assert_eq!(seen.headers["content-type"], FORM);
+        // What ingest does with it: rebuild the public URL from its config and verify.
+        let signed = format!("https://hooks.example.com{}", seen.uri);
+        let tokens = SecretSet::from_strings(["tok_test"]).unwrap();
+        let verified = twilio::verify(
+            &tokens,
+            &SharedKeys::default(),
+            &seen.headers,
+            &signed,
+            FORM,
+            &seen.body,
+        );
+        assert_eq!(verified.map(|v| v.scheme()), Ok(Scheme::TwilioHmacSha1));
+    }
+}

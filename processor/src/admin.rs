@@ -1,0 +1,48 @@
+//! The processor's admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use crate::engine::now_millis;
+use crate::runner::Health;
+
+/// The loop counts as alive while its last iteration is this recent.
+const STALL_LIMIT: Duration = Duration::from_secs(120);
+
+pub fn router(health: Arc<Health>) -> Router {
+    switchboard_service::telemetry::prometheus();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_text))
+        .with_state(health)
+}
+
+async fn healthz(State(health): State<Arc<Health>>) -> Response {
+    let last = health.heartbeat_millis.load(Ordering::Relaxed);
+    if last == 0 || now_millis() - last < STALL_LIMIT.as_millis() as i64 {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "processing loop stalled").into_response()
+    }
+}
+
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
+    if health.ready.load(Ordering::Relaxed) {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+    }
+}
+
+async fn metrics_text() -> Response {
+    let body = switchboard_service::telemetry::prometheus().render();
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+}

@@ -1,0 +1,245 @@
+//! The processor's configuration: defaults, the TOML file named by `SWITCHBOARD_CONFIG`, and
+//! `SWITCHBOARD_<KEY>` env vars (env wins), validated once at start-up.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use switchboard_service::config::{ConfigError, duration};
+
+/// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
+pub const ENV_KEYS: &[&str] = &[
+    "kafka_bootstrap",
+    "schema_registry_url",
+    "group_id",
+    "instance_id",
+    "admin_listen",
+    "processing_guarantee",
+    "commit_interval",
+    "max_batch_records",
+    "transaction_timeout",
+    "dedup_window",
+    "create_topics",
+    "topic_partitions",
+    "topic_replication_factor",
+    "drain_timeout",
+    "session_timeout",
+];
+
+/// How results and consumed offsets are committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Guarantee {
+    /// Kafka transactions: outputs and offsets commit atomically (the default).
+    ExactlyOnce,
+    /// Idempotent producer, offsets committed after the outputs are acknowledged. Duplicates are
+    /// possible after a crash; kept for comparison (benchmark) and for brokers without
+    /// transactions.
+    AtLeastOnce,
+}
+
+/// Extra librdkafka properties (`[kafka]` table), applied to every client.
+#[derive(Clone, Default, Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Keys only: values may be SASL passwords.
+        f.debug_set().entries(self.0.keys()).finish()
+    }
+}
+
+/// The processor's configuration. See the README for every key.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub kafka_bootstrap: String,
+    pub schema_registry_url: String,
+    /// Consumer group shared by every processor instance.
+    pub group_id: String,
+    /// Stable per instance: the transactional id is `<group_id>-<instance_id>`. Defaults to the
+    /// host name, so a StatefulSet pod keeps its id across restarts (and fences its zombie).
+    pub instance_id: Option<String>,
+    /// Address of the admin HTTP server (`/healthz`, `/readyz`, `/metrics`).
+    pub admin_listen: SocketAddr,
+    pub processing_guarantee: Guarantee,
+    /// Longest time a transaction stays open collecting records.
+    #[serde(deserialize_with = "duration")]
+    pub commit_interval: Duration,
+    /// Most records in one transaction.
+    pub max_batch_records: usize,
+    /// `transaction.timeout.ms`: the broker aborts a transaction left open longer than this.
+    #[serde(deserialize_with = "duration")]
+    pub transaction_timeout: Duration,
+    /// How long a provider event id is remembered for dedup.
+    #[serde(deserialize_with = "duration")]
+    pub dedup_window: Duration,
+    pub create_topics: bool,
+    /// Partitions of created topics. Must match the raw topics' (state changelogs are
+    /// co-partitioned with them).
+    pub topic_partitions: i32,
+    pub topic_replication_factor: i32,
+    /// How long SIGTERM waits for the open transaction and the admin server.
+    #[serde(deserialize_with = "duration")]
+    pub drain_timeout: Duration,
+    /// Consumer group session timeout: how long the group waits for a silent member before
+    /// moving its partitions. Some brokers (Tansu) also take about half of it to complete a join.
+    #[serde(deserialize_with = "duration")]
+    pub session_timeout: Duration,
+    pub kafka: KafkaProperties,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            kafka_bootstrap: "127.0.0.1:9092".into(),
+            schema_registry_url: "http://127.0.0.1:8081".into(),
+            group_id: "switchboard-processor".into(),
+            instance_id: None,
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
+            processing_guarantee: Guarantee::ExactlyOnce,
+            commit_interval: Duration::from_millis(100),
+            max_batch_records: 5_000,
+            transaction_timeout: Duration::from_secs(60),
+            dedup_window: Duration::from_secs(7 * 24 * 3600),
+            create_topics: true,
+            topic_partitions: 6,
+            topic_replication_factor: 1,
+            drain_timeout: Duration::from_secs(20),
+            session_timeout: Duration::from_secs(45),
+            kafka: KafkaProperties::default(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads the layered configuration and validates it.
+    pub fn load() -> Result<Self, ConfigError> {
+        switchboard_service::config::load::<Config>(ENV_KEYS)?.validate()
+    }
+
+    /// Checks every key; the error names the offending key.
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        if self.kafka_bootstrap.trim().is_empty() {
+            return Err(ConfigError::invalid(
+                "kafka_bootstrap",
+                "must name at least one broker",
+            ));
+        }
+        url::Url::parse(&self.schema_registry_url)
+            .map_err(|e| ConfigError::invalid("schema_registry_url", e))?;
+        if self.group_id.trim().is_empty() {
+            return Err(ConfigError::invalid("group_id", "must not be empty"));
+        }
+        let instance_id = match self.instance_id.take().filter(|id| !id.trim().is_empty()) {
+            Some(id) => id,
+            None => hostname().ok_or_else(|| {
+                ConfigError::invalid(
+                    "instance_id",
+                    "not set and the host name is unknown; set SWITCHBOARD_INSTANCE_ID",
+                )
+            })?,
+        };
+        self.instance_id = Some(instance_id);
+        if !(Duration::from_millis(10)..=Duration::from_secs(30)).contains(&self.commit_interval) {
+            return Err(ConfigError::invalid(
+                "commit_interval",
+                "must be between 10ms and 30s",
+            ));
+        }
+        if self.transaction_timeout <= self.commit_interval * 2 {
+            return Err(ConfigError::invalid(
+                "transaction_timeout",
+                "must be well above commit_interval",
+            ));
+        }
+        if self.max_batch_records == 0 {
+            return Err(ConfigError::invalid("max_batch_records", "must be at least 1"));
+        }
+        if self.dedup_window < Duration::from_secs(60) {
+            return Err(ConfigError::invalid("dedup_window", "must be at least 1m"));
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.session_timeout) {
+            return Err(ConfigError::invalid(
+                "session_timeout",
+                "must be between 1s and 1h",
+            ));
+        }
+        if self.topic_partitions < 1 {
+            return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
+        }
+        if self.topic_replication_factor < 1 && self.topic_replication_factor != -1 {
+            return Err(ConfigError::invalid(
+                "topic_replication_factor",
+                "must be at least 1, or -1 for the broker default",
+            ));
+        }
+        Ok(self)
+    }
+
+    /// This instance's stable id (validated configs always have one).
+    pub fn instance_id(&self) -> &str {
+        self.instance_id.as_deref().unwrap_or("switchboard-processor")
+    }
+
+    /// `<group_id>-<instance_id>`: stable per instance, unique in the group.
+    pub fn transactional_id(&self) -> String {
+        format!("{}-{}", self.group_id, self.instance_id())
+    }
+}
+
+fn hostname() -> Option<String> {
+    std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|name| name.trim().to_owned())
+        .filter(|name| !name.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(toml: &str) -> Result<Config, String> {
+        let config: Config = figment::Figment::new()
+            .merge(<figment::providers::Toml as figment::providers::Format>::string(
+                toml,
+            ))
+            .extract()
+            .map_err(|e| e.to_string())?;
+        config.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn defaults_follow_kafka_streams_eos() {
+        let config = config("instance_id = \"p-0\"").unwrap();
+        assert_eq!(config.commit_interval, Duration::from_millis(100));
+        assert_eq!(config.processing_guarantee, Guarantee::ExactlyOnce);
+        assert_eq!(config.transactional_id(), "switchboard-processor-p-0");
+        assert_eq!(config.dedup_window, Duration::from_secs(604_800));
+        assert_eq!(config.admin_listen.port(), 9090);
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("commit_interval = \"1h\"", "commit_interval"),
+            (
+                "commit_interval = \"1s\"\ntransaction_timeout = \"1s\"",
+                "transaction_timeout",
+            ),
+            ("max_batch_records = 0", "max_batch_records"),
+            ("dedup_window = 5", "dedup_window"),
+            ("processing_guarantee = \"at-most-once\"", "processing_guarantee"),
+            ("group_id = \" \"", "group_id"),
+            ("schema_registry_url = \"::\"", "schema_registry_url"),
+        ];
+        for (toml, key) in cases {
+            let err = config(&format!("instance_id = \"p-0\"\n{toml}")).expect_err(toml);
+            assert!(err.contains(key), "{toml}: {err}");
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Kafka plumbing for the processor: client settings, the topics it needs, record header names.
+
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use switchboard_schemas::{Source, topics};
+
+use crate::config::{Config, Guarantee};
+
+/// Record headers the processor writes. Ids and coordinates only, never secrets.
+pub mod headers {
+    /// The provider event id (all outputs).
+    pub const EVENT_ID: &str = "event-id";
+    /// The source (all outputs).
+    pub const SOURCE: &str = "source";
+    /// Where a changelog entry or a DLQ record came from.
+    pub const ORIGIN_TOPIC: &str = "original-topic";
+    pub const ORIGIN_PARTITION: &str = "original-partition";
+    pub const ORIGIN_OFFSET: &str = "original-offset";
+    /// DLQ only.
+    pub const ERROR_CLASS: &str = "error-class";
+    pub const ERROR_REASON: &str = "error-reason";
+    pub const FAILED_AT: &str = "failed-at";
+}
+
+/// The raw topics the processor consumes.
+pub fn raw_topics() -> Vec<&'static str> {
+    Source::ALL.iter().map(|s| s.raw_topic()).collect()
+}
+
+fn base(config: &Config) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", &config.kafka_bootstrap).set(
+        "client.id",
+        format!("switchboard-processor-{}", config.instance_id()),
+    );
+    for (key, value) in &config.kafka.0 {
+        client.set(key, value);
+    }
+    client
+}
+
+/// The group member: read_committed, no auto-commit (offsets are committed with the outputs).
+pub fn consumer_config(config: &Config) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("group.id", &config.group_id)
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.partition.eof", "false")
+        .set(
+            "session.timeout.ms",
+            config.session_timeout.as_millis().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.session_timeout.as_millis() / 6).max(100).to_string(),
+        );
+    client
+}
+
+/// The producer: transactional under exactly-once, idempotent otherwise.
+pub fn producer_config(config: &Config) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("compression.type", "lz4")
+        .set("linger.ms", "5")
+        .set("partitioner", "murmur2_random");
+    if config.processing_guarantee == Guarantee::ExactlyOnce {
+        client.set("transactional.id", config.transactional_id()).set(
+            "transaction.timeout.ms",
+            config.transaction_timeout.as_millis().to_string(),
+        );
+    }
+    client
+}
+
+/// A standalone reader (no group) for restoring state from changelogs.
+pub fn reader_config(config: &Config) -> ClientConfig {
+    let mut client = base(config);
+    client
+        .set("group.id", format!("{}-restore", config.group_id))
+        .set("isolation.level", "read_committed")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false");
+    client
+}
+
+/// Creates every topic the processor writes when missing: domain topics, the compacted
+/// call-state and dedup changelogs (the latter also deleted after the dedup window), the DLQ.
+pub async fn create_topics(config: &Config) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = base(config).create()?;
+    let retention = config.dedup_window.as_millis().to_string();
+    let replication = || TopicReplication::Fixed(config.topic_replication_factor);
+    let partitions = config.topic_partitions;
+    let mut new_topics: Vec<NewTopic<'_>> = [
+        topics::CALLS,
+        topics::MESSAGES,
+        topics::BILLING,
+        topics::BOOKINGS,
+        topics::GENERIC,
+        topics::DLQ,
+    ]
+    .into_iter()
+    .map(|topic| NewTopic::new(topic, partitions, replication()))
+    .collect();
+    new_topics
+        .push(NewTopic::new(topics::CALL_STATE, partitions, replication()).set("cleanup.policy", "compact"));
+    new_topics.push(
+        NewTopic::new(topics::DEDUP_CHANGELOG, partitions, replication())
+            .set("cleanup.policy", "compact,delete")
+            .set("retention.ms", &retention),
+    );
+    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new_topics, &options).await? {
+        match result {
+            Ok(topic) => tracing::info!(%topic, partitions, "created topic"),
+            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                tracing::warn!(%topic, %code, "cannot create topic");
+                return Err(KafkaError::AdminOp(code));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Checks that each state changelog has at least as many partitions as every raw topic: state of
+/// raw partition `p` lives in changelog partition `p`.
+pub fn check_copartitioning(config: &Config) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = reader_config(config).create()?;
+    let timeout = Duration::from_secs(10);
+    let count = |topic: &str| -> anyhow::Result<usize> {
+        let metadata = consumer.fetch_metadata(Some(topic), timeout)?;
+        Ok(metadata.topics().first().map_or(0, |t| t.partitions().len()))
+    };
+    let raw_max = raw_topics()
+        .into_iter()
+        .map(count)
+        .collect::<anyhow::Result<Vec<_>>>()?
+        .into_iter()
+        .max()
+        .unwrap_or(0);
+    for changelog in [topics::DEDUP_CHANGELOG, topics::CALL_STATE] {
+        let partitions = count(changelog)?;
+        anyhow::ensure!(
+            partitions >= raw_max,
+            "{changelog} has {partitions} partitions but a raw topic has {raw_max}: state changelogs must have at least as many \
+             partitions as the raw topics (increase them with kafka-topics --alter)"
+        );
+    }
+    Ok(())
+}

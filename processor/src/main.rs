@@ -1,0 +1,30 @@
+//! `switchboard-processor`: with no arguments, runs the processor.
+
+use clap::{Parser, Subcommand};
+use switchboard_processor::config::Config;
+
+#[derive(Debug, Parser)]
+#[command(version, about = "Turns raw webhooks into exactly-once domain events")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the processor (the default). Configured by SWITCHBOARD_* env vars and SWITCHBOARD_CONFIG.
+    Process,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    switchboard_service::telemetry::init_logging();
+    match cli.command.unwrap_or(Command::Process) {
+        Command::Process => {
+            let config = Config::load()?;
+            let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
+            switchboard_processor::run(config, listener, switchboard_service::shutdown::signal()).await
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! Metric names, defined once, and the helpers that record them. Labels: topic, source, class,
+//! outcome, partition — never ids.
+
+/// Raw records consumed, by `topic`.
+pub const CONSUMED: &str = "switchboard_processor_consumed_total";
+/// Records produced, by `topic` (domain topics, changelogs, DLQ).
+pub const PRODUCED: &str = "switchboard_processor_produced_total";
+/// Provider redeliveries skipped by dedup, by `source`.
+pub const DUPLICATES: &str = "switchboard_processor_duplicates_skipped_total";
+/// Records sent to the DLQ, by `source` and `class`.
+pub const DLQ: &str = "switchboard_processor_dlq_total";
+/// Time to commit a transaction (offsets + commit), seconds.
+pub const COMMIT_SECONDS: &str = "switchboard_processor_transaction_commit_seconds";
+/// Transactions by `outcome` (committed, aborted).
+pub const TRANSACTIONS: &str = "switchboard_processor_transactions_total";
+/// Consumer lag, by `topic` and `partition` (bounded by the partition count).
+pub const LAG: &str = "switchboard_processor_consumer_lag";
+/// Rebalances by `kind` (assign, revoke).
+pub const REBALANCES: &str = "switchboard_processor_rebalances_total";
+/// Event ids remembered for dedup.
+pub const DEDUP_ENTRIES: &str = "switchboard_processor_dedup_entries";
+
+pub(crate) fn counter_consumed(topic: &str) {
+    metrics::counter!(CONSUMED, "topic" => topic.to_owned()).increment(1);
+}
+
+pub(crate) fn counter_produced(topic: &str) {
+    metrics::counter!(PRODUCED, "topic" => topic.to_owned()).increment(1);
+}
+
+pub(crate) fn counter_duplicate(source: &str) {
+    metrics::counter!(DUPLICATES, "source" => source.to_owned()).increment(1);
+}
+
+pub(crate) fn counter_dlq(source: &str, class: &'static str) {
+    metrics::counter!(DLQ, "source" => source.to_owned(), "class" => class).increment(1);
+}
+
+pub(crate) fn commit(elapsed: std::time::Duration, _records: usize) {
+    metrics::histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
+    metrics::counter!(TRANSACTIONS, "outcome" => "committed").increment(1);
+}
+
+pub(crate) fn aborted() {
+    metrics::counter!(TRANSACTIONS, "outcome" => "aborted").increment(1);
+}
+
+pub(crate) fn rebalance(kind: &'static str) {
+    metrics::counter!(REBALANCES, "kind" => kind).increment(1);
+}
+
+pub(crate) fn lag(topic: &str, partition: i32, lag: i64) {
+    metrics::gauge!(LAG, "topic" => topic.to_owned(), "partition" => partition.to_string()).set(lag as f64);
+}
+
+pub(crate) fn dedup_entries(entries: usize) {
+    metrics::gauge!(DEDUP_ENTRIES).set(entries as f64);
+}

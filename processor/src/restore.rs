@@ -1,0 +1,151 @@
+//! Rebuilds a task's state from the changelogs before any of its records is processed.
+//!
+//! Entries are filtered by their origin: only those written for this task's raw partition at an
+//! offset below the partition's committed offset count. A committed transaction always moves the
+//! committed offset past the records it processed, so this admits exactly the entries of committed
+//! transactions — on any broker, including one whose `read_committed` consumers still see records
+//! of aborted transactions (Tansu). Without the filter, a crash mid-transaction could leave an
+//! aborted dedup entry that makes the retried record look like a duplicate: a lost event.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use switchboard_schemas::Codec;
+use switchboard_schemas::domain::CallState;
+use switchboard_schemas::topics;
+use tokio::runtime::Handle;
+
+use crate::config::Config;
+use crate::kafka::{self, headers};
+use crate::state::{Task, TaskState};
+
+/// How long restoring one changelog partition may take before the processor gives up (and the
+/// orchestrator restarts it).
+const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a changelog entry came from.
+#[derive(Debug, PartialEq, Eq)]
+struct Origin<'a> {
+    topic: &'a str,
+    partition: i32,
+    offset: i64,
+}
+
+fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
+}
+
+fn origin<'a>(message: &'a BorrowedMessage<'_>) -> Option<Origin<'a>> {
+    Some(Origin {
+        topic: header(message, headers::ORIGIN_TOPIC)?,
+        partition: header(message, headers::ORIGIN_PARTITION)?.parse().ok()?,
+        offset: header(message, headers::ORIGIN_OFFSET)?.parse().ok()?,
+    })
+}
+
+/// Restores `task`, whose raw partition's committed offset is `committed` (`None`: nothing
+/// committed yet, so no changelog entry can be committed either).
+pub fn restore(
+    config: &Config,
+    codec: &Codec,
+    runtime: &Handle,
+    task: &Task,
+    committed: Option<i64>,
+    dedup_cutoff_millis: i64,
+) -> anyhow::Result<TaskState> {
+    let mut state = TaskState::default();
+    let Some(committed) = committed else {
+        return Ok(state);
+    };
+    let counts = |origin: &Origin<'_>| {
+        origin.topic == task.topic && origin.partition == task.partition && origin.offset < committed
+    };
+
+    read_partition(config, topics::DEDUP_CHANGELOG, task.partition, |message| {
+        if !origin(message).is_some_and(|o| counts(&o)) {
+            return Ok(());
+        }
+        let (Some(key), Some(value)) = (message.key(), message.payload()) else {
+            return Ok(());
+        };
+        let Some(event_id) = std::str::from_utf8(key)
+            .ok()
+            .and_then(|k| k.split_once(':'))
+            .map(|(_, id)| id)
+        else {
+            return Ok(());
+        };
+        let seen_at: i64 = std::str::from_utf8(value)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        if seen_at >= dedup_cutoff_millis {
+            state.dedup.insert(event_id.to_owned(), seen_at);
+        }
+        Ok(())
+    })?;
+
+    if task.topic == switchboard_schemas::Source::Twilio.raw_topic() {
+        read_partition(config, topics::CALL_STATE, task.partition, |message| {
+            if !origin(message).is_some_and(|o| counts(&o)) {
+                return Ok(());
+            }
+            let Some(value) = message.payload() else {
+                return Ok(());
+            };
+            let call: CallState = runtime.block_on(codec.decode(CallState::schema_def(), value))?;
+            // Later offsets are later states of the same call.
+            state.calls.insert(call.call_sid.clone(), call);
+            Ok(())
+        })?;
+    }
+    Ok(state)
+}
+
+/// Reads one partition of `topic` from the beginning to its current end.
+fn read_partition(
+    config: &Config,
+    topic: &str,
+    partition: i32,
+    mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let consumer: BaseConsumer = kafka::reader_config(config).create()?;
+    let (low, high) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
+    if high <= low {
+        return Ok(());
+    }
+    let mut assignment = TopicPartitionList::new();
+    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    consumer.assign(&assignment)?;
+    let deadline = Instant::now() + RESTORE_TIMEOUT;
+    loop {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "restoring {topic}[{partition}] took longer than {RESTORE_TIMEOUT:?}"
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            Some(Ok(message)) => each(&message)?,
+            Some(Err(error)) => return Err(error.into()),
+            // The end: nothing more to fetch, and past the high watermark taken at the start. (The
+            // watermark alone is not enough: transaction markers take offsets but are never
+            // delivered, and some brokers (Tansu) report the base offset of the last batch + 1.)
+            None => {
+                let position = consumer.position()?;
+                let reached = position
+                    .elements_for_topic(topic)
+                    .iter()
+                    .any(|e| matches!(e.offset(), Offset::Offset(next) if next >= high));
+                if reached {
+                    return Ok(());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,252 @@
+//! Test harness: a private broker, raw records produced the way ingest produces them, processors
+//! run in-process or as child processes, and topic readers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use rdkafka::ClientConfig;
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use switchboard_processor::config::Config;
+use switchboard_schemas::{Codec, RawWebhook, SchemaDef};
+use switchboard_tests::broker::PrivateBroker;
+use switchboard_tests::consume::read_to_end;
+use tokio::sync::oneshot;
+
+pub(crate) const PARTITIONS: i32 = 3;
+
+/// A processor configuration for `broker`, with a fresh group.
+pub(crate) fn config(broker: &PrivateBroker, instance: &str) -> Config {
+    Config {
+        kafka_bootstrap: broker.bootstrap(),
+        schema_registry_url: switchboard_tests::registry_url(),
+        group_id: "switchboard-processor".into(),
+        instance_id: Some(instance.into()),
+        topic_partitions: PARTITIONS,
+        // Tansu completes a group join after about half the session timeout.
+        session_timeout: Duration::from_secs(6),
+        ..Config::default()
+    }
+    .validate()
+    .unwrap()
+}
+
+/// Creates the raw topics as ingest would (same partition count as the processor's topics).
+pub(crate) async fn create_raw_topics(broker: &PrivateBroker) {
+    let client = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .clone();
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> = client.create().unwrap();
+    let topics: Vec<_> = switchboard_schemas::Source::ALL
+        .iter()
+        .map(|s| {
+            rdkafka::admin::NewTopic::new(
+                s.raw_topic(),
+                PARTITIONS,
+                rdkafka::admin::TopicReplication::Fixed(1),
+            )
+        })
+        .collect();
+    let options = rdkafka::admin::AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&topics, &options).await.unwrap() {
+        result.unwrap();
+    }
+}
+
+/// A processor running in this process until stopped.
+pub(crate) struct InProcess {
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    /// The admin server's address.
+    pub(crate) admin: std::net::SocketAddr,
+}
+
+impl InProcess {
+    pub(crate) async fn start(config: Config) -> Self {
+        switchboard_service::telemetry::init_logging();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(switchboard_processor::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        Self {
+            stop: Some(stop),
+            task,
+            admin,
+        }
+    }
+
+    /// SIGTERM-equivalent: finish the open transaction, leave the group.
+    pub(crate) async fn stop(mut self) {
+        let _ = self.stop.take().map(|stop| stop.send(()));
+        self.task.await.unwrap().unwrap();
+    }
+}
+
+/// Produces raw envelopes the way ingest does (key phone id, headers event-id and source).
+pub(crate) struct RawProducer {
+    producer: FutureProducer,
+    codec: Codec,
+}
+
+impl RawProducer {
+    pub(crate) fn new(broker: &PrivateBroker) -> Self {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("partitioner", "murmur2_random")
+            .create()
+            .unwrap();
+        Self {
+            producer,
+            codec: Codec::new(&switchboard_tests::registry_url()).unwrap(),
+        }
+    }
+
+    pub(crate) async fn send(&self, raw: &RawWebhook) {
+        let topic = raw
+            .source
+            .parse::<switchboard_schemas::Source>()
+            .unwrap()
+            .raw_topic();
+        let payload = self
+            .codec
+            .encode(topic, RawWebhook::schema_def(), raw)
+            .await
+            .unwrap();
+        self.send_bytes(topic, &raw.phone_id, &payload, &raw.event_id, &raw.source)
+            .await;
+    }
+
+    pub(crate) async fn send_bytes(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        event_id: &str,
+        source: &str,
+    ) {
+        let headers = OwnedHeaders::new()
+            .insert(Header {
+                key: "event-id",
+                value: Some(event_id),
+            })
+            .insert(Header {
+                key: "source",
+                value: Some(source),
+            });
+        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        self.producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+}
+
+/// A realistic Twilio voice status callback envelope.
+pub(crate) fn twilio_call(
+    phone: &str,
+    call_sid: &str,
+    status: &str,
+    sequence: u32,
+    event_id: &str,
+) -> RawWebhook {
+    let mut params = vec![
+        ("AccountSid", "AC0123456789abcdef0123456789abcdef".to_owned()),
+        ("ApiVersion", "2010-04-01".to_owned()),
+        ("CallSid", call_sid.to_owned()),
+        ("CallStatus", status.to_owned()),
+        ("Called", phone.to_owned()),
+        ("Caller", "+15005550006".to_owned()),
+        ("Direction", "inbound".to_owned()),
+        ("From", "+15005550006".to_owned()),
+        ("To", phone.to_owned()),
+        ("SequenceNumber", sequence.to_string()),
+        (
+            "Timestamp",
+            format!("Tue, 14 Jan 2025 18:05:{:02} +0000", sequence % 60),
+        ),
+        ("CallbackSource", "call-progress-events".to_owned()),
+    ];
+    if status == "completed" {
+        params.push(("CallDuration", "120".to_owned()));
+    }
+    let body = url::form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(params)
+        .finish();
+    RawWebhook {
+        event_id: event_id.to_owned(),
+        source: "twilio".into(),
+        phone_id: phone.to_owned(),
+        received_at: 1_736_877_959_000 + i64::from(sequence),
+        url: "https://hooks.example.com/webhooks/twilio/calls".into(),
+        content_type: "application/x-www-form-urlencoded".into(),
+        headers: BTreeMap::new(),
+        body: body.into_bytes(),
+        signature_scheme: "twilio-hmac-sha1".into(),
+        source_name: None,
+    }
+}
+
+/// Every record of `topic`, read with `isolation`, decoded as `T` (schema `def`).
+pub(crate) async fn read_decoded<T: serde::de::DeserializeOwned>(
+    broker: &PrivateBroker,
+    topic: &str,
+    isolation: &str,
+    def: &SchemaDef,
+) -> Vec<(T, OwnedMessage)> {
+    let bootstrap = broker.bootstrap();
+    let topic_name = topic.to_owned();
+    let isolation = isolation.to_owned();
+    let messages = tokio::task::spawn_blocking(move || read_to_end(&bootstrap, &topic_name, &isolation))
+        .await
+        .unwrap()
+        .unwrap();
+    let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
+    let mut decoded = Vec::new();
+    for message in messages {
+        let value: T = codec.decode(def, message.payload().unwrap()).await.unwrap();
+        decoded.push((value, message));
+    }
+    decoded
+}
+
+/// Raw records of `topic` with their headers.
+pub(crate) async fn read_raw(broker: &PrivateBroker, topic: &str) -> Vec<OwnedMessage> {
+    let bootstrap = broker.bootstrap();
+    let topic = topic.to_owned();
+    tokio::task::spawn_blocking(move || read_to_end(&bootstrap, &topic, "read_uncommitted"))
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+pub(crate) fn header(message: &OwnedMessage, name: &str) -> Option<String> {
+    message
+        .headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub(crate) async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not met within {timeout:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}

@@ -1,0 +1,7 @@
+//! switchboard-processor's integration tests. Each test runs on a private Tansu broker (so that
+//! no other test's processor group reads its raw records) and the shared schema registry named by
+//! `SWITCHBOARD_TEST_REGISTRY`.
+
+mod crash;
+mod flow;
+mod harness;
