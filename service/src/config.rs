@@ -136,7 +136,7 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::time:
         type Value = std::time::Duration;
 
         fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            f.write_str("a duration such as 5, \"5s\", \"250ms\" or \"2m\"")
+            f.write_str("a duration such as 5, \"5s\", \"250ms\", \"2m\" or \"7d\"")
         }
 
         fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Self::Value, E> {
@@ -157,7 +157,7 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::time:
     deserializer.deserialize_any(DurationVisitor)
 }
 
-/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"` or a bare number of seconds.
+/// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"7d"` or a bare number of seconds.
 pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
     let value = value.trim();
     let split = value.find(|c: char| !c.is_ascii_digit()).unwrap_or(value.len());
@@ -168,6 +168,7 @@ pub fn parse_duration(value: &str) -> Option<std::time::Duration> {
         "" | "s" => number.checked_mul(1_000)?,
         "m" => number.checked_mul(60_000)?,
         "h" => number.checked_mul(3_600_000)?,
+        "d" => number.checked_mul(86_400_000)?,
         _ => return None,
     };
     Some(std::time::Duration::from_millis(millis))
@@ -230,6 +231,7 @@ mod tests {
         assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
         assert_eq!(parse_duration("100ms"), Some(Duration::from_millis(100)));
         assert_eq!(parse_duration("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
         assert_eq!(parse_duration("5 fortnights"), None);
         assert_eq!(parse_duration(""), None);
     }

@@ -23,15 +23,22 @@ struct RunningIngest {
 
 impl RunningIngest {
     async fn start(bootstrap: String, publish_timeout: Duration) -> Self {
+        Self::start_with(Config {
+            kafka_bootstrap: bootstrap,
+            publish_timeout,
+            ..Config::default()
+        })
+        .await
+    }
+
+    async fn start_with(base: Config) -> Self {
         switchboard_service::telemetry::init_logging();
         let config = Config {
-            kafka_bootstrap: bootstrap,
             schema_registry_url: switchboard_tests::registry_url(),
             public_url: Some(PUBLIC_URL.into()),
             twilio_auth_tokens: SecretStrings(vec![TWILIO_TOKEN.into()]),
             topic_partitions: 3,
-            publish_timeout,
-            ..Config::default()
+            ..base
         };
         let settings = config.validate().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -53,7 +60,7 @@ impl RunningIngest {
     }
 }
 
-fn call(to: &str, call_sid: &str, status: &str) -> Vec<(&'static str, String)> {
+pub(crate) fn call(to: &str, call_sid: &str, status: &str) -> Vec<(&'static str, String)> {
     vec![
         ("AccountSid", "AC0123456789abcdef0123456789abcdef".into()),
         ("CallSid", call_sid.into()),
@@ -69,10 +76,19 @@ async fn post_call(
     ingest: &RunningIngest,
     params: &[(&str, String)],
 ) -> reqwest::Result<reqwest::Response> {
+    post_to(client, &format!("http://{}", ingest.addr), params).await
+}
+
+/// Posts a signed Twilio call-status callback to the ingest at `base`.
+pub(crate) async fn post_to(
+    client: &reqwest::Client,
+    base: &str,
+    params: &[(&str, String)],
+) -> reqwest::Result<reqwest::Response> {
     let path = "/webhooks/twilio/calls";
     let pairs: Vec<(&str, &str)> = params.iter().map(|(n, v)| (*n, v.as_str())).collect();
     client
-        .post(format!("http://{}{path}", ingest.addr))
+        .post(format!("{base}{path}"))
         .header("content-type", "application/x-www-form-urlencoded")
         .header(
             "x-twilio-signature",
@@ -237,4 +253,69 @@ async fn a_paused_broker_gets_503_in_time_and_nothing_answered_2xx_is_lost() {
         .collect();
     let missing: Vec<_> = accepted.difference(&stored).collect();
     assert!(missing.is_empty(), "answered 2xx but not in Kafka: {missing:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let ingest = RunningIngest::start_with(Config {
+        kafka_bootstrap: switchboard_tests::kafka_bootstrap(),
+        header_read_timeout: Duration::from_secs(1),
+        body_read_timeout: Duration::from_secs(1),
+        ..Config::default()
+    })
+    .await;
+
+    // Headers that never finish: the connection is closed after the header read timeout.
+    let mut slow_head = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
+    slow_head
+        .write_all(b"POST /webhooks/twilio/calls HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), slow_head.read_to_end(&mut buf)).await;
+    assert!(
+        read.is_ok(),
+        "connection still open 5 s after a 1 s header timeout"
+    );
+
+    // A body that never finishes: 408 after the body read timeout.
+    let mut slow_body = tokio::net::TcpStream::connect(ingest.addr).await.unwrap();
+    slow_body
+        .write_all(
+            b"POST /webhooks/twilio/calls HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+              Content-Length: 100\r\n\r\nCallSid=CA1",
+        )
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut response = vec![0; 512];
+    let n = tokio::time::timeout(Duration::from_secs(5), slow_body.read(&mut response))
+        .await
+        .unwrap()
+        .unwrap();
+    let head = String::from_utf8_lossy(&response[..n]);
+    assert!(head.starts_with("HTTP/1.1 408"), "{head}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+    ingest.shutdown().await;
+}
+
+/// The CallSids among `call_sids` whose records are in Kafka under `phone_id`.
+pub(crate) fn stored_call_sids(
+    bootstrap: &str,
+    phone_id: &str,
+    call_sids: &HashSet<String>,
+) -> HashSet<String> {
+    records_for(bootstrap, phone_id, call_sids)
+        .into_iter()
+        .map(|(raw, _, _)| {
+            let body = String::from_utf8(raw.body).unwrap();
+            url::form_urlencoded::parse(body.as_bytes())
+                .find(|(k, _)| k == "CallSid")
+                .unwrap()
+                .1
+                .into_owned()
+        })
+        .collect()
 }

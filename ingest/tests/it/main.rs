@@ -4,4 +4,5 @@
 
 mod kafka;
 mod router;
+mod shutdown;
 mod signing;
