@@ -33,7 +33,7 @@ use config::Config;
 use runner::Health;
 
 /// How often consumer lag is measured.
-const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the processor until `shutdown` completes (then finishes the open transaction, leaves the
 /// group, and returns `Ok`) or until a fatal error (returned; exit non-zero so the orchestrator
@@ -75,7 +75,9 @@ pub async fn run(
 
     let lag_reporter = {
         let (config, health, stop) = (Arc::clone(&config), Arc::clone(&health), Arc::clone(&stop));
-        tokio::task::spawn_blocking(move || runner::report_lag(&config, &health, &stop, LAG_INTERVAL))
+        tokio::task::spawn_blocking(move || {
+            runner::report_lag(kafka::reader_config(&config), &health.positions, &stop, LAG_INTERVAL, metrics::LAG)
+        })
     };
     let mut processing = {
         let (config, codec, stop, health) =

@@ -49,8 +49,9 @@ pub(crate) fn rebalance(kind: &'static str) {
     metrics::counter!(REBALANCES, "kind" => kind).increment(1);
 }
 
-pub(crate) fn lag(topic: &str, partition: i32, lag: i64) {
-    metrics::gauge!(LAG, "topic" => topic.to_owned(), "partition" => partition.to_string()).set(lag as f64);
+/// Sets consumer lag gauge `name` (the processor's or the sink's).
+pub(crate) fn lag(name: &'static str, topic: &str, partition: i32, lag: i64) {
+    metrics::gauge!(name, "topic" => topic.to_owned(), "partition" => partition.to_string()).set(lag as f64);
 }
 
 pub(crate) fn dedup_entries(entries: usize) {

@@ -275,23 +275,21 @@ fn housekeeping(
     *health.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
 }
 
-/// Reports consumer lag (end offset - position) per owned partition, from its own client, every
-/// `interval`, until `stop` is set. Runs on a blocking thread of its own.
-pub fn report_lag(config: &Config, health: &Health, stop: &AtomicBool, interval: Duration) {
-    let Ok(client) = kafka::reader_config(config).create::<BaseConsumer>() else {
-        return;
-    };
+/// Reports consumer lag (end offset - position) per owned partition, from its own client built
+/// from `client`, every `interval`, until `stop` is set. Runs on a blocking thread of its own.
+pub fn report_lag(
+    client: rdkafka::ClientConfig,
+    positions: &Mutex<std::collections::BTreeMap<Task, i64>>,
+    stop: &AtomicBool,
+    interval: Duration,
+    metric: &'static str,
+) {
+    let Ok(client) = client.create::<BaseConsumer>() else { return };
     while !stop.load(Ordering::Relaxed) {
-        let positions = health
-            .positions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone();
+        let positions = positions.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (task, position) in positions {
-            if let Ok((_, high)) =
-                client.fetch_watermarks(&task.topic, task.partition, Duration::from_secs(2))
-            {
-                metrics::lag(&task.topic, task.partition, (high - position).max(0));
+            if let Ok((_, high)) = client.fetch_watermarks(&task.topic, task.partition, Duration::from_secs(2)) {
+                metrics::lag(metric, &task.topic, task.partition, (high - position).max(0));
             }
         }
         let deadline = Instant::now() + interval;
