@@ -35,14 +35,20 @@ async fn healthz(State(health): State<Arc<Health>>) -> Response {
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    if health.ready.load(Ordering::Relaxed) {
+    readiness(health.ready.load(Ordering::Relaxed))
+}
+
+/// `/readyz`'s answer, shared by the processor and the sink.
+pub(crate) fn readiness(ready: bool) -> Response {
+    if ready {
         (StatusCode::OK, "ready").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
     }
 }
 
-async fn metrics_text() -> Response {
+/// `/metrics` in the Prometheus text format, shared by the processor and the sink.
+pub(crate) async fn metrics_text() -> Response {
     let body = switchboard_service::telemetry::prometheus().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

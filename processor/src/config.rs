@@ -123,14 +123,7 @@ impl Config {
 
     /// Checks every key; the error names the offending key.
     pub fn validate(mut self) -> Result<Self, ConfigError> {
-        if self.kafka_bootstrap.trim().is_empty() {
-            return Err(ConfigError::invalid(
-                "kafka_bootstrap",
-                "must name at least one broker",
-            ));
-        }
-        url::Url::parse(&self.schema_registry_url)
-            .map_err(|e| ConfigError::invalid("schema_registry_url", e))?;
+        validate_endpoints(&self.kafka_bootstrap, &self.schema_registry_url)?;
         if self.group_id.trim().is_empty() {
             return Err(ConfigError::invalid("group_id", "must not be empty"));
         }
@@ -162,12 +155,7 @@ impl Config {
         if self.dedup_window < Duration::from_secs(60) {
             return Err(ConfigError::invalid("dedup_window", "must be at least 1m"));
         }
-        if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&self.session_timeout) {
-            return Err(ConfigError::invalid(
-                "session_timeout",
-                "must be between 1s and 1h",
-            ));
-        }
+        validate_session_timeout(self.session_timeout)?;
         if self.topic_partitions < 1 {
             return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
         }
@@ -197,6 +185,32 @@ fn hostname() -> Option<String> {
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
         .map(|name| name.trim().to_owned())
         .filter(|name| !name.is_empty())
+}
+
+/// The broker list and the registry URL, checked alike by every processor command.
+pub(crate) fn validate_endpoints(
+    kafka_bootstrap: &str,
+    schema_registry_url: &str,
+) -> Result<(), ConfigError> {
+    if kafka_bootstrap.trim().is_empty() {
+        return Err(ConfigError::invalid(
+            "kafka_bootstrap",
+            "must name at least one broker",
+        ));
+    }
+    url::Url::parse(schema_registry_url).map_err(|e| ConfigError::invalid("schema_registry_url", e))?;
+    Ok(())
+}
+
+/// A consumer-group session timeout within what brokers accept.
+pub(crate) fn validate_session_timeout(session_timeout: Duration) -> Result<(), ConfigError> {
+    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&session_timeout) {
+        return Err(ConfigError::invalid(
+            "session_timeout",
+            "must be between 1s and 1h",
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -47,22 +47,26 @@ fn base(config: &Config) -> ClientConfig {
 /// The group member: read_committed, no auto-commit (offsets are committed with the outputs).
 pub fn consumer_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
+    group_member(&mut client, &config.group_id, config.session_timeout);
     client
-        .set("group.id", &config.group_id)
+}
+
+/// The settings every consumer-group member of switchboard shares (processor and sink): reads
+/// only committed records, starts from the earliest record without a committed position, and
+/// leaves offset management to the application.
+pub(crate) fn group_member(client: &mut ClientConfig, group_id: &str, session_timeout: Duration) {
+    client
+        .set("group.id", group_id)
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("enable.partition.eof", "false")
-        .set(
-            "session.timeout.ms",
-            config.session_timeout.as_millis().to_string(),
-        )
+        .set("session.timeout.ms", session_timeout.as_millis().to_string())
         .set(
             "heartbeat.interval.ms",
-            (config.session_timeout.as_millis() / 6).max(100).to_string(),
+            (session_timeout.as_millis() / 6).max(100).to_string(),
         );
-    client
 }
 
 /// The producer: transactional under exactly-once, idempotent otherwise.

@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod normalize;
 pub mod restore;
 pub mod runner;
+pub mod sink;
 pub mod state;
 
 use std::future::Future;
@@ -76,7 +77,13 @@ pub async fn run(
     let lag_reporter = {
         let (config, health, stop) = (Arc::clone(&config), Arc::clone(&health), Arc::clone(&stop));
         tokio::task::spawn_blocking(move || {
-            runner::report_lag(kafka::reader_config(&config), &health.positions, &stop, LAG_INTERVAL, metrics::LAG)
+            runner::report_lag(
+                kafka::reader_config(&config),
+                &health.positions,
+                &stop,
+                LAG_INTERVAL,
+                metrics::LAG,
+            )
         })
     };
     let mut processing = {

@@ -1,4 +1,4 @@
-//! `switchboard-processor`: with no arguments, runs the processor.
+//! `switchboard-processor`: with no arguments, runs the processor; `sink` runs the database sink.
 
 use clap::{Parser, Subcommand};
 use switchboard_processor::config::Config;
@@ -14,6 +14,8 @@ struct Cli {
 enum Command {
     /// Run the processor (the default). Configured by SWITCHBOARD_* env vars and SWITCHBOARD_CONFIG.
     Process,
+    /// Run the database sink and the calls API (deployable on its own).
+    Sink,
 }
 
 #[tokio::main]
@@ -25,6 +27,11 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
             switchboard_processor::run(config, listener, switchboard_service::shutdown::signal()).await
+        }
+        Command::Sink => {
+            let config = switchboard_processor::sink::config::SinkConfig::load()?;
+            let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
+            switchboard_processor::sink::run(config, listener, switchboard_service::shutdown::signal()).await
         }
     }
 }

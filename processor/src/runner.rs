@@ -284,11 +284,15 @@ pub fn report_lag(
     interval: Duration,
     metric: &'static str,
 ) {
-    let Ok(client) = client.create::<BaseConsumer>() else { return };
+    let Ok(client) = client.create::<BaseConsumer>() else {
+        return;
+    };
     while !stop.load(Ordering::Relaxed) {
         let positions = positions.lock().unwrap_or_else(PoisonError::into_inner).clone();
         for (task, position) in positions {
-            if let Ok((_, high)) = client.fetch_watermarks(&task.topic, task.partition, Duration::from_secs(2)) {
+            if let Ok((_, high)) =
+                client.fetch_watermarks(&task.topic, task.partition, Duration::from_secs(2))
+            {
                 metrics::lag(metric, &task.topic, task.partition, (high - position).max(0));
             }
         }
