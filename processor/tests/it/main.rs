@@ -5,3 +5,4 @@
 mod crash;
 mod flow;
 mod harness;
+mod sink;

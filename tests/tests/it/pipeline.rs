@@ -15,6 +15,7 @@ use tokio::sync::oneshot;
 const PUBLIC_URL: &str = "https://hooks.example.com";
 const TWILIO_TOKEN: &str = "pipeline-twilio-token";
 const STRIPE_SECRET: &str = "whsec_pipeline";
+const API_TOKEN: &str = "pipeline-api-token";
 
 struct Running {
     stop: oneshot::Sender<()>,
@@ -42,6 +43,28 @@ async fn start_ingest(broker: &PrivateBroker) -> (Running, String) {
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(switchboard_ingest::run(
+        config.validate().unwrap(),
+        listener,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    (Running { stop, task }, base)
+}
+
+async fn start_sink(broker: &PrivateBroker, database_url: String) -> (Running, String) {
+    let config = switchboard_processor::sink::config::SinkConfig {
+        kafka_bootstrap: broker.bootstrap(),
+        schema_registry_url: switchboard_tests::registry_url(),
+        database_url,
+        api_token: Some(API_TOKEN.into()),
+        session_timeout: Duration::from_secs(6),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let (stop, stopped) = oneshot::channel();
+    let task = tokio::spawn(switchboard_processor::sink::run(
         config.validate().unwrap(),
         listener,
         async {
@@ -149,6 +172,12 @@ async fn signed_webhooks_through_ingest_become_domain_events() {
     let broker = PrivateBroker::start().unwrap();
     let (ingest, base) = start_ingest(&broker).await;
     let processor = start_processor(&broker).await;
+    let database = tempfile::tempdir().unwrap();
+    let (sink, sink_base) = start_sink(
+        &broker,
+        format!("sqlite://{}", database.path().join("calls.db").display()),
+    )
+    .await;
     let client = reqwest::Client::new();
     let phone = "+15557770001";
     let call = |status: &'static str, sequence: &'static str| {
@@ -227,6 +256,42 @@ async fn signed_webhooks_through_ingest_become_domain_events() {
         ("completed", Some(120))
     );
 
+    // The basic scenario: the stored call, through the calls API.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let call = loop {
+        let response = client
+            .get(format!("{sink_base}/calls/CA11111111111111111111111111111111"))
+            .bearer_auth(API_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let body = if status == 200 {
+            response.json::<serde_json::Value>().await.unwrap()
+        } else {
+            serde_json::Value::Null
+        };
+        if body["status"] == "completed" {
+            break body;
+        }
+        assert!(status == 200 || status == 404, "GET /calls: {status}");
+        assert!(
+            Instant::now() < deadline,
+            "the completed call never reached the database: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(call["status"], "completed", "{call}");
+    assert_eq!(call["duration_seconds"], 120, "{call}");
+    assert_eq!(call["phone_id"], phone);
+    let unauthorized = client
+        .get(format!("{sink_base}/calls/CA11111111111111111111111111111111"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unauthorized.status(), 401);
+
+    sink.stop().await;
     processor.stop().await;
     ingest.stop().await;
 }

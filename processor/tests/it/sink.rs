@@ -1,0 +1,360 @@
+//! The sink against real databases: exactly-once rows under SIGKILLs of the sink and the
+//! processor, on the dev broker, for SQLite and PostgreSQL.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sqlx::any::AnyPoolOptions;
+use sqlx::postgres::PgConnection;
+use sqlx::{AnyPool, Connection as _};
+use switchboard_processor::sink::config::SinkConfig;
+use switchboard_schemas::domain::CallEvent;
+use switchboard_schemas::topics;
+use switchboard_tests::broker::PrivateBroker;
+
+use crate::harness::*;
+
+const CALLS: usize = 2_000;
+const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];
+
+/// A child process, SIGKILLed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(broker: &PrivateBroker, args: &[&str], env: &[(&str, String)], log: &std::path::Path) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard-processor"));
+    command
+        .args(args)
+        .env("SWITCHBOARD_KAFKA_BOOTSTRAP", broker.bootstrap())
+        .env(
+            "SWITCHBOARD_SCHEMA_REGISTRY_URL",
+            switchboard_tests::registry_url(),
+        )
+        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_SESSION_TIMEOUT", "6s")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Proc(command.spawn().unwrap())
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}
+
+/// A database for one test run: a SQLite file, or a fresh PostgreSQL database created through the
+/// admin URL in `SWITCHBOARD_TEST_POSTGRES` (unreachable PostgreSQL fails the test).
+async fn database(kind: &str, dir: &std::path::Path) -> String {
+    if kind == "sqlite" {
+        return format!("sqlite://{}", dir.join("sink.db").display());
+    }
+    let admin = postgres_admin_url();
+    let name = format!(
+        "sb_crash_{}",
+        SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos()
+    );
+    let mut connection = PgConnection::connect(&admin)
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {admin} (SWITCHBOARD_TEST_POSTGRES): {e}"));
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+    let base = admin.rsplit_once('/').map_or(admin.as_str(), |(base, _)| base);
+    format!("{base}/{name}")
+}
+
+/// The PostgreSQL URL test databases are created through.
+fn postgres_admin_url() -> String {
+    std::env::var("SWITCHBOARD_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A read-only view of the sink's database, through sqlx like the sink itself.
+async fn open(database_url: &str) -> AnyPool {
+    sqlx::any::install_default_drivers();
+    AnyPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .unwrap()
+}
+
+async fn count(pool: &AnyPool, table: &str) -> i64 {
+    // The sink creates its tables on start: before that, nothing is stored.
+    sqlx::query_scalar(&format!("SELECT COUNT(*) FROM {table}"))
+        .fetch_one(pool)
+        .await
+        .unwrap_or(0)
+}
+
+async fn crash_test(kind: &str) {
+    let broker = PrivateBroker::start().unwrap();
+    create_raw_topics(&broker).await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("services.log");
+    let database_url = database(kind, dir.path()).await;
+    let raw = RawProducer::new(&broker);
+
+    let mut sends = Vec::new();
+    for call in 0..CALLS {
+        for (sequence, status) in STATUSES.iter().enumerate() {
+            sends.push(twilio_call(
+                &format!("+1555400{:04}", call % 50),
+                &format!("CA{call:032}"),
+                status,
+                sequence as u32,
+                &format!("EV-{call}-{status}"),
+            ));
+        }
+    }
+    let expected_ids: HashSet<String> = sends.iter().map(|raw| raw.event_id.clone()).collect();
+    let redeliveries: Vec<_> = sends.iter().step_by(25).cloned().collect();
+    sends.extend(redeliveries);
+    for chunk in sends.chunks(500) {
+        futures::future::join_all(chunk.iter().map(|r| raw.send(r))).await;
+    }
+
+    let processor_env = [
+        ("SWITCHBOARD_INSTANCE_ID", "sink-crash-0".to_owned()),
+        ("SWITCHBOARD_TOPIC_PARTITIONS", PARTITIONS.to_string()),
+    ];
+    let sink_env = [
+        ("SWITCHBOARD_DATABASE_URL", database_url.clone()),
+        ("SWITCHBOARD_BATCH_MAX_RECORDS", "500".to_owned()),
+    ];
+    let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
+    println!("{kind} sink crash test seed: {seed}");
+    let mut rng = Rng(seed);
+    let mut processor = spawn(&broker, &[], &processor_env, &log);
+    for round in 0..5 {
+        let sink = spawn(&broker, &["sink"], &sink_env, &log);
+        tokio::time::sleep(Duration::from_millis(3_000 + rng.below(4_000))).await;
+        drop(sink); // SIGKILL the sink
+        if round % 2 == 1 {
+            drop(processor); // and now and then the processor
+            processor = spawn(&broker, &[], &processor_env, &log);
+        }
+        println!(
+            "{kind} round {round}: call_events = {}",
+            count(&open(&database_url).await, "call_events").await
+        );
+    }
+
+    let _sink = spawn(&broker, &["sink"], &sink_env, &log);
+    let db = open(&database_url).await;
+    let expected = (CALLS * STATUSES.len()) as i64;
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let stored = count(&db, "call_events").await;
+        if stored >= expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{kind}: only {stored} of {expected} events stored; log {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Let anything in flight land, then check: exactly the events sent, each once (redeliveries
+    // deduplicated), and every call at its final status.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT event_id FROM call_events")
+        .fetch_all(&db)
+        .await
+        .unwrap();
+    assert_eq!(ids.len() as i64, expected, "{kind}: call_events rows");
+    let ids: HashSet<String> = ids.into_iter().collect();
+    assert_eq!(
+        ids, expected_ids,
+        "{kind}: stored event ids differ from the ones sent"
+    );
+    let rows: Vec<(String, Option<i64>, i64)> =
+        sqlx::query_as("SELECT status, CAST(duration_seconds AS BIGINT), COUNT(*) FROM calls GROUP BY status, duration_seconds")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        vec![("completed".to_owned(), Some(120), CALLS as i64)],
+        "{kind}: final call states"
+    );
+    drop(processor);
+    drop(_sink);
+    db.close().await;
+    drop_database(&database_url).await;
+}
+
+/// Removes the PostgreSQL database [`database`] created (SQLite files go with their directory).
+async fn drop_database(database_url: &str) {
+    let Some((_, name)) = database_url
+        .strip_prefix("postgres")
+        .and(database_url.rsplit_once('/'))
+    else {
+        return;
+    };
+    let mut connection = PgConnection::connect(&postgres_admin_url()).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut connection)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_of_sink_and_processor_neither_lose_nor_double_a_row_sqlite() {
+    crash_test("sqlite").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkills_of_sink_and_processor_neither_lose_nor_double_a_row_postgres() {
+    crash_test("postgres").await;
+}
+
+/// A completed call, as the processor writes it to `switchboard.calls`.
+fn completed_call(n: usize) -> CallEvent {
+    CallEvent {
+        event_id: format!("EV-outage-{n}"),
+        phone_id: "+15554000001".into(),
+        call_sid: format!("CA{n:032}"),
+        kind: "status".into(),
+        account_sid: None,
+        occurred_at: 1_736_877_900_000,
+        received_at: 1_736_877_900_000,
+        from: Some("+15005550006".into()),
+        to: Some("+15554000001".into()),
+        direction: Some("inbound".into()),
+        call_status: Some("completed".into()),
+        call_duration: Some(120),
+        sequence_number: Some(4),
+        recording_sid: None,
+        recording_url: None,
+        recording_status: None,
+        recording_duration: None,
+        transcription_sid: None,
+        transcription_text: None,
+        transcription_status: None,
+    }
+}
+
+/// Forwards every connection accepted on `listener` to `target` until the task is aborted.
+async fn forward(listener: tokio::net::TcpListener, target: String) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else {
+            return;
+        };
+        let target = target.clone();
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(&target).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+/// With the schema registry unreachable the sink cannot decode a record; it must wait and read
+/// it again, never skip it (a skipped record would be lost to the database for good).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_read_while_the_registry_is_down_are_stored_once_it_is_back() {
+    const EVENTS: usize = 20;
+    let broker = PrivateBroker::start().unwrap();
+    let producer = RawProducer::new(&broker);
+    let codec = switchboard_schemas::Codec::new(&switchboard_tests::registry_url()).unwrap();
+    for n in 0..EVENTS {
+        let event = completed_call(n);
+        let payload = codec
+            .encode(topics::CALLS, CallEvent::schema_def(), &event)
+            .await
+            .unwrap();
+        producer
+            .send_bytes(
+                topics::CALLS,
+                &event.phone_id,
+                &payload,
+                &event.event_id,
+                "twilio",
+            )
+            .await;
+    }
+
+    // The sink's registry address refuses connections until the forwarder starts.
+    let registry_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("sink.db").display());
+    let config = SinkConfig {
+        kafka_bootstrap: broker.bootstrap(),
+        schema_registry_url: format!("http://127.0.0.1:{registry_port}"),
+        database_url: database_url.clone(),
+        session_timeout: Duration::from_secs(6),
+        ..SinkConfig::default()
+    }
+    .validate()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    // Long enough to join the group and fail to decode every record at least once.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert!(!sink.is_finished(), "the sink exited while the registry was down");
+    let db = open(&database_url).await;
+    assert_eq!(count(&db, "calls").await, 0, "stored without a schema?");
+
+    let registry = switchboard_tests::registry_url();
+    let target = registry
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_owned();
+    let forwarder = tokio::spawn(forward(
+        tokio::net::TcpListener::bind(("127.0.0.1", registry_port))
+            .await
+            .unwrap(),
+        target,
+    ));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&db, "calls").await < EVENTS as i64 {
+        assert!(
+            Instant::now() < deadline,
+            "records read during the outage were not stored afterwards"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let completed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM calls WHERE status = 'completed' AND duration_seconds = 120",
+    )
+    .fetch_one(&db)
+    .await
+    .unwrap();
+    assert_eq!(completed, EVENTS as i64);
+
+    let _ = stop.send(());
+    sink.await.unwrap().unwrap();
+    forwarder.abort();
+}
