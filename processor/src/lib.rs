@@ -7,11 +7,12 @@
 //!
 //! Pure parts: [`normalize`] (provider payload -> domain event) and [`call_state`] (the ordering
 //! rule). Kafka parts: [`engine`] (the transaction), [`runner`] (the loop and rebalances),
-//! [`restore`] (state from changelogs).
+//! [`restore`] (state from changelogs). Operator tools: [`dlq`] (list, show, redrive the DLQ).
 
 pub mod admin;
 pub mod call_state;
 pub mod config;
+pub mod dlq;
 pub mod engine;
 pub mod kafka;
 pub mod metrics;

@@ -1,5 +1,7 @@
-//! `switchboard-processor`: with no arguments, runs the processor; `sink` runs the database sink.
+//! `switchboard-processor`: with no arguments, runs the processor; `sink` runs the database sink;
+//! `dlq list|show|redrive` inspects and redrives the dead-letter queue.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard_processor::config::Config;
 
@@ -16,6 +18,11 @@ enum Command {
     Process,
     /// Run the database sink and the calls API (deployable on its own).
     Sink,
+    /// Inspect the dead-letter queue and redrive its records. Same configuration as the processor.
+    Dlq {
+        #[command(subcommand)]
+        command: switchboard_processor::dlq::Command,
+    },
 }
 
 #[tokio::main]
@@ -32,6 +39,10 @@ async fn main() -> anyhow::Result<()> {
             let config = switchboard_processor::sink::config::SinkConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
             switchboard_processor::sink::run(config, listener, switchboard_service::shutdown::signal()).await
+        }
+        Command::Dlq { command } => {
+            let config = Config::load().context("loading the configuration")?;
+            switchboard_processor::dlq::run(config, command).await
         }
     }
 }

@@ -83,15 +83,17 @@ pub const CALL_STATE: &str = "switchboard.call-state";
 pub const DLQ: &str = "switchboard.dlq";
 /// The processor's dedup state changelog (internal); compacted.
 pub const DEDUP_CHANGELOG: &str = "switchboard.processor.dedup";
+/// DLQ positions (`<partition>/<offset>`) already re-published by `dlq redrive`; compacted.
+pub const DLQ_REDRIVEN: &str = "switchboard.dlq.redriven";
 
 /// The domain topics the processor writes normalized events to.
 pub const DOMAIN_TOPICS: [&str; 5] = [CALLS, MESSAGES, BILLING, BOOKINGS, GENERIC];
 
 /// Topics that must be created with `cleanup.policy=compact`: only the latest record per key matters.
-pub const COMPACTED_TOPICS: [&str; 2] = [CALL_STATE, DEDUP_CHANGELOG];
+pub const COMPACTED_TOPICS: [&str; 3] = [CALL_STATE, DEDUP_CHANGELOG, DLQ_REDRIVEN];
 
 /// Every topic switchboard owns, raw topics first: what a deployment creates.
-pub const ALL_TOPICS: [&str; 12] = [
+pub const ALL_TOPICS: [&str; 13] = [
     RAW_TWILIO,
     RAW_STRIPE,
     RAW_CALENDLY,
@@ -104,6 +106,7 @@ pub const ALL_TOPICS: [&str; 12] = [
     CALL_STATE,
     DLQ,
     DEDUP_CHANGELOG,
+    DLQ_REDRIVEN,
 ];
 
 /// The subject of a topic's record values under the TopicNameStrategy: `<topic>-value`.
@@ -134,6 +137,7 @@ mod tests {
         assert_eq!(CALL_STATE, "switchboard.call-state");
         assert_eq!(DLQ, "switchboard.dlq");
         assert_eq!(DEDUP_CHANGELOG, "switchboard.processor.dedup");
+        assert_eq!(DLQ_REDRIVEN, "switchboard.dlq.redriven");
     }
 
     #[test]
@@ -159,6 +163,12 @@ mod tests {
         for topic in DOMAIN_TOPICS.into_iter().chain(COMPACTED_TOPICS) {
             assert!(ALL_TOPICS.contains(&topic), "{topic} is listed in ALL_TOPICS");
         }
+        assert_eq!(
+            ALL_TOPICS.len(),
+            4 + DOMAIN_TOPICS.len() + 4,
+            "raw, domain, call-state, DLQ, dedup, redriven"
+        );
+        assert_eq!(COMPACTED_TOPICS, [CALL_STATE, DEDUP_CHANGELOG, DLQ_REDRIVEN]);
     }
 
     #[test]

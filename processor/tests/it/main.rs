@@ -3,6 +3,7 @@
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
 mod crash;
+mod dlq;
 mod flow;
 mod harness;
 mod sink;

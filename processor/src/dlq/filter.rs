@@ -1,0 +1,208 @@
+//! Which DLQ records a command acts on: the filters shared by `list` and `redrive`, and the
+//! parsing of their values. Pure, no I/O.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use switchboard_schemas::Source;
+
+use super::record::DlqHeaders;
+use crate::normalize::PoisonClass;
+
+/// The filters shared by the `dlq` commands. A record matches when it passes every filter given.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Filter {
+    /// Only records from this source: twilio, stripe, calendly or generic.
+    #[arg(long)]
+    pub source: Option<Source>,
+    /// Only records of this error class: undecodable, unknown_kind or missing_field.
+    #[arg(long, value_parser = parse_error_class)]
+    pub error_class: Option<PoisonClass>,
+    /// Only records that failed at or after this time (RFC 3339, e.g. 2026-11-29T13:00:00Z).
+    #[arg(long, value_parser = parse_time)]
+    pub since: Option<DateTime<Utc>>,
+    /// Only records that failed before this time (RFC 3339).
+    #[arg(long, value_parser = parse_time)]
+    pub until: Option<DateTime<Utc>>,
+    /// At most this many records: `list` shows the newest N matches, `redrive` republishes the
+    /// first N matches not yet redriven, in DLQ order.
+    #[arg(long)]
+    pub limit: Option<usize>,
+}
+
+/// A filter that can match nothing, rejected before any broker is contacted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidFilter {
+    #[error("--since ({since}) must be before --until ({until})")]
+    EmptyWindow { since: String, until: String },
+    #[error("--limit must be at least 1")]
+    ZeroLimit,
+}
+
+impl Filter {
+    /// Rejects filters that cannot match anything.
+    pub fn validate(&self) -> Result<(), InvalidFilter> {
+        if let (Some(since), Some(until)) = (self.since, self.until)
+            && since >= until
+        {
+            return Err(InvalidFilter::EmptyWindow {
+                since: format_time(since.timestamp_millis()),
+                until: format_time(until.timestamp_millis()),
+            });
+        }
+        if self.limit == Some(0) {
+            return Err(InvalidFilter::ZeroLimit);
+        }
+        Ok(())
+    }
+
+    /// Whether a DLQ record with these headers passes the filters (`--limit` aside). A record
+    /// without a `failed-at` header fails any time filter.
+    pub fn matches(&self, record: &DlqHeaders) -> bool {
+        if let Some(source) = self.source
+            && record.source() != Some(source.as_str())
+        {
+            return false;
+        }
+        if let Some(class) = self.error_class
+            && record.error_class.as_deref() != Some(class.as_str())
+        {
+            return false;
+        }
+        if self.since.is_none() && self.until.is_none() {
+            return true;
+        }
+        let Some(failed_at) = record.failed_at else {
+            return false;
+        };
+        self.since
+            .is_none_or(|since| failed_at >= since.timestamp_millis())
+            && self
+                .until
+                .is_none_or(|until| failed_at < until.timestamp_millis())
+    }
+}
+
+/// Parses an `--error-class` value.
+pub fn parse_error_class(value: &str) -> Result<PoisonClass, String> {
+    PoisonClass::ALL
+        .into_iter()
+        .find(|class| class.as_str() == value)
+        .ok_or_else(|| {
+            let known: Vec<_> = PoisonClass::ALL.iter().map(|c| c.as_str()).collect();
+            format!(
+                "unknown error class {value:?}: expected one of {}",
+                known.join(", ")
+            )
+        })
+}
+
+/// Parses an RFC 3339 time (`2026-11-29T13:00:00Z`, `2026-11-29T14:00:00+01:00`).
+pub fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
+    DateTime::parse_from_rfc3339(value.trim())
+        .map(|time| time.with_timezone(&Utc))
+        .map_err(|e| format!("{value:?} is not an RFC 3339 time such as 2026-11-29T13:00:00Z: {e}"))
+}
+
+/// Epoch milliseconds as RFC 3339 in UTC with milliseconds; the number itself if out of range.
+pub fn format_time(millis: i64) -> String {
+    DateTime::from_timestamp_millis(millis).map_or_else(
+        || millis.to_string(),
+        |time| time.to_rfc3339_opts(SecondsFormat::Millis, true),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(source: &str, class: &str, failed_at: Option<i64>) -> DlqHeaders {
+        DlqHeaders {
+            event_id: Some("EV-1".into()),
+            source: Some(source.into()),
+            error_class: Some(class.into()),
+            error_reason: Some("missing field CallSid".into()),
+            failed_at,
+            origin: None,
+        }
+    }
+
+    fn at(time: &str) -> DateTime<Utc> {
+        parse_time(time).unwrap()
+    }
+
+    #[test]
+    fn times_parse_as_rfc3339_with_any_offset() {
+        assert_eq!(at("2025-11-29T13:00:00Z").timestamp_millis(), 1_764_421_200_000);
+        assert_eq!(at("2025-11-29T14:00:00+01:00"), at("2025-11-29T13:00:00Z"));
+        assert_eq!(
+            at("2025-11-29T13:00:00.250Z").timestamp_millis(),
+            1_764_421_200_250
+        );
+        for bad in ["2026-11-29", "yesterday", "1764421200000", "2026-11-29 13:00"] {
+            assert!(parse_time(bad).is_err(), "{bad:?} is rejected");
+        }
+        assert_eq!(format_time(1_764_421_200_250), "2025-11-29T13:00:00.250Z");
+    }
+
+    #[test]
+    fn error_classes_parse_by_their_names() {
+        for class in PoisonClass::ALL {
+            assert_eq!(parse_error_class(class.as_str()), Ok(class));
+        }
+        let err = parse_error_class("timeout").unwrap_err();
+        assert!(err.contains("undecodable, unknown_kind, missing_field"), "{err}");
+    }
+
+    #[test]
+    fn no_filter_matches_everything() {
+        assert!(Filter::default().matches(&record("stripe", "undecodable", None)));
+        assert!(Filter::default().matches(&DlqHeaders::default()));
+    }
+
+    #[test]
+    fn source_and_class_must_both_match() {
+        let filter = Filter {
+            source: Some(Source::Twilio),
+            error_class: Some(PoisonClass::MissingField),
+            ..Filter::default()
+        };
+        assert!(filter.matches(&record("twilio", "missing_field", None)));
+        assert!(!filter.matches(&record("stripe", "missing_field", None)));
+        assert!(!filter.matches(&record("twilio", "unknown_kind", None)));
+        assert!(!filter.matches(&DlqHeaders::default()));
+    }
+
+    #[test]
+    fn the_time_window_is_since_inclusive_until_exclusive() {
+        let filter = Filter {
+            since: Some(at("2025-11-29T13:00:00Z")),
+            until: Some(at("2025-11-29T14:00:00Z")),
+            ..Filter::default()
+        };
+        let since = 1_764_421_200_000;
+        let until = since + 3_600_000;
+        assert!(filter.matches(&record("twilio", "undecodable", Some(since))));
+        assert!(filter.matches(&record("twilio", "undecodable", Some(until - 1))));
+        assert!(!filter.matches(&record("twilio", "undecodable", Some(since - 1))));
+        assert!(!filter.matches(&record("twilio", "undecodable", Some(until))));
+        assert!(
+            !filter.matches(&record("twilio", "undecodable", None)),
+            "no failed-at: outside any window"
+        );
+    }
+
+    #[test]
+    fn impossible_filters_are_rejected() {
+        let empty = Filter {
+            since: Some(at("2025-11-29T14:00:00Z")),
+            until: Some(at("2025-11-29T13:00:00Z")),
+            ..Filter::default()
+        };
+        assert!(matches!(empty.validate(), Err(InvalidFilter::EmptyWindow { .. })));
+        let zero = Filter {
+            limit: Some(0),
+            ..Filter::default()
+        };
+        assert_eq!(zero.validate(), Err(InvalidFilter::ZeroLimit));
+        assert_eq!(Filter::default().validate(), Ok(()));
+    }
+}
