@@ -10,8 +10,8 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
-use crate::engine::now_millis;
 use crate::runner::Health;
+use crate::txn::now_millis;
 
 /// The loop counts as alive while its last iteration is this recent.
 const STALL_LIMIT: Duration = Duration::from_secs(120);

@@ -1,19 +1,13 @@
-//! The consume-transform-produce engine: one open transaction at a time holding the outputs of a
-//! batch of raw records, their state changelog entries, DLQ records, and the consumed offsets.
-//!
-//! The error handling follows rust-rdkafka's transactional example: a retriable error retries the
-//! call, an error that requires abort aborts the transaction and rewinds every owned partition to
-//! its committed offset, a fatal error (e.g. fenced by a newer instance with the same
-//! transactional id) stops the processor so the orchestrator restarts it.
+//! The consume-transform-produce engine: one open transaction at a time (a [`Transactor`])
+//! holding the outputs of a batch of raw records, their state changelog entries, DLQ records, and
+//! the consumed offsets; the in-memory state follows the transaction (committed with it, forgotten
+//! when it aborts).
 
-use std::collections::BTreeMap;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use switchboard_schemas::domain::CallState;
 use switchboard_schemas::{Codec, RawWebhook, topics};
 use tokio::runtime::Handle;
@@ -24,9 +18,8 @@ use crate::kafka::headers;
 use crate::metrics;
 use crate::normalize::{self, DomainEvent, Poison, PoisonClass};
 use crate::state::{Stores, Task};
-
-/// How long a single transactional call may take.
-const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+pub use crate::txn::LoopError;
+use crate::txn::{Batching, ProducerContext, Transactor, now_millis};
 
 /// Why processing a record failed; classified in one place ([`Engine::process`]).
 #[derive(Debug)]
@@ -38,65 +31,12 @@ pub enum Failure {
     Transient(String),
 }
 
-/// What the loop must do after an error.
-#[derive(Debug, thiserror::Error)]
-pub enum LoopError {
-    /// Abort the open transaction, rewind, back off, continue.
-    #[error("retriable: {0}")]
-    Retriable(String),
-    /// Stop with a non-zero exit; the orchestrator restarts the instance.
-    #[error("fatal: {0}")]
-    Fatal(String),
-}
-
-fn classify(error: KafkaError) -> LoopError {
-    match &error {
-        KafkaError::Transaction(rd) if rd.is_fatal() => LoopError::Fatal(error.to_string()),
-        _ if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) => {
-            LoopError::Fatal(error.to_string())
-        }
-        _ => LoopError::Retriable(error.to_string()),
-    }
-}
-
-/// Retries a transactional call while librdkafka says it is retriable.
-fn with_retries(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), LoopError> {
-    for _ in 0..5 {
-        match call() {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(rd)) if rd.is_retriable() => {
-                std::thread::sleep(Duration::from_millis(200))
-            }
-            Err(error) => return Err(classify(error)),
-        }
-    }
-    call().map_err(classify)
-}
-
-pub(crate) fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or_default()
-}
-
-/// The state of the open transaction.
-#[derive(Debug)]
-struct OpenTxn {
-    started: Instant,
-    records: usize,
-}
-
-/// Processing state and the producer, shared by the loop and the rebalance callbacks (which run
-/// inside `poll` on the loop's thread).
+/// Processing state and the transaction, shared by the loop and the rebalance callbacks (which
+/// run inside `poll` on the loop's thread).
 pub struct Engine {
-    config: std::sync::Arc<Config>,
     codec: std::sync::Arc<Codec>,
     runtime: Handle,
-    producer: ThreadedProducer<crate::runner::ProducerContext>,
-    txn: Option<OpenTxn>,
-    /// Next offset to commit per raw partition, for records processed in the open transaction.
-    offsets: BTreeMap<Task, i64>,
+    txn: Transactor,
     pub(crate) stores: Stores,
     /// Tasks assigned but not yet restored.
     pub(crate) to_restore: Vec<Task>,
@@ -107,84 +47,54 @@ pub struct Engine {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("open", &self.txn)
-            .field("offsets", &self.offsets)
+            .field("txn", &self.txn)
             .finish_non_exhaustive()
     }
 }
 
 impl Engine {
     pub fn new(
-        config: std::sync::Arc<Config>,
+        config: &Config,
         codec: std::sync::Arc<Codec>,
         runtime: Handle,
-        producer: ThreadedProducer<crate::runner::ProducerContext>,
+        producer: ThreadedProducer<ProducerContext>,
     ) -> Result<Self, LoopError> {
-        if config.processing_guarantee == Guarantee::ExactlyOnce {
-            // Fences any older instance with the same transactional id and aborts its open
-            // transaction.
-            producer.init_transactions(TXN_CALL_TIMEOUT).map_err(classify)?;
-        }
+        let batching = Batching {
+            exactly_once: config.processing_guarantee == Guarantee::ExactlyOnce,
+            commit_interval: config.commit_interval,
+            max_records: config.max_batch_records,
+        };
         Ok(Self {
-            config,
             codec,
             runtime,
-            producer,
-            txn: None,
-            offsets: BTreeMap::new(),
+            txn: Transactor::new(producer, batching)?,
             stores: Stores::default(),
             to_restore: Vec::new(),
             failure: None,
         })
     }
 
-    fn exactly_once(&self) -> bool {
-        self.config.processing_guarantee == Guarantee::ExactlyOnce
-    }
-
     /// Whether the open transaction should commit now.
     pub fn due(&self) -> bool {
-        self.txn.as_ref().is_some_and(|txn| {
-            txn.started.elapsed() >= self.config.commit_interval
-                || txn.records >= self.config.max_batch_records
-        })
+        self.txn.due()
     }
 
     /// Time until the open transaction is due (the loop's poll timeout).
     pub fn time_to_commit(&self) -> Duration {
-        match &self.txn {
-            Some(txn) => self.config.commit_interval.saturating_sub(txn.started.elapsed()),
-            None => self.config.commit_interval,
-        }
-    }
-
-    fn begin(&mut self) -> Result<(), LoopError> {
-        if self.txn.is_none() {
-            if self.exactly_once() {
-                self.producer.begin_transaction().map_err(classify)?;
-            }
-            self.txn = Some(OpenTxn {
-                started: Instant::now(),
-                records: 0,
-            });
-        }
-        Ok(())
+        self.txn.time_to_commit()
     }
 
     /// Processes one raw record inside the open transaction.
     pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), LoopError> {
         let task = Task::new(message.topic(), message.partition());
-        self.begin()?;
+        self.txn.begin()?;
         metrics::counter_consumed(message.topic());
         match self.transform(&task, message) {
             Ok(()) => {}
             Err(Failure::Poison(poison)) => self.dead_letter(message, &poison)?,
             Err(Failure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
         }
-        self.offsets.insert(task, message.offset() + 1);
-        if let Some(txn) = &mut self.txn {
-            txn.records += 1;
-        }
+        self.txn.consumed(task, message.offset() + 1);
         Ok(())
     }
 
@@ -352,90 +262,30 @@ impl Engine {
         if let Some(payload) = message.payload() {
             record = record.payload(payload);
         }
-        self.send(record).map_err(|failure| match failure {
-            Failure::Transient(reason) => LoopError::Retriable(reason),
-            Failure::Poison(poison) => LoopError::Retriable(poison.reason),
-        })
+        self.txn.send(record)?;
+        metrics::counter_produced(topics::DLQ);
+        Ok(())
     }
 
-    /// Hands a record to the producer, waiting for queue space (backpressure) rather than failing.
-    fn send<K, P>(&self, mut record: BaseRecord<'_, K, P>) -> Result<(), Failure>
+    /// Hands an output record to the open transaction.
+    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), Failure>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        let deadline = Instant::now() + TXN_CALL_TIMEOUT;
         let topic = record.topic;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => {
-                    metrics::counter_produced(topic);
-                    return Ok(());
-                }
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if Instant::now() < deadline =>
-                {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(Failure::Transient(error.to_string())),
-            }
-        }
+        self.txn
+            .send(record)
+            .map_err(|error| Failure::Transient(error.to_string()))?;
+        metrics::counter_produced(topic);
+        Ok(())
     }
 
-    /// Commits the open transaction: outputs and consumed offsets together.
+    /// Commits the open transaction: outputs, state changes and consumed offsets together.
     pub fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
-        let Some(txn) = self.txn.take() else { return Ok(()) };
-        let started = Instant::now();
-        let mut offsets = TopicPartitionList::new();
-        for (task, next) in &self.offsets {
-            offsets
-                .add_partition_offset(&task.topic, task.partition, Offset::Offset(*next))
-                .map_err(|e| LoopError::Fatal(e.to_string()))?;
-        }
-        let result = if self.exactly_once() {
-            let metadata = consumer
-                .group_metadata()
-                .ok_or_else(|| LoopError::Retriable("no consumer group metadata yet".into()));
-            metadata.and_then(|metadata| {
-                if offsets.count() > 0 {
-                    with_retries(|| {
-                        self.producer
-                            .send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT)
-                    })?;
-                }
-                with_retries(|| self.producer.commit_transaction(TXN_CALL_TIMEOUT))
-            })
-        } else {
-            self.flush_and_commit_offsets(consumer, &offsets)
-        };
-        match result {
-            Ok(()) => {
-                self.stores.commit();
-                self.offsets.clear();
-                metrics::commit(started.elapsed(), txn.records);
-                Ok(())
-            }
-            Err(error) => {
-                self.txn = Some(txn);
-                Err(error)
-            }
-        }
-    }
-
-    fn flush_and_commit_offsets<C: ConsumerContext>(
-        &self,
-        consumer: &BaseConsumer<C>,
-        offsets: &TopicPartitionList,
-    ) -> Result<(), LoopError> {
-        self.producer.flush(TXN_CALL_TIMEOUT).map_err(classify)?;
-        if let Some(error) = self.producer.context().take_delivery_error() {
-            return Err(LoopError::Retriable(format!(
-                "a record was not delivered: {error}"
-            )));
-        }
-        if offsets.count() > 0 {
-            consumer.commit(offsets, CommitMode::Sync).map_err(classify)?;
+        if let Some(committed) = self.txn.commit(consumer)? {
+            self.stores.commit();
+            metrics::commit(committed.elapsed, committed.records);
         }
         Ok(())
     }
@@ -446,59 +296,30 @@ impl Engine {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
-        if self.txn.take().is_some() {
-            if self.exactly_once() {
-                self.producer
-                    .abort_transaction(TXN_CALL_TIMEOUT)
-                    .map_err(classify)?;
-            }
+        self.stores.abort();
+        if self.txn.abort_and_rewind(consumer)? {
             metrics::aborted();
         }
-        self.stores.abort();
-        self.offsets.clear();
-        let assignment = consumer.assignment().map_err(classify)?;
-        if assignment.count() == 0 {
-            return Ok(());
-        }
-        let committed = consumer
-            .committed_offsets(assignment, TXN_CALL_TIMEOUT)
-            .map_err(classify)?;
-        let mut rewind = TopicPartitionList::new();
-        for element in committed.elements() {
-            let offset = match element.offset() {
-                Offset::Offset(offset) => Offset::Offset(offset),
-                _ => Offset::Beginning,
-            };
-            rewind
-                .add_partition_offset(element.topic(), element.partition(), offset)
-                .map_err(classify)?;
-        }
-        consumer
-            .seek_partitions(rewind, TXN_CALL_TIMEOUT)
-            .map_err(classify)?;
         Ok(())
     }
 
-    /// Finishes the open transaction before partitions are revoked: commit, or abort when the
-    /// commit fails (the partitions' next owner then processes those records again).
+    /// Finishes the open transaction before partitions are revoked (commit, or abort when the
+    /// commit fails: the partitions' next owner then processes those records again), and drops
+    /// the revoked partitions' state.
     pub fn finish_before_revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &[Task]) {
-        if let Err(error) = self.commit(consumer) {
-            tracing::warn!(%error, "commit before revoke failed; aborting");
-            if self.txn.take().is_some()
-                && self.exactly_once()
-                && let Err(error) = self.producer.abort_transaction(TXN_CALL_TIMEOUT)
-            {
-                self.failure = Some(classify(error));
+        let revoke = self.txn.finish_before_revoke(consumer, revoked);
+        match revoke.committed {
+            Some(committed) => {
+                self.stores.commit();
+                metrics::commit(committed.elapsed, committed.records);
             }
-            self.stores.abort();
-            self.offsets.clear();
-            if let LoopError::Fatal(_) = error {
-                self.failure = Some(error);
-            }
+            None => self.stores.abort(),
+        }
+        if let Some(failure) = revoke.failure {
+            self.failure = Some(failure);
         }
         for task in revoked {
             self.stores.remove(task);
-            self.offsets.remove(task);
             self.to_restore.retain(|t| t != task);
         }
     }

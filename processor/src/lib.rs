@@ -21,6 +21,7 @@ pub mod restore;
 pub mod runner;
 pub mod sink;
 pub mod state;
+pub mod txn;
 
 use std::future::Future;
 use std::sync::Arc;

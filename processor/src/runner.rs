@@ -9,15 +9,14 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::ProducerContext as RdProducerContext;
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::Codec;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
-use crate::engine::{Engine, LoopError, now_millis};
+use crate::engine::Engine;
 use crate::state::Task;
+use crate::txn::{LoopError, ProducerContext, now_millis};
 use crate::{kafka, metrics, restore};
 
 /// Backoff after an aborted transaction, doubled per consecutive failure.
@@ -35,35 +34,6 @@ pub struct Health {
     pub ready: AtomicBool,
     /// Position (next offset to consume) of every owned raw partition.
     pub positions: Mutex<std::collections::BTreeMap<Task, i64>>,
-}
-
-/// Remembers the first delivery failure (at-least-once mode checks it before committing offsets;
-/// under exactly-once a failed delivery fails the commit by itself).
-#[derive(Debug, Default)]
-pub struct ProducerContext {
-    delivery_error: Mutex<Option<String>>,
-}
-
-impl ProducerContext {
-    pub fn take_delivery_error(&self) -> Option<String> {
-        self.delivery_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take()
-    }
-}
-
-impl ClientContext for ProducerContext {}
-
-impl RdProducerContext for ProducerContext {
-    type DeliveryOpaque = ();
-
-    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        if let Err((error, _)) = result {
-            let mut slot = self.delivery_error.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.get_or_insert_with(|| error.to_string());
-        }
-    }
 }
 
 /// Routes rebalance events into the engine. Callbacks run inside `poll`, on the loop's thread,
@@ -126,7 +96,7 @@ pub fn run(
     health: Arc<Health>,
 ) -> anyhow::Result<()> {
     let producer = kafka::producer_config(&config).create_with_context(ProducerContext::default())?;
-    let engine = Engine::new(Arc::clone(&config), Arc::clone(&codec), runtime.clone(), producer)?;
+    let engine = Engine::new(&config, Arc::clone(&codec), runtime.clone(), producer)?;
     let engine = Arc::new(Mutex::new(engine));
     let consumer: BaseConsumer<RebalanceContext> =
         kafka::consumer_config(&config).create_with_context(RebalanceContext {

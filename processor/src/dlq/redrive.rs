@@ -205,7 +205,7 @@ impl Publisher {
         self.send(copy)
             .with_context(|| format!("republishing {position} to {topic}"))?;
         let mark_key = position.to_string();
-        let mark_value = crate::engine::now_millis().to_string();
+        let mark_value = crate::txn::now_millis().to_string();
         self.send(
             BaseRecord::<str, str>::to(topics::DLQ_REDRIVEN)
                 .key(mark_key.as_str())

@@ -26,8 +26,8 @@ use tokio::runtime::Handle;
 use super::config::SinkConfig;
 use super::metrics;
 use super::store::{ConsumedOffset, SinkEvent, Store};
-use crate::engine::now_millis;
 use crate::state::Task;
+use crate::txn::now_millis;
 
 /// The domain topics the sink stores.
 pub const TOPICS: [&str; 4] = [topics::CALLS, topics::MESSAGES, topics::BILLING, topics::BOOKINGS];
