@@ -9,6 +9,7 @@
 //! rule). Kafka parts: [`engine`] (the transaction), [`runner`] (the loop and rebalances),
 //! [`restore`] (state from changelogs). Operator tools: [`dlq`] (list, show, redrive the DLQ).
 
+pub mod actions;
 pub mod admin;
 pub mod call_state;
 pub mod config;

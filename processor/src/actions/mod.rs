@@ -1,0 +1,29 @@
+//! Outbound actions: delivering domain events to HTTP endpoints configured in TOML.
+//!
+//! This module is the delivery layer only; it knows nothing about Kafka. The component that
+//! consumes domain events builds one [`Target`] per configured action (sharing one
+//! [`http_client`]), calls [`Target::deliver`] for each matching event, and routes the returned
+//! [`Outcome`]: [`Outcome::Delivered`] is done, [`Outcome::is_transient`] outcomes (including
+//! [`Outcome::CircuitOpen`]) go down the retry ladder, [`Outcome::Permanent`] goes to the DLQ.
+//!
+//! - [`config`]: the `[[action]]` table, its validation, and resolving env-var secrets.
+//! - [`classify`]: the one place where HTTP statuses and transport errors become an [`Outcome`].
+//! - [`breaker`]: the per-target circuit breaker, a pure state machine.
+//! - [`mod@sign`]: Standard Webhooks signatures.
+//! - [`deliver`]: one target: rate limit, breaker, timeout, signing, the request itself.
+
+pub mod breaker;
+pub mod classify;
+pub mod config;
+pub mod deliver;
+mod metrics;
+pub mod sign;
+
+#[cfg(test)]
+mod tests;
+
+pub use breaker::{BreakerState, CircuitBreaker};
+pub use classify::{Outcome, classify_error, classify_status};
+pub use config::{ActionConfig, ResolvedAction, matches, validate_all};
+pub use deliver::{OutboundEvent, Target, http_client};
+pub use sign::{SigningSecret, sign};
