@@ -26,8 +26,17 @@ pub fn router(health: Arc<Health>) -> Router {
 }
 
 async fn healthz(State(health): State<Arc<Health>>) -> Response {
-    let last = health.heartbeat_millis.load(Ordering::Relaxed);
-    if last == 0 || now_millis() - last < STALL_LIMIT.as_millis() as i64 {
+    liveness(alive(health.heartbeat_millis.load(Ordering::Relaxed)))
+}
+
+/// Whether a loop whose last iteration was at `heartbeat_millis` (0: not started yet) is alive.
+pub(crate) fn alive(heartbeat_millis: i64) -> bool {
+    heartbeat_millis == 0 || now_millis() - heartbeat_millis < STALL_LIMIT.as_millis() as i64
+}
+
+/// `/healthz`'s answer, shared by the processor's commands.
+pub(crate) fn liveness(alive: bool) -> Response {
+    if alive {
         (StatusCode::OK, "ok").into_response()
     } else {
         (StatusCode::SERVICE_UNAVAILABLE, "processing loop stalled").into_response()

@@ -156,15 +156,7 @@ impl Config {
             return Err(ConfigError::invalid("dedup_window", "must be at least 1m"));
         }
         validate_session_timeout(self.session_timeout)?;
-        if self.topic_partitions < 1 {
-            return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
-        }
-        if self.topic_replication_factor < 1 && self.topic_replication_factor != -1 {
-            return Err(ConfigError::invalid(
-                "topic_replication_factor",
-                "must be at least 1, or -1 for the broker default",
-            ));
-        }
+        validate_topic_settings(self.topic_partitions, self.topic_replication_factor)?;
         Ok(self)
     }
 
@@ -179,7 +171,7 @@ impl Config {
     }
 }
 
-fn hostname() -> Option<String> {
+pub(crate) fn hostname() -> Option<String> {
     std::env::var("HOSTNAME")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -199,6 +191,20 @@ pub(crate) fn validate_endpoints(
         ));
     }
     url::Url::parse(schema_registry_url).map_err(|e| ConfigError::invalid("schema_registry_url", e))?;
+    Ok(())
+}
+
+/// Partitions and replication factor of the topics a command creates.
+pub(crate) fn validate_topic_settings(partitions: i32, replication_factor: i32) -> Result<(), ConfigError> {
+    if partitions < 1 {
+        return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
+    }
+    if replication_factor < 1 && replication_factor != -1 {
+        return Err(ConfigError::invalid(
+            "topic_replication_factor",
+            "must be at least 1, or -1 for the broker default",
+        ));
+    }
     Ok(())
 }
 

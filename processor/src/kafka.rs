@@ -101,7 +101,6 @@ pub fn reader_config(config: &Config) -> ClientConfig {
 /// Creates every topic the processor writes when missing: domain topics, the compacted
 /// call-state and dedup changelogs (the latter also deleted after the dedup window), the DLQ.
 pub async fn create_topics(config: &Config) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = base(config).create()?;
     let retention = config.dedup_window.as_millis().to_string();
     let replication = || TopicReplication::Fixed(config.topic_replication_factor);
     let partitions = config.topic_partitions;
@@ -123,10 +122,19 @@ pub async fn create_topics(config: &Config) -> Result<(), KafkaError> {
             .set("cleanup.policy", "compact,delete")
             .set("retention.ms", &retention),
     );
+    create_missing(&base(config), &new_topics).await
+}
+
+/// Creates those of `new_topics` that do not exist yet.
+pub(crate) async fn create_missing(
+    client: &ClientConfig,
+    new_topics: &[NewTopic<'_>],
+) -> Result<(), KafkaError> {
+    let admin: AdminClient<DefaultClientContext> = client.create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(&new_topics, &options).await? {
+    for result in admin.create_topics(new_topics, &options).await? {
         match result {
-            Ok(topic) => tracing::info!(%topic, partitions, "created topic"),
+            Ok(topic) => tracing::info!(%topic, "created topic"),
             Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
             Err((topic, code)) => {
                 tracing::warn!(%topic, %code, "cannot create topic");

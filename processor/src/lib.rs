@@ -6,13 +6,15 @@
 //! read with `read_committed`. See the README for the design and its limits.
 //!
 //! Pure parts: [`normalize`] (provider payload -> domain event) and [`call_state`] (the ordering
-//! rule). Kafka parts: [`engine`] (the transaction), [`runner`] (the loop and rebalances),
-//! [`restore`] (state from changelogs). Operator tools: [`dlq`] (list, show, redrive the DLQ).
+//! rule). Kafka parts: [`txn`] (one transaction at a time), [`engine`] (raw records in it), [`runner`] (the loop and rebalances),
+//! [`restore`] (state from changelogs). Outbound: [`actions`] (delivery to one HTTP target) and [`dispatch`] (the
+//! actions service with its retry ladder). Operator tools: [`dlq`] (list, show, redrive the DLQ).
 
 pub mod actions;
 pub mod admin;
 pub mod call_state;
 pub mod config;
+pub mod dispatch;
 pub mod dlq;
 pub mod engine;
 pub mod kafka;

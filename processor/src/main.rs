@@ -18,6 +18,9 @@ enum Command {
     Process,
     /// Run the database sink and the calls API (deployable on its own).
     Sink,
+    /// Run the outbound actions dispatcher: `[[action]]` tables of SWITCHBOARD_CONFIG, with
+    /// retry topics and the DLQ (deployable on its own).
+    Actions,
     /// Inspect the dead-letter queue and redrive its records. Same configuration as the processor.
     Dlq {
         #[command(subcommand)]
@@ -34,6 +37,12 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
             switchboard_processor::run(config, listener, switchboard_service::shutdown::signal()).await
+        }
+        Command::Actions => {
+            let config = switchboard_processor::dispatch::config::DispatchConfig::load()?;
+            let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
+            switchboard_processor::dispatch::run(config, listener, switchboard_service::shutdown::signal())
+                .await
         }
         Command::Sink => {
             let config = switchboard_processor::sink::config::SinkConfig::load()?;

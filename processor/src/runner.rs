@@ -19,20 +19,22 @@ use crate::state::Task;
 use crate::txn::{LoopError, ProducerContext, now_millis};
 use crate::{kafka, metrics, restore};
 
-/// Backoff after an aborted transaction, doubled per consecutive failure.
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
+/// binary uses it).
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often lag and the dedup window are refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 
-/// Liveness, readiness and progress, shared with the admin server and the lag reporter.
+/// Liveness, readiness and progress of a consuming loop (processor, sink, action worker), shared
+/// with the admin server and the lag or depth reporter.
 #[derive(Debug, Default)]
 pub struct Health {
     /// Milliseconds since the epoch of the loop's last iteration.
     pub heartbeat_millis: AtomicI64,
     /// The loop is running and has joined the group.
     pub ready: AtomicBool,
-    /// Position (next offset to consume) of every owned raw partition.
+    /// Position (next offset to consume) of every owned partition.
     pub positions: Mutex<std::collections::BTreeMap<Task, i64>>,
 }
 
@@ -47,7 +49,7 @@ fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
     engine.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn tasks(partitions: &TopicPartitionList) -> Vec<Task> {
+pub(crate) fn tasks(partitions: &TopicPartitionList) -> Vec<Task> {
     partitions
         .elements()
         .iter()

@@ -85,6 +85,10 @@ pub const DLQ: &str = "switchboard.dlq";
 pub const DEDUP_CHANGELOG: &str = "switchboard.processor.dedup";
 /// DLQ positions (`<partition>/<offset>`) already re-published by `dlq redrive`; compacted.
 pub const DLQ_REDRIVEN: &str = "switchboard.dlq.redriven";
+/// Dead-lettered action deliveries re-published by `dlq redrive`, each for the one action named in
+/// its `action` header. (The retry topics, `switchboard.retry.<delay>`, follow the configured
+/// ladder and are not listed here.)
+pub const ACTIONS_REDRIVE: &str = "switchboard.actions.redrive";
 
 /// The domain topics the processor writes normalized events to.
 pub const DOMAIN_TOPICS: [&str; 5] = [CALLS, MESSAGES, BILLING, BOOKINGS, GENERIC];
@@ -93,7 +97,7 @@ pub const DOMAIN_TOPICS: [&str; 5] = [CALLS, MESSAGES, BILLING, BOOKINGS, GENERI
 pub const COMPACTED_TOPICS: [&str; 3] = [CALL_STATE, DEDUP_CHANGELOG, DLQ_REDRIVEN];
 
 /// Every topic switchboard owns, raw topics first: what a deployment creates.
-pub const ALL_TOPICS: [&str; 13] = [
+pub const ALL_TOPICS: [&str; 14] = [
     RAW_TWILIO,
     RAW_STRIPE,
     RAW_CALENDLY,
@@ -107,6 +111,7 @@ pub const ALL_TOPICS: [&str; 13] = [
     DLQ,
     DEDUP_CHANGELOG,
     DLQ_REDRIVEN,
+    ACTIONS_REDRIVE,
 ];
 
 /// The subject of a topic's record values under the TopicNameStrategy: `<topic>-value`.
@@ -165,8 +170,8 @@ mod tests {
         }
         assert_eq!(
             ALL_TOPICS.len(),
-            4 + DOMAIN_TOPICS.len() + 4,
-            "raw, domain, call-state, DLQ, dedup, redriven"
+            4 + DOMAIN_TOPICS.len() + 5,
+            "raw, domain, call-state, DLQ, dedup, redriven, actions redrive"
         );
         assert_eq!(COMPACTED_TOPICS, [CALL_STATE, DEDUP_CHANGELOG, DLQ_REDRIVEN]);
     }

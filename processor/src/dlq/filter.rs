@@ -5,7 +5,24 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use switchboard_schemas::Source;
 
 use super::record::DlqHeaders;
+use crate::dispatch::ladder::error_class;
 use crate::normalize::PoisonClass;
+
+/// Every `error-class` a DLQ record can carry: the processor's poison classes, then the
+/// dispatcher's (`retries_exhausted`, `rejected`; `undecodable` is shared).
+pub fn known_error_classes() -> Vec<&'static str> {
+    let mut classes: Vec<&'static str> = PoisonClass::ALL.iter().map(|c| c.as_str()).collect();
+    for class in [
+        error_class::RETRIES_EXHAUSTED,
+        error_class::REJECTED,
+        error_class::UNDECODABLE,
+    ] {
+        if !classes.contains(&class) {
+            classes.push(class);
+        }
+    }
+    classes
+}
 
 /// The filters shared by the `dlq` commands. A record matches when it passes every filter given.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -13,9 +30,13 @@ pub struct Filter {
     /// Only records from this source: twilio, stripe, calendly or generic.
     #[arg(long)]
     pub source: Option<Source>,
-    /// Only records of this error class: undecodable, unknown_kind or missing_field.
+    /// Only records of this error class: undecodable, unknown_kind, missing_field (processor),
+    /// retries_exhausted or rejected (actions).
     #[arg(long, value_parser = parse_error_class)]
-    pub error_class: Option<PoisonClass>,
+    pub error_class: Option<&'static str>,
+    /// Only failed deliveries of this action (dispatcher records).
+    #[arg(long)]
+    pub action: Option<String>,
     /// Only records that failed at or after this time (RFC 3339, e.g. 2026-11-29T13:00:00Z).
     #[arg(long, value_parser = parse_time)]
     pub since: Option<DateTime<Utc>>,
@@ -63,7 +84,12 @@ impl Filter {
             return false;
         }
         if let Some(class) = self.error_class
-            && record.error_class.as_deref() != Some(class.as_str())
+            && record.error_class.as_deref() != Some(class)
+        {
+            return false;
+        }
+        if let Some(action) = &self.action
+            && record.action.as_ref() != Some(action)
         {
             return false;
         }
@@ -82,12 +108,13 @@ impl Filter {
 }
 
 /// Parses an `--error-class` value.
-pub fn parse_error_class(value: &str) -> Result<PoisonClass, String> {
-    PoisonClass::ALL
-        .into_iter()
-        .find(|class| class.as_str() == value)
+pub fn parse_error_class(value: &str) -> Result<&'static str, String> {
+    let known = known_error_classes();
+    known
+        .iter()
+        .find(|class| **class == value)
+        .copied()
         .ok_or_else(|| {
-            let known: Vec<_> = PoisonClass::ALL.iter().map(|c| c.as_str()).collect();
             format!(
                 "unknown error class {value:?}: expected one of {}",
                 known.join(", ")
@@ -122,6 +149,7 @@ mod tests {
             error_reason: Some("missing field CallSid".into()),
             failed_at,
             origin: None,
+            action: None,
         }
     }
 
@@ -146,10 +174,14 @@ mod tests {
     #[test]
     fn error_classes_parse_by_their_names() {
         for class in PoisonClass::ALL {
-            assert_eq!(parse_error_class(class.as_str()), Ok(class));
+            assert_eq!(parse_error_class(class.as_str()), Ok(class.as_str()));
         }
+        assert_eq!(parse_error_class("retries_exhausted"), Ok("retries_exhausted"));
         let err = parse_error_class("timeout").unwrap_err();
-        assert!(err.contains("undecodable, unknown_kind, missing_field"), "{err}");
+        assert!(
+            err.contains("undecodable, unknown_kind, missing_field, retries_exhausted, rejected"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -162,13 +194,27 @@ mod tests {
     fn source_and_class_must_both_match() {
         let filter = Filter {
             source: Some(Source::Twilio),
-            error_class: Some(PoisonClass::MissingField),
+            error_class: Some("missing_field"),
             ..Filter::default()
         };
         assert!(filter.matches(&record("twilio", "missing_field", None)));
         assert!(!filter.matches(&record("stripe", "missing_field", None)));
         assert!(!filter.matches(&record("twilio", "unknown_kind", None)));
         assert!(!filter.matches(&DlqHeaders::default()));
+    }
+
+    #[test]
+    fn the_action_filter_keeps_only_that_actions_deliveries() {
+        let filter = Filter {
+            action: Some("app".into()),
+            ..Filter::default()
+        };
+        let mut delivery = record("twilio", "retries_exhausted", None);
+        assert!(!filter.matches(&delivery), "a processor record has no action");
+        delivery.action = Some("app".into());
+        assert!(filter.matches(&delivery));
+        delivery.action = Some("crm".into());
+        assert!(!filter.matches(&delivery));
     }
 
     #[test]

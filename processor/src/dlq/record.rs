@@ -6,6 +6,7 @@ use std::str::FromStr;
 
 use switchboard_schemas::{Source, topics};
 
+use crate::dispatch::ladder::ladder_headers;
 use crate::kafka::headers;
 
 /// Header a redriven record carries: `switchboard.dlq/<partition>/<offset>` of the DLQ record it
@@ -22,6 +23,15 @@ const DLQ_ONLY_HEADERS: [&str; 7] = [
     headers::ORIGIN_PARTITION,
     headers::ORIGIN_OFFSET,
     REDRIVEN_FROM,
+];
+
+/// Headers an action's DLQ record keeps when redriven: the action it is for and where the event
+/// was read (the dispatcher decodes it by its original topic).
+const KEPT_FOR_ACTIONS: [&str; 4] = [
+    ladder_headers::ACTION,
+    headers::ORIGIN_TOPIC,
+    headers::ORIGIN_PARTITION,
+    headers::ORIGIN_OFFSET,
 ];
 
 /// A record's place in the DLQ topic, written `<partition>/<offset>`.
@@ -77,6 +87,8 @@ pub struct DlqHeaders {
     /// Epoch milliseconds.
     pub failed_at: Option<i64>,
     pub origin: Option<Origin>,
+    /// For a failed action delivery (dispatcher): the action.
+    pub action: Option<String>,
 }
 
 impl DlqHeaders {
@@ -99,6 +111,7 @@ impl DlqHeaders {
                 headers::ORIGIN_TOPIC => topic = Some(value),
                 headers::ORIGIN_PARTITION => partition = value.trim().parse().ok(),
                 headers::ORIGIN_OFFSET => offset = value.trim().parse().ok(),
+                ladder_headers::ACTION => parsed.action = Some(value),
                 _ => {}
             }
         }
@@ -123,10 +136,16 @@ impl DlqHeaders {
         })
     }
 
-    /// The raw topic a redrive republishes to: the original topic, if it is one of the raw topics
-    /// (a redrive never writes anywhere else).
+    /// The topic a redrive republishes to: for a failed action delivery, the actions' redrive
+    /// topic (the dispatcher delivers it again to that action only); otherwise the original topic,
+    /// if it is one of the raw topics (the processor processes it again). Nothing else.
     pub fn redrive_topic(&self) -> Option<&'static str> {
         let topic = &self.origin.as_ref()?.topic;
+        if self.action.is_some() {
+            return topics::DOMAIN_TOPICS
+                .contains(&topic.as_str())
+                .then_some(topics::ACTIONS_REDRIVE);
+        }
         Source::ALL
             .into_iter()
             .map(Source::raw_topic)
@@ -140,14 +159,25 @@ pub fn redriven_from(position: Position) -> String {
 }
 
 /// The headers of the redriven copy of the DLQ record at `position`: the original record's
-/// headers, in order, without the DLQ's own, plus [`REDRIVEN_FROM`].
+/// headers, in order, without the DLQ's own, plus [`REDRIVEN_FROM`]. A failed action delivery
+/// (`for_action`) keeps its `action` and `original-*` headers, and drops its `attempt`: it starts
+/// the retry ladder afresh.
 pub fn redrive_headers<'a>(
     record_headers: impl IntoIterator<Item = (&'a str, Option<&'a [u8]>)>,
     position: Position,
+    for_action: bool,
 ) -> Vec<(String, Option<Vec<u8>>)> {
+    let dropped = |key: &str| {
+        if for_action {
+            key == ladder_headers::ATTEMPT
+                || (DLQ_ONLY_HEADERS.contains(&key) && !KEPT_FOR_ACTIONS.contains(&key))
+        } else {
+            DLQ_ONLY_HEADERS.contains(&key) || key == ladder_headers::ACTION || key == ladder_headers::ATTEMPT
+        }
+    };
     let mut kept: Vec<(String, Option<Vec<u8>>)> = record_headers
         .into_iter()
-        .filter(|(key, _)| !DLQ_ONLY_HEADERS.contains(key))
+        .filter(|(key, _)| !dropped(key))
         .map(|(key, value)| (key.to_owned(), value.map(<[u8]>::to_vec)))
         .collect();
     kept.push((
@@ -264,7 +294,7 @@ mod tests {
             partition: 1,
             offset: 9,
         };
-        let headers = redrive_headers(input, position);
+        let headers = redrive_headers(input, position, false);
         let keys: Vec<_> = headers.iter().map(|(key, _)| key.as_str()).collect();
         assert_eq!(keys, ["event-id", "source", "x-custom", "redriven-from"]);
         assert_eq!(headers[0].1.as_deref(), Some(&b"EV-1"[..]));
@@ -273,6 +303,68 @@ mod tests {
             headers[3].1.as_deref(),
             Some(&b"switchboard.dlq/1/9"[..]),
             "the older redriven-from is replaced"
+        );
+    }
+
+    #[test]
+    fn a_failed_action_delivery_goes_back_to_its_action_with_its_origin() {
+        let input = vec![
+            ("event-id", Some(&b"EV-1"[..])),
+            ("source", Some(&b"twilio"[..])),
+            ("error-class", Some(&b"retries_exhausted"[..])),
+            ("error-reason", Some(&b"6 attempts failed"[..])),
+            ("failed-at", Some(&b"1764421200000"[..])),
+            ("action", Some(&b"app"[..])),
+            ("attempt", Some(&b"6"[..])),
+            ("original-topic", Some(&b"switchboard.calls"[..])),
+            ("original-partition", Some(&b"2"[..])),
+            ("original-offset", Some(&b"40"[..])),
+        ];
+        let parsed = DlqHeaders::parse(input.clone());
+        assert_eq!(parsed.action.as_deref(), Some("app"));
+        assert_eq!(parsed.redrive_topic(), Some(topics::ACTIONS_REDRIVE));
+        let headers = redrive_headers(
+            input,
+            Position {
+                partition: 0,
+                offset: 7,
+            },
+            true,
+        );
+        let keys: Vec<_> = headers.iter().map(|(key, _)| key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "event-id",
+                "source",
+                "action",
+                "original-topic",
+                "original-partition",
+                "original-offset",
+                "redriven-from"
+            ]
+        );
+        let processor_record = DlqHeaders {
+            action: None,
+            ..parsed.clone()
+        };
+        assert_eq!(
+            processor_record.redrive_topic(),
+            None,
+            "a domain topic is no raw topic"
+        );
+        let stray = DlqHeaders {
+            origin: Some(Origin {
+                topic: "elsewhere".into(),
+                partition: 0,
+                offset: 0,
+            }),
+            ..parsed
+        };
+        assert_eq!(
+            stray.redrive_topic(),
+            None,
+            "an action record goes back only from a domain topic"
         );
     }
 }

@@ -40,7 +40,8 @@ pub struct Summary {
     pub already_redriven: u64,
     /// Records read that did not pass the filters.
     pub skipped_by_filter: u64,
-    /// Matching records without a raw `original-topic` to go back to: skipped.
+    /// Matching records with nowhere to go back to (no raw `original-topic`, or an action record
+    /// without a domain one): skipped.
     pub unroutable: u64,
     /// Whether the run stopped at `--limit`.
     pub limited: bool,
@@ -55,7 +56,11 @@ impl fmt::Display for Summary {
             self.matched, self.redriven, self.already_redriven, self.skipped_by_filter
         )?;
         if self.unroutable > 0 {
-            write!(f, ", unroutable (no raw original-topic) {}", self.unroutable)?;
+            write!(
+                f,
+                ", unroutable (no original topic to go back to) {}",
+                self.unroutable
+            )?;
         }
         if self.limited {
             f.write_str(" (stopped at --limit)")?;
@@ -187,7 +192,7 @@ impl Publisher {
             .headers()
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
             .unwrap_or_default();
-        let copied = redrive_headers(original, position);
+        let copied = redrive_headers(original, position, topic == topics::ACTIONS_REDRIVE);
         let mut record_headers = OwnedHeaders::new_with_capacity(copied.len());
         for (key, value) in &copied {
             record_headers = record_headers.insert(Header {
@@ -332,6 +337,7 @@ mod tests {
                 partition: 0,
                 offset: 3,
             }),
+            action: None,
         }
     }
 
@@ -342,7 +348,7 @@ mod tests {
     #[test]
     fn decisions_are_counted_once_each() {
         let filter = Filter {
-            error_class: Some(PoisonClass::MissingField),
+            error_class: Some(PoisonClass::MissingField.as_str()),
             ..Filter::default()
         };
         let done = HashSet::from([at(0, 1)]);
@@ -421,7 +427,7 @@ mod tests {
         assert_eq!(
             dry.to_string(),
             "matched 5, would redrive 3, already redriven 2, skipped by filter 7, \
-             unroutable (no raw original-topic) 1 (stopped at --limit) (dry run: nothing published)"
+             unroutable (no original topic to go back to) 1 (stopped at --limit) (dry run: nothing published)"
         );
     }
 }

@@ -54,9 +54,17 @@ pub fn truncate(text: &str, width: usize) -> String {
 
 /// The table: a header line, then one line per row, columns separated by two spaces.
 pub fn format_table(rows: &[Row]) -> String {
-    const HEADINGS: [&str; 6] = ["FAILED AT", "SOURCE", "EVENT ID", "CLASS", "REASON", "DLQ"];
+    const HEADINGS: [&str; 7] = [
+        "FAILED AT",
+        "SOURCE",
+        "EVENT ID",
+        "CLASS",
+        "ACTION",
+        "REASON",
+        "DLQ",
+    ];
     let dash = || "-".to_owned();
-    let cells: Vec<[String; 6]> = rows
+    let cells: Vec<[String; 7]> = rows
         .iter()
         .map(|row| {
             let h = &row.headers;
@@ -65,6 +73,7 @@ pub fn format_table(rows: &[Row]) -> String {
                 h.source().map_or_else(dash, |s| truncate(s, 16)),
                 h.event_id.as_deref().map_or_else(dash, |id| truncate(id, 80)),
                 h.error_class.as_deref().map_or_else(dash, |c| truncate(c, 24)),
+                h.action.as_deref().map_or_else(dash, |a| truncate(a, 24)),
                 h.error_reason
                     .as_deref()
                     .map_or_else(dash, |r| truncate(r, REASON_WIDTH)),
@@ -114,6 +123,7 @@ mod tests {
                 error_reason: Some(reason.into()),
                 failed_at,
                 origin: None,
+                action: None,
             },
         }
     }

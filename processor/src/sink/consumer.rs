@@ -9,7 +9,7 @@
 //! before partitions are revoked.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -26,26 +26,17 @@ use tokio::runtime::Handle;
 use super::config::SinkConfig;
 use super::metrics;
 use super::store::{ConsumedOffset, SinkEvent, Store};
+use crate::runner::{BACKOFF_MAX, BACKOFF_START, Health};
 use crate::state::Task;
 use crate::txn::now_millis;
 
 /// The domain topics the sink stores.
 pub const TOPICS: [&str; 4] = [topics::CALLS, topics::MESSAGES, topics::BILLING, topics::BOOKINGS];
 
-const BACKOFF_START: Duration = Duration::from_millis(500);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Longest pause before re-reading a record whose schema could not be fetched (short: the loop
 /// does not poll meanwhile).
 const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Liveness, readiness and progress, shared with the admin server and the lag reporter.
-#[derive(Debug, Default)]
-pub struct SinkHealth {
-    pub heartbeat_millis: AtomicI64,
-    pub ready: AtomicBool,
-    pub positions: Mutex<BTreeMap<Task, i64>>,
-}
 
 /// Records decoded but not yet written, with the offsets they advance.
 #[derive(Debug, Default)]
@@ -260,7 +251,7 @@ pub fn run(
     codec: &Codec,
     runtime: Handle,
     stop: &AtomicBool,
-    health: &SinkHealth,
+    health: &Health,
 ) -> anyhow::Result<()> {
     let shared = Arc::new(Shared {
         store,
@@ -358,7 +349,7 @@ pub fn run(
 
 /// After a batch is in the database: positions for the lag reporter, and the offsets committed to
 /// Kafka as well so that `kafka-consumer-groups` shows the sink's progress.
-fn publish_progress(consumer: &BaseConsumer<SinkContext>, offsets: &[ConsumedOffset], health: &SinkHealth) {
+fn publish_progress(consumer: &BaseConsumer<SinkContext>, offsets: &[ConsumedOffset], health: &Health) {
     let mut list = TopicPartitionList::new();
     let mut positions = health.positions.lock().unwrap_or_else(PoisonError::into_inner);
     for offset in offsets {

@@ -24,8 +24,8 @@ use switchboard_schemas::Codec;
 use switchboard_service::http::{ServeOptions, serve};
 use tokio::net::TcpListener;
 
+use crate::runner::Health;
 use config::SinkConfig;
-use consumer::SinkHealth;
 use store::Store;
 
 /// Runs the sink until `shutdown` completes (writes the pending batch, leaves the group, returns
@@ -40,7 +40,7 @@ pub async fn run(
         .context("opening the database")?;
     let codec =
         Arc::new(Codec::new(&config.schema_registry_url).context("creating the schema registry client")?);
-    let health = Arc::new(SinkHealth::default());
+    let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
 
     let router = api::router(store.clone(), config.api_token.clone()).merge(admin(Arc::clone(&health)));
@@ -99,7 +99,7 @@ pub async fn run(
     result
 }
 
-fn admin(health: Arc<SinkHealth>) -> Router {
+fn admin(health: Arc<Health>) -> Router {
     switchboard_service::telemetry::prometheus();
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
@@ -108,6 +108,6 @@ fn admin(health: Arc<SinkHealth>) -> Router {
         .with_state(health)
 }
 
-async fn readyz(State(health): State<Arc<SinkHealth>>) -> Response {
+async fn readyz(State(health): State<Arc<Health>>) -> Response {
     crate::admin::readiness(health.ready.load(Ordering::Relaxed))
 }

@@ -91,7 +91,7 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
         ["EV-missing", "EV-unknown"]
     );
     let missing_field = Filter {
-        error_class: Some(PoisonClass::MissingField),
+        error_class: Some(PoisonClass::MissingField.as_str()),
         ..Filter::default()
     };
     let rows = dlq::list(&config, &missing_field).await.unwrap();
@@ -107,7 +107,7 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
     );
     let stripe_undecodable = Filter {
         source: Some(Source::Stripe),
-        error_class: Some(PoisonClass::Undecodable),
+        error_class: Some(PoisonClass::Undecodable.as_str()),
         ..Filter::default()
     };
     assert_eq!(event_ids(&config, stripe_undecodable).await, ["EV-junk"]);

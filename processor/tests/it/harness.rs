@@ -2,12 +2,14 @@
 //! run in-process or as child processes, and topic readers.
 
 use std::collections::BTreeMap;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_processor::config::Config;
+use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::{Codec, RawWebhook, SchemaDef};
 use switchboard_tests::broker::PrivateBroker;
 use switchboard_tests::consume::read_to_end;
@@ -248,5 +250,105 @@ where
             "condition not met within {timeout:?}"
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// A completed call (call sid from `n`), as the processor writes it to `switchboard.calls`.
+pub(crate) fn completed_call(event_id: &str, n: usize) -> CallEvent {
+    CallEvent {
+        event_id: event_id.to_owned(),
+        phone_id: "+15554000001".into(),
+        call_sid: format!("CA{n:032}"),
+        kind: "status".into(),
+        account_sid: None,
+        occurred_at: 1_736_877_900_000,
+        received_at: 1_736_877_900_000,
+        from: Some("+15005550006".into()),
+        to: Some("+15554000001".into()),
+        direction: Some("inbound".into()),
+        call_status: Some("completed".into()),
+        call_duration: Some(120),
+        sequence_number: Some(4),
+        recording_sid: None,
+        recording_url: None,
+        recording_status: None,
+        recording_duration: None,
+        transcription_sid: None,
+        transcription_text: None,
+        transcription_status: None,
+    }
+}
+
+/// Produces domain `events` to `switchboard.calls` as the processor does (Avro, key phone id).
+pub(crate) async fn produce_calls(broker: &PrivateBroker, events: &[CallEvent]) {
+    let producer = RawProducer::new(broker);
+    for event in events {
+        let payload = producer
+            .codec
+            .encode(switchboard_schemas::topics::CALLS, CallEvent::schema_def(), event)
+            .await
+            .unwrap();
+        producer
+            .send_bytes(
+                switchboard_schemas::topics::CALLS,
+                &event.phone_id,
+                &payload,
+                &event.event_id,
+                "twilio",
+            )
+            .await;
+    }
+}
+
+/// A child process, SIGKILLed when dropped.
+pub(crate) struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `switchboard-processor <args>` against `broker` and the shared registry, with `env`,
+/// its log appended to `log`.
+pub(crate) fn spawn(
+    broker: &PrivateBroker,
+    args: &[&str],
+    env: &[(&str, String)],
+    log: &std::path::Path,
+) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard-processor"));
+    command
+        .args(args)
+        .env("SWITCHBOARD_KAFKA_BOOTSTRAP", broker.bootstrap())
+        .env(
+            "SWITCHBOARD_SCHEMA_REGISTRY_URL",
+            switchboard_tests::registry_url(),
+        )
+        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_SESSION_TIMEOUT", "6s")
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    Proc(command.spawn().unwrap())
+}
+
+/// A xorshift generator: reproducible random moments from a printed seed.
+pub(crate) struct Rng(pub(crate) u64);
+
+impl Rng {
+    pub(crate) fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
     }
 }

@@ -2,6 +2,7 @@
 //! no other test's processor group reads its raw records) and the shared schema registry named by
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
+mod actions;
 mod crash;
 mod dlq;
 mod flow;

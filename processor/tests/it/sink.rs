@@ -2,7 +2,6 @@
 //! processor, on the dev broker, for SQLite and PostgreSQL.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sqlx::any::AnyPoolOptions;
@@ -10,58 +9,12 @@ use sqlx::postgres::PgConnection;
 use sqlx::{AnyPool, Connection as _};
 use switchboard_processor::sink::config::SinkConfig;
 use switchboard_schemas::domain::CallEvent;
-use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
 
 use crate::harness::*;
 
 const CALLS: usize = 2_000;
 const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];
-
-/// A child process, SIGKILLed when dropped.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(broker: &PrivateBroker, args: &[&str], env: &[(&str, String)], log: &std::path::Path) -> Proc {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_switchboard-processor"));
-    command
-        .args(args)
-        .env("SWITCHBOARD_KAFKA_BOOTSTRAP", broker.bootstrap())
-        .env(
-            "SWITCHBOARD_SCHEMA_REGISTRY_URL",
-            switchboard_tests::registry_url(),
-        )
-        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_SESSION_TIMEOUT", "6s")
-        .stdout(Stdio::null())
-        .stderr(log);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    Proc(command.spawn().unwrap())
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
 
 /// A database for one test run: a SQLite file, or a fresh PostgreSQL database created through the
 /// admin URL in `SWITCHBOARD_TEST_POSTGRES` (unreachable PostgreSQL fails the test).
@@ -232,32 +185,6 @@ async fn sigkills_of_sink_and_processor_neither_lose_nor_double_a_row_postgres()
     crash_test("postgres").await;
 }
 
-/// A completed call, as the processor writes it to `switchboard.calls`.
-fn completed_call(n: usize) -> CallEvent {
-    CallEvent {
-        event_id: format!("EV-outage-{n}"),
-        phone_id: "+15554000001".into(),
-        call_sid: format!("CA{n:032}"),
-        kind: "status".into(),
-        account_sid: None,
-        occurred_at: 1_736_877_900_000,
-        received_at: 1_736_877_900_000,
-        from: Some("+15005550006".into()),
-        to: Some("+15554000001".into()),
-        direction: Some("inbound".into()),
-        call_status: Some("completed".into()),
-        call_duration: Some(120),
-        sequence_number: Some(4),
-        recording_sid: None,
-        recording_url: None,
-        recording_status: None,
-        recording_duration: None,
-        transcription_sid: None,
-        transcription_text: None,
-        transcription_status: None,
-    }
-}
-
 /// Forwards every connection accepted on `listener` to `target` until the task is aborted.
 async fn forward(listener: tokio::net::TcpListener, target: String) {
     loop {
@@ -279,24 +206,10 @@ async fn forward(listener: tokio::net::TcpListener, target: String) {
 async fn records_read_while_the_registry_is_down_are_stored_once_it_is_back() {
     const EVENTS: usize = 20;
     let broker = PrivateBroker::start().unwrap();
-    let producer = RawProducer::new(&broker);
-    let codec = switchboard_schemas::Codec::new(&switchboard_tests::registry_url()).unwrap();
-    for n in 0..EVENTS {
-        let event = completed_call(n);
-        let payload = codec
-            .encode(topics::CALLS, CallEvent::schema_def(), &event)
-            .await
-            .unwrap();
-        producer
-            .send_bytes(
-                topics::CALLS,
-                &event.phone_id,
-                &payload,
-                &event.event_id,
-                "twilio",
-            )
-            .await;
-    }
+    let events: Vec<CallEvent> = (0..EVENTS)
+        .map(|n| completed_call(&format!("EV-outage-{n}"), n))
+        .collect();
+    produce_calls(&broker, &events).await;
 
     // The sink's registry address refuses connections until the forwarder starts.
     let registry_port = std::net::TcpListener::bind("127.0.0.1:0")
