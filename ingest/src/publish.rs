@@ -164,10 +164,13 @@ impl KafkaPublisher {
                 key: headers::SOURCE,
                 value: Some(envelope.source().as_str()),
             });
+        // The record's timestamp is when ingest received the webhook, so that replays and
+        // backfills find it by time (`offsets_for_times`).
         let record = FutureRecord::to(envelope.topic())
             .key(envelope.key())
             .payload(&payload)
-            .headers(headers);
+            .headers(headers)
+            .timestamp(envelope.record().received_at);
         // `send` waits for queue space (QueueFull) up to the deadline, then for the delivery report,
         // which librdkafka bounds by `message.timeout.ms` (set to the same deadline).
         let producer = self.producer();

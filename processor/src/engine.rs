@@ -18,8 +18,22 @@ use crate::kafka::headers;
 use crate::metrics;
 use crate::normalize::{self, DomainEvent, Poison, PoisonClass};
 use crate::state::{Stores, Task};
+use crate::topology::Topology;
 pub use crate::txn::LoopError;
 use crate::txn::{Batching, ProducerContext, Transactor, now_millis};
+
+/// What processing one raw record did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Processed {
+    /// Its domain event (and state changes) were written.
+    Emitted,
+    /// Its event id was already seen: nothing written.
+    Duplicate,
+    /// It went to the DLQ.
+    DeadLettered,
+    /// Not selected: consumed, nothing written.
+    Skipped,
+}
 
 /// Why processing a record failed; classified in one place ([`Engine::process`]).
 #[derive(Debug)]
@@ -38,6 +52,8 @@ pub struct Engine {
     runtime: Handle,
     txn: Transactor,
     pub(crate) stores: Stores,
+    /// Where outputs go.
+    topology: Topology,
     /// Tasks assigned but not yet restored.
     pub(crate) to_restore: Vec<Task>,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
@@ -58,6 +74,7 @@ impl Engine {
         codec: std::sync::Arc<Codec>,
         runtime: Handle,
         producer: ThreadedProducer<ProducerContext>,
+        topology: Topology,
     ) -> Result<Self, LoopError> {
         let batching = Batching {
             exactly_once: config.processing_guarantee == Guarantee::ExactlyOnce,
@@ -69,6 +86,7 @@ impl Engine {
             runtime,
             txn: Transactor::new(producer, batching)?,
             stores: Stores::default(),
+            topology,
             to_restore: Vec::new(),
             failure: None,
         })
@@ -84,21 +102,45 @@ impl Engine {
         self.txn.time_to_commit()
     }
 
+    /// Where this engine's outputs go.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
     /// Processes one raw record inside the open transaction.
-    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<(), LoopError> {
+    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<Processed, LoopError> {
+        self.process_selected(message, |_| true)
+    }
+
+    /// Processes one raw record inside the open transaction if `select` keeps its envelope;
+    /// otherwise only consumes it. (A record that does not decode has no envelope to select by: it
+    /// goes to the DLQ.)
+    pub fn process_selected(
+        &mut self,
+        message: &BorrowedMessage<'_>,
+        select: impl Fn(&RawWebhook) -> bool,
+    ) -> Result<Processed, LoopError> {
         let task = Task::new(message.topic(), message.partition());
         self.txn.begin()?;
         metrics::counter_consumed(message.topic());
-        match self.transform(&task, message) {
-            Ok(()) => {}
-            Err(Failure::Poison(poison)) => self.dead_letter(message, &poison)?,
+        let processed = match self.transform(&task, message, select) {
+            Ok(processed) => processed,
+            Err(Failure::Poison(poison)) => {
+                self.dead_letter(message, &poison)?;
+                Processed::DeadLettered
+            }
             Err(Failure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
-        }
+        };
         self.txn.consumed(task, message.offset() + 1);
-        Ok(())
+        Ok(processed)
     }
 
-    fn transform(&mut self, task: &Task, message: &BorrowedMessage<'_>) -> Result<(), Failure> {
+    fn transform(
+        &mut self,
+        task: &Task,
+        message: &BorrowedMessage<'_>,
+        select: impl Fn(&RawWebhook) -> bool,
+    ) -> Result<Processed, Failure> {
         let payload = message
             .payload()
             .ok_or_else(|| Failure::Poison(Poison::new(PoisonClass::Undecodable, "record has no value")))?;
@@ -112,13 +154,18 @@ impl Engine {
                     Failure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
                 }
             })?;
+        if !select(&raw) {
+            return Ok(Processed::Skipped);
+        }
         if self.stores.seen(task, &raw.event_id) {
             metrics::counter_duplicate(&raw.source);
-            return Ok(());
+            return Ok(Processed::Duplicate);
         }
         let event = normalize::normalize(&raw).map_err(Failure::Poison)?;
         self.emit(&event, &raw)?;
-        if let DomainEvent::Call(call) = &event {
+        if let DomainEvent::Call(call) = &event
+            && self.topology.call_state()
+        {
             let current = self.stores.call(task, &call.call_sid).cloned();
             if let Some(next) = call_state::apply(current.as_ref(), call) {
                 self.emit_call_state(task, message.offset(), &next)?;
@@ -128,7 +175,7 @@ impl Engine {
         let seen_at = now_millis();
         self.emit_dedup(task, message.offset(), &raw, seen_at)?;
         self.stores.mark_seen(task, &raw.event_id, seen_at);
-        Ok(())
+        Ok(Processed::Emitted)
     }
 
     fn encode<T: serde::Serialize>(
@@ -149,12 +196,13 @@ impl Engine {
     }
 
     fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), Failure> {
+        let topic = self.topology.topic(event.topic());
         let payload = match event {
-            DomainEvent::Call(e) => self.encode(event.topic(), event.schema_def(), e)?,
-            DomainEvent::Message(e) => self.encode(event.topic(), event.schema_def(), e)?,
-            DomainEvent::Billing(e) => self.encode(event.topic(), event.schema_def(), e)?,
-            DomainEvent::Booking(e) => self.encode(event.topic(), event.schema_def(), e)?,
-            DomainEvent::Generic(e) => self.encode(event.topic(), event.schema_def(), e)?,
+            DomainEvent::Call(e) => self.encode(&topic, event.schema_def(), e)?,
+            DomainEvent::Message(e) => self.encode(&topic, event.schema_def(), e)?,
+            DomainEvent::Billing(e) => self.encode(&topic, event.schema_def(), e)?,
+            DomainEvent::Booking(e) => self.encode(&topic, event.schema_def(), e)?,
+            DomainEvent::Generic(e) => self.encode(&topic, event.schema_def(), e)?,
         };
         let record_headers = OwnedHeaders::new_with_capacity(2)
             .insert(Header {
@@ -166,7 +214,7 @@ impl Engine {
                 value: Some(raw.source.as_str()),
             });
         self.send(
-            BaseRecord::to(event.topic())
+            BaseRecord::to(&topic)
                 .key(event.key())
                 .payload(&payload)
                 .headers(record_headers),
@@ -190,9 +238,10 @@ impl Engine {
     }
 
     fn emit_call_state(&mut self, task: &Task, offset: i64, state: &CallState) -> Result<(), Failure> {
-        let payload = self.encode(topics::CALL_STATE, CallState::schema_def(), state)?;
+        let topic = self.topology.topic(topics::CALL_STATE);
+        let payload = self.encode(&topic, CallState::schema_def(), state)?;
         // Co-partitioned with the raw partition, so that restoring a task reads one partition.
-        let record = BaseRecord::to(topics::CALL_STATE)
+        let record = BaseRecord::to(&topic)
             .partition(task.partition)
             .key(state.call_sid.as_str())
             .payload(&payload)
@@ -209,7 +258,8 @@ impl Engine {
     ) -> Result<(), Failure> {
         let key = format!("{}:{}", raw.source, raw.event_id);
         let value = seen_at.to_string();
-        let record = BaseRecord::to(topics::DEDUP_CHANGELOG)
+        let topic = self.topology.topic(topics::DEDUP_CHANGELOG);
+        let record = BaseRecord::to(&topic)
             .partition(task.partition)
             .key(key.as_str())
             .payload(value.as_str())
@@ -255,7 +305,8 @@ impl Engine {
         for header in Self::origin_headers(&task, message.offset()).iter() {
             dlq_headers = dlq_headers.insert(header);
         }
-        let mut record = BaseRecord::<[u8], [u8]>::to(topics::DLQ).headers(dlq_headers);
+        let dlq = self.topology.topic(topics::DLQ);
+        let mut record = BaseRecord::<[u8], [u8]>::to(&dlq).headers(dlq_headers);
         if let Some(key) = message.key() {
             record = record.key(key);
         }
@@ -263,7 +314,7 @@ impl Engine {
             record = record.payload(payload);
         }
         self.txn.send(record)?;
-        metrics::counter_produced(topics::DLQ);
+        metrics::counter_produced(&dlq);
         Ok(())
     }
 

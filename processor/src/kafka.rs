@@ -10,6 +10,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use switchboard_schemas::{Source, topics};
 
 use crate::config::{Config, Guarantee};
+use crate::topology::Topology;
 
 /// Record headers the processor writes. Ids and coordinates only, never secrets.
 pub mod headers {
@@ -101,27 +102,31 @@ pub fn reader_config(config: &Config) -> ClientConfig {
 /// Creates every topic the processor writes when missing: domain topics, the compacted
 /// call-state and dedup changelogs (the latter also deleted after the dedup window), the DLQ.
 pub async fn create_topics(config: &Config) -> Result<(), KafkaError> {
+    create_output_topics(config, &Topology::live()).await
+}
+
+/// Creates the output topics of `topology` when missing, configured like the live ones.
+pub async fn create_output_topics(config: &Config, topology: &Topology) -> Result<(), KafkaError> {
     let retention = config.dedup_window.as_millis().to_string();
     let replication = || TopicReplication::Fixed(config.topic_replication_factor);
     let partitions = config.topic_partitions;
-    let mut new_topics: Vec<NewTopic<'_>> = [
-        topics::CALLS,
-        topics::MESSAGES,
-        topics::BILLING,
-        topics::BOOKINGS,
-        topics::GENERIC,
-        topics::DLQ,
-    ]
-    .into_iter()
-    .map(|topic| NewTopic::new(topic, partitions, replication()))
-    .collect();
-    new_topics
-        .push(NewTopic::new(topics::CALL_STATE, partitions, replication()).set("cleanup.policy", "compact"));
-    new_topics.push(
-        NewTopic::new(topics::DEDUP_CHANGELOG, partitions, replication())
-            .set("cleanup.policy", "compact,delete")
-            .set("retention.ms", &retention),
-    );
+    let call_state = topology.topic(topics::CALL_STATE);
+    let dedup = topology.topic(topics::DEDUP_CHANGELOG);
+    let outputs = topology.outputs();
+    let new_topics: Vec<NewTopic<'_>> = outputs
+        .iter()
+        .map(|topic| {
+            let new = NewTopic::new(topic, partitions, replication());
+            if *topic == call_state {
+                new.set("cleanup.policy", "compact")
+            } else if *topic == dedup {
+                new.set("cleanup.policy", "compact,delete")
+                    .set("retention.ms", &retention)
+            } else {
+                new
+            }
+        })
+        .collect();
     create_missing(&base(config), &new_topics).await
 }
 

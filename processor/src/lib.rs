@@ -8,7 +8,8 @@
 //! Pure parts: [`normalize`] (provider payload -> domain event) and [`call_state`] (the ordering
 //! rule). Kafka parts: [`txn`] (one transaction at a time), [`engine`] (raw records in it), [`runner`] (the loop and rebalances),
 //! [`restore`] (state from changelogs). Outbound: [`actions`] (delivery to one HTTP target) and [`dispatch`] (the
-//! actions service with its retry ladder). Operator tools: [`dlq`] (list, show, redrive the DLQ).
+//! actions service with its retry ladder). Operator tools: [`dlq`] (list, show, redrive the DLQ), [`replay`]
+//! (backfills) and [`reset`] (rewinding a group).
 
 pub mod actions;
 pub mod admin;
@@ -20,10 +21,13 @@ pub mod engine;
 pub mod kafka;
 pub mod metrics;
 pub mod normalize;
+pub mod replay;
+pub mod reset;
 pub mod restore;
 pub mod runner;
 pub mod sink;
 pub mod state;
+pub mod topology;
 pub mod txn;
 
 use std::future::Future;

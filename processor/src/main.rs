@@ -1,5 +1,6 @@
 //! `switchboard-processor`: with no arguments, runs the processor; `sink` runs the database sink;
-//! `dlq list|show|redrive` inspects and redrives the dead-letter queue.
+//! `actions` the outbound actions; `replay` and `reset` rewind; `dlq list|show|redrive` inspects
+//! and redrives the dead-letter queue.
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -21,6 +22,12 @@ enum Command {
     /// Run the outbound actions dispatcher: `[[action]]` tables of SWITCHBOARD_CONFIG, with
     /// retry topics and the DLQ (deployable on its own).
     Actions,
+    /// Run a time range of the raw topics through the processor again, into the live topics or a
+    /// prefixed copy (a backfill). Resumable: run the same command again. Same configuration as
+    /// the processor.
+    Replay(switchboard_processor::replay::ReplayArgs),
+    /// Rewind a stopped consumer group to a point in time (refused while it has members).
+    Reset(switchboard_processor::reset::ResetArgs),
     /// Inspect the dead-letter queue and redrive its records. Same configuration as the processor.
     Dlq {
         #[command(subcommand)]
@@ -48,6 +55,40 @@ async fn main() -> anyhow::Result<()> {
             let config = switchboard_processor::sink::config::SinkConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
             switchboard_processor::sink::run(config, listener, switchboard_service::shutdown::signal()).await
+        }
+        Command::Replay(args) => {
+            let config = Config::load().context("loading the configuration")?;
+            let codec = std::sync::Arc::new(switchboard_schemas::Codec::new(&config.schema_registry_url)?);
+            let runtime = tokio::runtime::Handle::current();
+            let summary = tokio::task::spawn_blocking(move || {
+                switchboard_processor::replay::run(&config, &args, codec, runtime)
+            })
+            .await??;
+            println!("{summary}");
+            Ok(())
+        }
+        Command::Reset(args) => {
+            let config = Config::load().context("loading the configuration")?;
+            let runtime = tokio::runtime::Handle::current();
+            let dry_run = args.dry_run;
+            let rewinds = tokio::task::spawn_blocking(move || {
+                switchboard_processor::reset::run(&config, &args, &runtime)
+            })
+            .await??;
+            for rewind in &rewinds {
+                let from = rewind.from.map_or_else(|| "-".to_owned(), |o| o.to_string());
+                println!("{}  {from} -> {}", rewind.task, rewind.to);
+            }
+            println!(
+                "{} partitions {}",
+                rewinds.len(),
+                if dry_run {
+                    "would be rewound (dry run)"
+                } else {
+                    "rewound"
+                }
+            );
+            Ok(())
         }
         Command::Dlq { command } => {
             let config = Config::load().context("loading the configuration")?;

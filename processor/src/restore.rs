@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 use crate::config::Config;
 use crate::kafka::{self, headers};
 use crate::state::{Task, TaskState};
+use crate::topology::Topology;
 
 /// How long restoring one changelog partition may take before the processor gives up (and the
 /// orchestrator restarts it).
@@ -50,10 +51,11 @@ fn origin<'a>(message: &'a BorrowedMessage<'_>) -> Option<Origin<'a>> {
     })
 }
 
-/// Restores `task`, whose raw partition's committed offset is `committed` (`None`: nothing
-/// committed yet, so no changelog entry can be committed either).
+/// Restores `task` from the changelogs of `topology`, where the raw partition's committed offset
+/// is `committed` (`None`: nothing committed yet, so no changelog entry can be committed either).
 pub fn restore(
     config: &Config,
+    topology: &Topology,
     codec: &Codec,
     runtime: &Handle,
     task: &Task,
@@ -68,43 +70,53 @@ pub fn restore(
         origin.topic == task.topic && origin.partition == task.partition && origin.offset < committed
     };
 
-    read_partition(config, topics::DEDUP_CHANGELOG, task.partition, |message| {
-        if !origin(message).is_some_and(|o| counts(&o)) {
-            return Ok(());
-        }
-        let (Some(key), Some(value)) = (message.key(), message.payload()) else {
-            return Ok(());
-        };
-        let Some(event_id) = std::str::from_utf8(key)
-            .ok()
-            .and_then(|k| k.split_once(':'))
-            .map(|(_, id)| id)
-        else {
-            return Ok(());
-        };
-        let seen_at: i64 = std::str::from_utf8(value)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_default();
-        if seen_at >= dedup_cutoff_millis {
-            state.dedup.insert(event_id.to_owned(), seen_at);
-        }
-        Ok(())
-    })?;
-
-    if task.topic == switchboard_schemas::Source::Twilio.raw_topic() {
-        read_partition(config, topics::CALL_STATE, task.partition, |message| {
+    read_partition(
+        config,
+        &topology.topic(topics::DEDUP_CHANGELOG),
+        task.partition,
+        |message| {
             if !origin(message).is_some_and(|o| counts(&o)) {
                 return Ok(());
             }
-            let Some(value) = message.payload() else {
+            let (Some(key), Some(value)) = (message.key(), message.payload()) else {
                 return Ok(());
             };
-            let call: CallState = runtime.block_on(codec.decode(CallState::schema_def(), value))?;
-            // Later offsets are later states of the same call.
-            state.calls.insert(call.call_sid.clone(), call);
+            let Some(event_id) = std::str::from_utf8(key)
+                .ok()
+                .and_then(|k| k.split_once(':'))
+                .map(|(_, id)| id)
+            else {
+                return Ok(());
+            };
+            let seen_at: i64 = std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_default();
+            if seen_at >= dedup_cutoff_millis {
+                state.dedup.insert(event_id.to_owned(), seen_at);
+            }
             Ok(())
-        })?;
+        },
+    )?;
+
+    if topology.call_state() && task.topic == switchboard_schemas::Source::Twilio.raw_topic() {
+        read_partition(
+            config,
+            &topology.topic(topics::CALL_STATE),
+            task.partition,
+            |message| {
+                if !origin(message).is_some_and(|o| counts(&o)) {
+                    return Ok(());
+                }
+                let Some(value) = message.payload() else {
+                    return Ok(());
+                };
+                let call: CallState = runtime.block_on(codec.decode(CallState::schema_def(), value))?;
+                // Later offsets are later states of the same call.
+                state.calls.insert(call.call_sid.clone(), call);
+                Ok(())
+            },
+        )?;
     }
     Ok(state)
 }

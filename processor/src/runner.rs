@@ -16,6 +16,7 @@ use tokio::runtime::Handle;
 use crate::config::Config;
 use crate::engine::Engine;
 use crate::state::Task;
+use crate::topology::Topology;
 use crate::txn::{LoopError, ProducerContext, now_millis};
 use crate::{kafka, metrics, restore};
 
@@ -98,7 +99,13 @@ pub fn run(
     health: Arc<Health>,
 ) -> anyhow::Result<()> {
     let producer = kafka::producer_config(&config).create_with_context(ProducerContext::default())?;
-    let engine = Engine::new(&config, Arc::clone(&codec), runtime.clone(), producer)?;
+    let engine = Engine::new(
+        &config,
+        Arc::clone(&codec),
+        runtime.clone(),
+        producer,
+        Topology::live(),
+    )?;
     let engine = Arc::new(Mutex::new(engine));
     let consumer: BaseConsumer<RebalanceContext> =
         kafka::consumer_config(&config).create_with_context(RebalanceContext {
@@ -167,7 +174,9 @@ fn step(
         restore_assigned(config, codec, runtime, &mut engine, consumer)?;
     }
     match polled {
-        Some(Ok(message)) => engine.process(&message)?,
+        Some(Ok(message)) => {
+            engine.process(&message)?;
+        }
         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
         None => {}
     }
@@ -202,7 +211,7 @@ fn restore_assigned(
                 _ => None,
             });
         let started = Instant::now();
-        match restore::restore(config, codec, runtime, &task, offset, cutoff) {
+        match restore::restore(config, engine.topology(), codec, runtime, &task, offset, cutoff) {
             Ok(state) => {
                 tracing::info!(%task, dedup = state.dedup.len(), calls = state.calls.len(), elapsed = ?started.elapsed(), "state restored");
                 engine.stores.install(task, state);

@@ -118,8 +118,15 @@ impl RawProducer {
             .encode(topic, RawWebhook::schema_def(), raw)
             .await
             .unwrap();
-        self.send_bytes(topic, &raw.phone_id, &payload, &raw.event_id, &raw.source)
-            .await;
+        self.send_at(
+            topic,
+            &raw.phone_id,
+            &payload,
+            &raw.event_id,
+            &raw.source,
+            Some(raw.received_at),
+        )
+        .await;
     }
 
     pub(crate) async fn send_bytes(
@@ -130,6 +137,19 @@ impl RawProducer {
         event_id: &str,
         source: &str,
     ) {
+        self.send_at(topic, key, payload, event_id, source, None).await;
+    }
+
+    /// Like [`Self::send_bytes`], with the record timestamp `timestamp` (epoch ms) as ingest sets it.
+    pub(crate) async fn send_at(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        event_id: &str,
+        source: &str,
+        timestamp: Option<i64>,
+    ) {
         let headers = OwnedHeaders::new()
             .insert(Header {
                 key: "event-id",
@@ -139,7 +159,10 @@ impl RawProducer {
                 key: "source",
                 value: Some(source),
             });
-        let record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        let mut record = FutureRecord::to(topic).key(key).payload(payload).headers(headers);
+        if let Some(timestamp) = timestamp {
+            record = record.timestamp(timestamp);
+        }
         self.producer
             .send(record, Duration::from_secs(10))
             .await

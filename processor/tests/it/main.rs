@@ -7,4 +7,5 @@ mod crash;
 mod dlq;
 mod flow;
 mod harness;
+mod replay;
 mod sink;
