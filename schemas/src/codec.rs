@@ -39,6 +39,27 @@ pub enum CodecError {
     Decode(String),
 }
 
+/// Basic-auth credentials (Confluent Cloud: API key and secret) written into the registry URL
+/// (`https://key:secret@host`) are taken out of it: the URL without them, and the decoded user
+/// and password.
+type Credentials = Option<(String, Option<String>)>;
+
+fn split_credentials(registry_url: &str) -> Result<(String, Credentials), CodecError> {
+    let mut url = url::Url::parse(registry_url.trim())
+        .map_err(|e| CodecError::Registry(format!("invalid schema registry URL: {e}")))?;
+    let decode = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    let credentials =
+        (!url.username().is_empty()).then(|| (decode(url.username()), url.password().map(decode)));
+    // Neither can fail on an http(s) URL.
+    let _ = url.set_username("");
+    let _ = url.set_password(None);
+    Ok((url.as_str().trim_end_matches('/').to_owned(), credentials))
+}
+
 impl CodecError {
     /// Whether the same call may succeed later (registry down) rather than never (bad data).
     pub fn is_transient(&self) -> bool {
@@ -74,12 +95,14 @@ impl fmt::Debug for Codec {
 impl Codec {
     /// A codec for the registry at `registry_url` (e.g. `http://127.0.0.1:8081`).
     pub fn new(registry_url: &str) -> Result<Self, CodecError> {
+        let (url, credentials) = split_credentials(registry_url)?;
         let settings = || {
-            SrSettings::new_builder(registry_url.trim_end_matches('/').to_owned())
-                .set_timeout(REGISTRY_TIMEOUT)
-                .no_proxy()
-                .build()
-                .map_err(CodecError::from_registry)
+            let mut builder = SrSettings::new_builder(url.clone());
+            builder.set_timeout(REGISTRY_TIMEOUT).no_proxy();
+            if let Some((username, password)) = &credentials {
+                builder.set_basic_authorization(username, password.as_deref());
+            }
+            builder.build().map_err(CodecError::from_registry)
         };
         Ok(Self {
             encoder: AvroEncoder::new(settings()?),
@@ -169,5 +192,21 @@ mod tests {
         assert!(CodecError::RegistryUnavailable("down".into()).is_transient());
         assert!(!CodecError::Registry("409".into()).is_transient());
         assert!(!CodecError::Decode("junk".into()).is_transient());
+    }
+
+    #[test]
+    fn registry_credentials_move_from_the_url_to_basic_auth() {
+        assert_eq!(
+            split_credentials("http://127.0.0.1:8081/").unwrap(),
+            ("http://127.0.0.1:8081".into(), None)
+        );
+        assert_eq!(
+            split_credentials("https://KEY:s%2Fcret@psrc-1.confluent.cloud").unwrap(),
+            (
+                "https://psrc-1.confluent.cloud".into(),
+                Some(("KEY".into(), Some("s/cret".into())))
+            )
+        );
+        assert!(split_credentials("not a url").is_err());
     }
 }

@@ -143,3 +143,45 @@ async fn a_record_with_an_unknown_schema_id_is_a_permanent_error() {
         .expect_err("no registry");
     assert!(err.is_transient(), "a registry that is down may come back: {err}");
 }
+
+/// Credentials in the registry URL (Confluent Cloud's API key and secret) are sent as HTTP basic
+/// auth, and not as part of the URL.
+#[tokio::test]
+async fn credentials_in_the_registry_url_are_sent_as_basic_auth() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let (mut socket, _) = listener.accept().await.unwrap();
+        let mut request = Vec::new();
+        let mut buffer = [0u8; 4096];
+        while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = socket.read(&mut buffer).await.unwrap();
+            assert!(n > 0, "connection closed before the request head");
+            request.extend_from_slice(&buffer[..n]);
+        }
+        let _ = socket
+            .write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+            .await;
+        String::from_utf8_lossy(&request).into_owned()
+    });
+    let codec = Codec::new(&format!("http://api-key:s%2Fcret@{address}")).expect("codec");
+    let frame = [0u8, 0, 0, 0, 7, 2];
+    assert!(
+        codec
+            .decode::<RawWebhook>(RawWebhook::schema_def(), &frame)
+            .await
+            .is_err()
+    );
+    let request = server.await.unwrap();
+    let authorization = request
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix("authorization: ")
+                .or_else(|| line.strip_prefix("Authorization: "))
+        })
+        .unwrap_or_else(|| panic!("no Authorization header in {request:?}"));
+    // base64("api-key:s/cret")
+    assert_eq!(authorization.trim(), "Basic YXBpLWtleTpzL2NyZXQ=");
+    assert!(request.starts_with("GET /schemas/ids/7"), "{request}");
+}
