@@ -1,4 +1,5 @@
-//! The processor's admin HTTP server: `/healthz`, `/readyz`, `/metrics`.
+//! The processor's admin HTTP server: `/healthz`, `/readyz`, `/metrics`, and (processor only) the
+//! observability routes of [`crate::observe`]: `/debug/webhooks`, `/`, `/dashboard.json`.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -23,6 +24,11 @@ pub fn router(health: Arc<Health>) -> Router {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
         .with_state(health)
+}
+
+/// The processor's admin routes: [`router`] and the observability routes.
+pub fn processor_router(health: Arc<Health>, observe: crate::observe::Observe) -> Router {
+    router(health).merge(crate::observe::router(observe))
 }
 
 async fn healthz(State(health): State<Arc<Health>>) -> Response {

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_service::config::{ConfigError, duration};
 
+use crate::observe::auth::AdminToken;
+
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
 pub const ENV_KEYS: &[&str] = &[
     "kafka_bootstrap",
@@ -26,6 +28,8 @@ pub const ENV_KEYS: &[&str] = &[
     "topic_replication_factor",
     "drain_timeout",
     "session_timeout",
+    "admin_token",
+    "actions_admin_url",
 ];
 
 /// How results and consumed offsets are committed.
@@ -89,6 +93,12 @@ pub struct Config {
     /// moving its partitions. Some brokers (Tansu) also take about half of it to complete a join.
     #[serde(deserialize_with = "duration")]
     pub session_timeout: Duration,
+    /// Bearer token of `/debug/webhooks` (refused while unset) and of the dashboard (open while
+    /// unset). `Debug` prints `[redacted]`.
+    pub admin_token: Option<AdminToken>,
+    /// Admin URL of the actions service (e.g. `http://actions:9092`), whose `/metrics` the
+    /// dashboard scrapes for retry depth and circuit breakers.
+    pub actions_admin_url: Option<String>,
     pub kafka: KafkaProperties,
 }
 
@@ -110,6 +120,8 @@ impl Default for Config {
             topic_replication_factor: 1,
             drain_timeout: Duration::from_secs(20),
             session_timeout: Duration::from_secs(45),
+            admin_token: None,
+            actions_admin_url: None,
             kafka: KafkaProperties::default(),
         }
     }
@@ -157,6 +169,17 @@ impl Config {
         }
         validate_session_timeout(self.session_timeout)?;
         validate_topic_settings(self.topic_partitions, self.topic_replication_factor)?;
+        self.admin_token = self.admin_token.filter(|token| !token.is_blank());
+        self.actions_admin_url = self.actions_admin_url.filter(|url| !url.trim().is_empty());
+        if let Some(url) = &self.actions_admin_url {
+            let parsed = url::Url::parse(url).map_err(|e| ConfigError::invalid("actions_admin_url", e))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(ConfigError::invalid(
+                    "actions_admin_url",
+                    "must be an http(s) URL",
+                ));
+            }
+        }
         Ok(self)
     }
 
@@ -244,6 +267,15 @@ mod tests {
     }
 
     #[test]
+    fn admin_token_is_redacted_and_blank_means_unset() {
+        let with_token = config("instance_id = \"p-0\"\nadmin_token = \"hunter2\"").unwrap();
+        assert!(with_token.admin_token.is_some());
+        assert!(!format!("{with_token:?}").contains("hunter2"));
+        let blank = config("instance_id = \"p-0\"\nadmin_token = \"  \"").unwrap();
+        assert!(blank.admin_token.is_none());
+    }
+
+    #[test]
     fn invalid_values_name_their_key() {
         let cases = [
             ("commit_interval = \"1h\"", "commit_interval"),
@@ -256,6 +288,7 @@ mod tests {
             ("processing_guarantee = \"at-most-once\"", "processing_guarantee"),
             ("group_id = \" \"", "group_id"),
             ("schema_registry_url = \"::\"", "schema_registry_url"),
+            ("actions_admin_url = \"ftp://x\"", "actions_admin_url"),
         ];
         for (toml, key) in cases {
             let err = config(&format!("instance_id = \"p-0\"\n{toml}")).expect_err(toml);

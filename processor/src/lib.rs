@@ -9,7 +9,8 @@
 //! rule). Kafka parts: [`txn`] (one transaction at a time), [`engine`] (raw records in it), [`runner`] (the loop and rebalances),
 //! [`restore`] (state from changelogs). Outbound: [`actions`] (delivery to one HTTP target) and [`dispatch`] (the
 //! actions service with its retry ladder). Operator tools: [`dlq`] (list, show, redrive the DLQ), [`replay`]
-//! (backfills) and [`reset`] (rewinding a group).
+//! (backfills) and [`reset`] (rewinding a group). Observability: [`observe`] (the debug endpoint and the
+//! dashboard on the admin port).
 
 pub mod actions;
 pub mod admin;
@@ -21,6 +22,7 @@ pub mod engine;
 pub mod kafka;
 pub mod metrics;
 pub mod normalize;
+pub mod observe;
 pub mod replay;
 pub mod reset;
 pub mod restore;
@@ -74,9 +76,10 @@ pub async fn run(
         ..ServeOptions::default()
     };
     tracing::info!(listen = %admin_listener.local_addr()?, "admin server listening");
+    let observe = observe::Observe::new(Arc::clone(&config), Arc::clone(&codec));
     let admin = tokio::spawn(serve(
         admin_listener,
-        admin::router(Arc::clone(&health)),
+        admin::processor_router(Arc::clone(&health), observe.clone()),
         options,
         async {
             let _ = admin_stopped.await;
@@ -94,6 +97,10 @@ pub async fn run(
                 metrics::LAG,
             )
         })
+    };
+    let sampler = {
+        let (stop, runtime) = (Arc::clone(&stop), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || observe.run_sampler(runtime, &stop))
     };
     let mut processing = {
         let (config, codec, stop, health) =
@@ -113,6 +120,7 @@ pub async fn run(
     let _ = stop_admin.send(());
     let _ = admin.await;
     let _ = lag_reporter.await;
+    let _ = sampler.await;
     let result = result.context("processing thread panicked")?;
     match &result {
         Ok(()) => tracing::info!("processor stopped"),

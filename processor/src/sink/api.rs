@@ -21,7 +21,6 @@ use axum::{Json, Router};
 use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
-use subtle::ConstantTimeEq as _;
 
 use super::store::{BookingRow, CallRow, Cursor, MessageRow, Page, Store, StoreError};
 
@@ -96,18 +95,10 @@ impl From<QueryRejection> for ApiError {
 /// Lets the request through only with `Authorization: Bearer <token>` (scheme case-insensitive),
 /// compared in constant time.
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
-    let presented = request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split_once(' '))
-        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, credentials)| credentials.trim());
-    match presented {
-        Some(presented) if bool::from(presented.as_bytes().ct_eq(token.as_bytes())) => {
-            next.run(request).await
-        }
-        _ => ApiError::Unauthorized.into_response(),
+    if crate::observe::auth::bearer_is(request.headers(), &token) {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
     }
 }
 

@@ -7,5 +7,6 @@ mod crash;
 mod dlq;
 mod flow;
 mod harness;
+mod observe;
 mod replay;
 mod sink;

@@ -1,0 +1,36 @@
+//! The dashboard's metric names, defined once, and the helper that exports a sample. Every gauge is
+//! set from one [`Snapshot`](super::sample::Snapshot), the same one the page renders, so what the
+//! page shows and what `/metrics` says agree. Labels: `source`, `topic` — never ids.
+
+use super::sample::Snapshot;
+
+/// Raw records per second written to `switchboard.raw.<source>` (ingest's accepted requests),
+/// by `source`, from end-offset deltas between two samples.
+pub const REQUESTS_PER_SECOND: &str = "switchboard_observed_requests_per_second";
+/// Domain events per second written to a domain topic, by `topic`: the records written between
+/// two samples, counted by reading them while they are at most 20,000 (else end-offset deltas,
+/// which also count transaction markers).
+pub const EVENTS_PER_SECOND: &str = "switchboard_observed_events_per_second";
+/// Records in `switchboard.dlq`: counted by reading it while it holds at most 10,000 offsets,
+/// beyond that end offset - start offset (an upper bound: transaction markers take offsets).
+pub const DLQ_DEPTH: &str = "switchboard_observed_dlq_depth";
+/// Records waiting in the retry topics, summed over actions, as scraped from the actions service
+/// (absent when `actions_admin_url` is not set).
+pub const RETRY_DEPTH: &str = "switchboard_observed_retry_depth";
+/// Sequence number of the latest sample: tells which snapshot the other gauges belong to.
+pub const SAMPLE: &str = "switchboard_observed_sample";
+
+pub(super) fn export(snapshot: &Snapshot) {
+    for source in &snapshot.sources {
+        metrics::gauge!(REQUESTS_PER_SECOND, "source" => source.source.clone())
+            .set(source.requests_per_second);
+    }
+    for topic in &snapshot.events {
+        metrics::gauge!(EVENTS_PER_SECOND, "topic" => topic.topic.clone()).set(topic.events_per_second);
+    }
+    metrics::gauge!(DLQ_DEPTH).set(snapshot.dlq_depth as f64);
+    if let Some(actions) = &snapshot.actions {
+        metrics::gauge!(RETRY_DEPTH).set(actions.retry_depth_total as f64);
+    }
+    metrics::gauge!(SAMPLE).set(snapshot.sample as f64);
+}

@@ -1,0 +1,594 @@
+//! The debug endpoint and the dashboard against a processor with real traffic.
+//!
+//! The processor runs as a child process (not in-process): the Prometheus recorder is
+//! process-wide, so an in-process processor's `/metrics` would also count the records of every
+//! other test running in this binary, and their dashboard samplers would overwrite its
+//! `switchboard_observed_*` gauges. A child's `/metrics` is its own, so "the numbers match
+//! `/metrics`" can be asserted exactly.
+//!
+//! - `debug_endpoint_counts_what_was_sent_and_matches_the_metrics`: 401 without or with a wrong
+//!   token; with it, counts per source and type equal what was sent and the processor's counters,
+//!   top errors hold the poison's reason, recent events hold the ids sent, bodies only on request.
+//! - `dashboard_in_headless_chromium_shows_the_numbers_of_metrics`: no token configured (the
+//!   dashboard is open, the debug endpoint answers 403), a fake actions service for retry depth
+//!   and breakers; Chromium loads `/` (its script polls `/dashboard.json`) and the numbers in the
+//!   DOM equal the gauges `/metrics` exports for the same sample, and the consumer lag its lag
+//!   metric; a screenshot is kept under the test's output directory
+//!   (`target/tmp/test-output/dashboard.png`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::Value;
+use switchboard_processor::metrics as processor_metrics;
+use switchboard_processor::observe::metrics as observed;
+use switchboard_schemas::{RawWebhook, Source, topics};
+use switchboard_tests::broker::PrivateBroker;
+
+use crate::harness::*;
+
+const WAIT: Duration = Duration::from_secs(90);
+const TOKEN: &str = "observe-test-token";
+
+fn now_millis() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Where this test binary keeps its output (logs, the screenshot).
+fn output_dir() -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-output");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A processor child with its admin server on a known port.
+struct Processor {
+    _proc: Proc,
+    base: String,
+}
+
+async fn start_processor(
+    broker: &PrivateBroker,
+    instance: &str,
+    token: Option<&str>,
+    actions_admin_url: Option<&str>,
+) -> Processor {
+    let port = free_port();
+    let mut env = vec![
+        ("SWITCHBOARD_INSTANCE_ID", instance.to_owned()),
+        ("SWITCHBOARD_ADMIN_LISTEN", format!("127.0.0.1:{port}")),
+        ("SWITCHBOARD_TOPIC_PARTITIONS", PARTITIONS.to_string()),
+    ];
+    if let Some(token) = token {
+        env.push(("SWITCHBOARD_ADMIN_TOKEN", token.to_owned()));
+    }
+    if let Some(url) = actions_admin_url {
+        env.push(("SWITCHBOARD_ACTIONS_ADMIN_URL", url.to_owned()));
+    }
+    let log = output_dir().join(format!("observe-{instance}.log"));
+    println!("processor log: {}", log.display());
+    let proc = spawn(broker, &[], &env, &log);
+    let base = format!("http://127.0.0.1:{port}");
+    let readyz = format!("{base}/readyz");
+    eventually(WAIT, || async {
+        let response = reqwest::get(&readyz).await.ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    Processor { _proc: proc, base }
+}
+
+/// A Twilio call envelope received now (so that its record time is inside any window).
+fn call_now(phone: &str, call_sid: &str, event_id: &str, sequence: u32) -> RawWebhook {
+    RawWebhook {
+        received_at: now_millis(),
+        ..twilio_call(phone, call_sid, "completed", sequence, event_id)
+    }
+}
+
+/// The sum of the samples of `name` whose labels include `labels` (0 when there is none).
+fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_opt(text, name, labels).unwrap_or(0.0)
+}
+
+fn metric_opt(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let mut found = None;
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let Some((series, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let (series_name, series_labels) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            continue;
+        }
+        let matches = labels.iter().all(|(k, v)| {
+            series_labels
+                .split(',')
+                .any(|pair| pair == format!("{k}=\"{v}\""))
+        });
+        if matches {
+            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
+        }
+    }
+    found
+}
+
+async fn metrics_text(processor: &Processor) -> String {
+    reqwest::get(format!("{}/metrics", processor.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+async fn debug(processor: &Processor, query: &str, token: Option<&str>) -> (u16, Value) {
+    let mut request = reqwest::Client::new().get(format!("{}/debug/webhooks{query}", processor.base));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap())
+}
+
+fn recent_ids(report: &Value) -> Vec<String> {
+    report["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event_id"].as_str().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn debug_endpoint_counts_what_was_sent_and_matches_the_metrics() {
+    let broker = PrivateBroker::start().unwrap();
+    create_raw_topics(&broker).await;
+    let processor = start_processor(&broker, "observe-debug", Some(TOKEN), None).await;
+    let raw = RawProducer::new(&broker);
+    let phone = "+15552220001";
+
+    let good: Vec<String> = (1..=4).map(|n| format!("EV-obs-{n}")).collect();
+    for (n, id) in good.iter().enumerate() {
+        raw.send(&call_now(phone, &format!("CA{n:032}"), id, 10)).await;
+    }
+    // Poison: a Twilio recording callback without CallSid, and junk on the Stripe topic.
+    let mut missing = call_now(phone, "CA-M", "EV-obs-poison", 1);
+    missing.body = b"AccountSid=AC1&RecordingSid=RE1&RecordingStatus=completed".to_vec();
+    raw.send(&missing).await;
+    raw.send_bytes(
+        Source::Stripe.raw_topic(),
+        phone,
+        b"not an avro record",
+        "EV-obs-junk",
+        "stripe",
+    )
+    .await;
+
+    // Refused without the token or with a wrong one.
+    let (status, body) = debug(&processor, "", None).await;
+    assert_eq!(status, 401, "{body}");
+    assert_eq!(body, serde_json::json!({"error": "unauthorized"}));
+    assert_eq!(debug(&processor, "", Some("wrong")).await.0, 401);
+    assert_eq!(debug(&processor, "?hours=0", Some(TOKEN)).await.0, 400);
+
+    // Wait until every record went through (4 domain events, 2 DLQ records).
+    let report = eventually(WAIT, || async {
+        let (status, report) = debug(&processor, "?hours=24", Some(TOKEN)).await;
+        assert_eq!(status, 200, "{report}");
+        let done = report["processed"] == 4 && report["dead_lettered"] == 2;
+        if !done {
+            println!(
+                "waiting: processed {} dead-lettered {}",
+                report["processed"], report["dead_lettered"]
+            );
+        }
+        done.then_some(report)
+    })
+    .await;
+    println!("{}", serde_json::to_string_pretty(&report).unwrap());
+
+    // Counts equal what was sent.
+    assert_eq!(
+        report["sources"],
+        serde_json::json!({"twilio": 5, "stripe": 1, "calendly": 0, "generic": 0})
+    );
+    assert_eq!(
+        report["types"],
+        serde_json::json!({"calls": 4, "messages": 0, "billing": 0, "bookings": 0, "generic": 0})
+    );
+    assert_eq!(report["dlq_records"], 2);
+    assert_eq!(report["retrying"], 0);
+    assert_eq!(report["actions_dead_lettered"], 0);
+    assert_eq!(report["success_rate"], 0.6667);
+    assert_eq!(report["window"]["hours"], 24);
+    assert_eq!(
+        report["dlq_scan"],
+        serde_json::json!({"scanned": 2, "truncated": false})
+    );
+
+    // ... and the processor's own counters.
+    let text = metrics_text(&processor).await;
+    for source in Source::ALL {
+        assert_eq!(
+            metric(
+                &text,
+                processor_metrics::CONSUMED,
+                &[("topic", source.raw_topic())]
+            ),
+            report["sources"][source.as_str()].as_f64().unwrap(),
+            "{source:?}\n{text}"
+        );
+    }
+    for topic in topics::DOMAIN_TOPICS {
+        let type_name = topic.strip_prefix("switchboard.").unwrap();
+        assert_eq!(
+            metric(&text, processor_metrics::PRODUCED, &[("topic", topic)]),
+            report["types"][type_name].as_f64().unwrap(),
+            "{topic}\n{text}"
+        );
+    }
+    assert_eq!(
+        metric(&text, processor_metrics::DLQ, &[]),
+        report["dead_lettered"].as_f64().unwrap(),
+        "{text}"
+    );
+
+    // The most common reasons hold the poison's, as the DLQ record says it.
+    let dlq = read_raw(&broker, topics::DLQ).await;
+    let poison = dlq
+        .iter()
+        .find(|m| header(m, "event-id").as_deref() == Some("EV-obs-poison"))
+        .expect("the poison is in the DLQ");
+    let reason = header(poison, "error-reason").unwrap();
+    let class = header(poison, "error-class").unwrap();
+    assert_eq!(class, "missing_field");
+    let top = report["top_errors"].as_array().unwrap();
+    assert!(
+        top.iter()
+            .any(|r| r["class"] == class.as_str() && r["reason"] == reason.as_str() && r["count"] == 1),
+        "{top:?}"
+    );
+    assert!(top.iter().any(|r| r["class"] == "undecodable"), "{top:?}");
+
+    // The newest events: every id sent, metadata only.
+    let ids = recent_ids(&report);
+    for id in good
+        .iter()
+        .chain(["EV-obs-poison".to_owned(), "EV-obs-junk".to_owned()].iter())
+    {
+        assert!(ids.contains(id), "{id} missing from {ids:?}");
+    }
+    let first_good = report["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == "EV-obs-1")
+        .unwrap();
+    assert_eq!(first_good["source"], "twilio");
+    assert_eq!(first_good["phone_id"], phone);
+    assert_eq!(first_good["url_path"], "/webhooks/twilio/calls");
+    assert_eq!(first_good["content_type"], "application/x-www-form-urlencoded");
+    assert_eq!(first_good["signature_scheme"], "twilio-hmac-sha1");
+    assert_eq!(first_good["decoded"], true);
+    assert!(
+        report["recent"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|e| e.get("body").is_none() && e.get("body_base64").is_none()),
+        "no bodies unless asked"
+    );
+    let junk = report["recent"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_id"] == "EV-obs-junk")
+        .unwrap();
+    assert_eq!(junk["decoded"], false);
+    assert_eq!(junk["source"], "stripe");
+
+    // One source, a limit, and bodies on request.
+    let (status, twilio) = debug(
+        &processor,
+        "?source=twilio&hours=1&limit=2&include_body=true",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(status, 200, "{twilio}");
+    assert_eq!(twilio["window"]["source"], "twilio");
+    assert_eq!(twilio["sources"], serde_json::json!({"twilio": 5}));
+    assert_eq!(twilio["types"], serde_json::json!({"calls": 4, "messages": 0}));
+    assert_eq!(twilio["dead_lettered"], 1);
+    assert_eq!(
+        metric(&text, processor_metrics::DLQ, &[("source", "twilio")]),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(twilio["success_rate"], 0.8);
+    assert_eq!(twilio["top_errors"].as_array().unwrap().len(), 1);
+    let recent = twilio["recent"].as_array().unwrap();
+    assert_eq!(recent.len(), 2);
+    for event in recent {
+        assert!(event["body"].as_str().unwrap().contains("AccountSid="), "{event}");
+    }
+}
+
+/// Fails (not skips) without Chromium: the dashboard test is part of the suite.
+fn chromium() -> &'static str {
+    let binary = "chromium";
+    let found = Command::new(binary)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "`chromium` is not installed or does not run: install the Debian package (`apt-get install -y chromium`; \
+         .ci/run installs it) to run the dashboard test"
+    );
+    binary
+}
+
+fn chromium_args(profile: &Path) -> Vec<String> {
+    [
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
+        "--virtual-time-budget=5000",
+    ]
+    .into_iter()
+    .map(str::to_owned)
+    .chain([format!("--user-data-dir={}", profile.display())])
+    .collect()
+}
+
+/// The DOM of `url` after Chromium ran the page's script.
+fn dump_dom(url: &str) -> String {
+    let profile = tempfile::tempdir().unwrap();
+    let output = Command::new(chromium())
+        .args(chromium_args(profile.path()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "chromium --dump-dom failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// The text of the element with id `id` in `dom`.
+fn dom_text(dom: &str, id: &str) -> Option<String> {
+    let at = dom.find(&format!("id=\"{id}\""))?;
+    let open_end = at + dom[at..].find('>')? + 1;
+    let close = open_end + dom[open_end..].find('<')?;
+    Some(dom[open_end..close].trim().to_owned())
+}
+
+fn dom_number(dom: &str, id: &str) -> f64 {
+    let text = dom_text(dom, id).unwrap_or_else(|| panic!("no element {id} in\n{dom}"));
+    text.parse()
+        .unwrap_or_else(|_| panic!("{id} is {text:?}, not a number"))
+}
+
+fn dom_sample(dom: &str) -> f64 {
+    let at = dom
+        .find("<body data-sample=\"")
+        .expect("body carries data-sample")
+        + "<body data-sample=\"".len();
+    let end = at + dom[at..].find('"').unwrap();
+    dom[at..end].parse().unwrap()
+}
+
+/// Loads the dashboard until the DOM and `/metrics` show the same sample (a new sample may land
+/// between the two reads), and returns both.
+async fn same_sample(processor: &Processor) -> (String, String) {
+    let url = format!("{}/", processor.base);
+    for _ in 0..6 {
+        let dom = {
+            let url = url.clone();
+            tokio::task::spawn_blocking(move || dump_dom(&url)).await.unwrap()
+        };
+        let text = metrics_text(processor).await;
+        let sample = metric_opt(&text, observed::SAMPLE, &[]).expect("the sample gauge is exported");
+        if dom_sample(&dom) == sample
+            && dom_text(&dom, "sample").map(|s| s.parse::<f64>().ok()) == Some(Some(sample))
+        {
+            return (dom, text);
+        }
+    }
+    panic!("the dashboard and /metrics never showed the same sample");
+}
+
+/// Every number the dashboard shows equals the gauge of the same sample.
+fn assert_dom_matches_metrics(dom: &str, text: &str) {
+    for source in Source::ALL {
+        let name = source.as_str();
+        assert_eq!(
+            dom_number(dom, &format!("requests-per-second-{name}")),
+            metric(text, observed::REQUESTS_PER_SECOND, &[("source", name)]),
+            "requests/s of {name}"
+        );
+    }
+    for topic in topics::DOMAIN_TOPICS {
+        assert_eq!(
+            dom_number(dom, &format!("events-per-second-{topic}")),
+            metric(text, observed::EVENTS_PER_SECOND, &[("topic", topic)]),
+            "events/s of {topic}"
+        );
+    }
+    assert_eq!(
+        dom_number(dom, "dlq-depth"),
+        metric(text, observed::DLQ_DEPTH, &[]),
+        "DLQ depth"
+    );
+    // Scraped from the (fake) actions service.
+    assert_eq!(
+        dom_number(dom, "retry-depth"),
+        metric(text, observed::RETRY_DEPTH, &[])
+    );
+    assert_eq!(dom_number(dom, "retry-depth"), 4.0);
+    assert_eq!(dom_text(dom, "breaker-crm").as_deref(), Some("open"));
+    assert_eq!(dom_text(dom, "breaker-sms").as_deref(), Some("closed"));
+}
+
+/// What the actions service's `/metrics` says about retries and breakers.
+const ACTIONS_METRICS: &str = "# TYPE switchboard_actions_retry_depth gauge\n\
+    switchboard_actions_retry_depth{action=\"crm\",topic=\"switchboard.retry.1s\"} 3\n\
+    switchboard_actions_retry_depth{action=\"crm\",topic=\"switchboard.retry.1m\"} 1\n\
+    switchboard_actions_breaker_state{action=\"crm\"} 1\n\
+    switchboard_actions_breaker_state{action=\"sms\"} 0\n";
+
+/// An HTTP server answering `/metrics` like the actions service; returns its base URL.
+async fn fake_actions_service() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let app = axum::Router::new().route("/metrics", axum::routing::get(|| async { ACTIONS_METRICS }));
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    base
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_in_headless_chromium_shows_the_numbers_of_metrics() {
+    chromium();
+    let broker = PrivateBroker::start().unwrap();
+    create_raw_topics(&broker).await;
+    let actions = fake_actions_service().await;
+    let processor = start_processor(&broker, "observe-dash", None, Some(&actions)).await;
+    let raw = Arc::new(RawProducer::new(&broker));
+    let phone = "+15552220002";
+
+    // Without a token the debug endpoint is disabled (the dashboard is open).
+    let (status, body) = debug(&processor, "", Some(TOKEN)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("disabled"), "{body}");
+
+    // A poison record (DLQ depth 1), then steady traffic while the page is loaded.
+    let mut missing = call_now(phone, "CA-M", "EV-dash-poison", 1);
+    missing.body = b"AccountSid=AC1&RecordingSid=RE1&RecordingStatus=completed".to_vec();
+    raw.send(&missing).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (raw, stop) = (Arc::clone(&raw), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                raw.send(&call_now(
+                    phone,
+                    &format!("CA{n:032}"),
+                    &format!("EV-dash-{n}"),
+                    10,
+                ))
+                .await;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            n
+        })
+    };
+    // Wait until a sample saw the traffic flowing and the poison dead-lettered.
+    eventually(WAIT, || async {
+        let text = metrics_text(&processor).await;
+        let flowing = metric(&text, observed::REQUESTS_PER_SECOND, &[("source", "twilio")]) > 0.0
+            && metric(&text, observed::EVENTS_PER_SECOND, &[("topic", topics::CALLS)]) > 0.0;
+        (flowing && metric(&text, observed::DLQ_DEPTH, &[]) >= 1.0).then_some(())
+    })
+    .await;
+
+    let (dom, text) = same_sample(&processor).await;
+    assert_dom_matches_metrics(&dom, &text);
+    assert!(dom_number(&dom, "requests-per-second-twilio") > 0.0, "{dom}");
+    assert_eq!(dom_number(&dom, "dlq-depth"), 1.0);
+    let rows = dom.matches("<tr data-event-id=\"EV-dash-").count();
+    assert!((1..=20).contains(&rows), "{rows} recent rows in\n{dom}");
+
+    // A screenshot, kept.
+    let screenshot = output_dir().join("dashboard.png");
+    let _ = std::fs::remove_file(&screenshot);
+    {
+        let (url, screenshot) = (format!("{}/", processor.base), screenshot.clone());
+        tokio::task::spawn_blocking(move || {
+            let profile = tempfile::tempdir().unwrap();
+            let output = Command::new(chromium())
+                .args(chromium_args(profile.path()))
+                .arg(format!("--screenshot={}", screenshot.display()))
+                .arg("--window-size=1280,900")
+                .arg(url)
+                .output()
+                .unwrap();
+            assert!(
+                output.status.success(),
+                "chromium --screenshot failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        })
+        .await
+        .unwrap();
+    }
+    let png = std::fs::read(&screenshot).unwrap();
+    assert!(
+        png.len() > 1_000 && png.starts_with(b"\x89PNG"),
+        "{} bytes",
+        png.len()
+    );
+    println!("dashboard screenshot: {}", screenshot.display());
+
+    // Traffic stops: once the processor caught up, the page's consumer lag is its lag metric's.
+    stop.store(true, Ordering::Relaxed);
+    let sent = traffic.await.unwrap();
+    println!("sent {sent} calls while sampling");
+    eventually(WAIT, || async {
+        let text = metrics_text(&processor).await;
+        let lag = metric_opt(&text, processor_metrics::LAG, &[])?;
+        (lag == 0.0 && metric(&text, processor_metrics::CONSUMED, &[]) >= f64::from(sent as u32 + 1))
+            .then_some(())
+    })
+    .await;
+    // Two more samples, so that the snapshot's lag is read after the lag metric settled.
+    let settled = metric(&metrics_text(&processor).await, observed::SAMPLE, &[]);
+    eventually(WAIT, || async {
+        (metric(&metrics_text(&processor).await, observed::SAMPLE, &[]) >= settled + 2.0).then_some(())
+    })
+    .await;
+    let (dom, text) = same_sample(&processor).await;
+    assert_dom_matches_metrics(&dom, &text);
+    let lag: BTreeMap<&str, f64> = Source::ALL
+        .iter()
+        .map(|s| {
+            (
+                s.raw_topic(),
+                metric(&text, processor_metrics::LAG, &[("topic", s.raw_topic())]),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dom_number(&dom, "consumer-lag-total"),
+        lag.values().sum::<f64>(),
+        "consumer lag {lag:?}"
+    );
+    assert_eq!(
+        dom_number(&dom, &format!("consumer-lag-{}", topics::RAW_TWILIO)),
+        lag[topics::RAW_TWILIO]
+    );
+}
