@@ -1,5 +1,6 @@
 //! End-to-end tests against the broker and registry named by `SWITCHBOARD_TEST_KAFKA` and
 //! `SWITCHBOARD_TEST_REGISTRY` (both set by `make test`).
 
+mod chaos;
 mod pipeline;
 mod probe;
