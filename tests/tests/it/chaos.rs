@@ -27,6 +27,10 @@ use switchboard_tests::broker::PrivateBroker;
 const TWILIO_TOKEN: &str = "chaos-twilio-token";
 const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];
 const PARTITIONS: &str = "3";
+/// One scenario at a time: each runs a whole stack under load, and the 2-core machines must not
+/// turn CPU starvation into false 503s.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Requests in flight at once.
 const CONCURRENCY: usize = 24;
 /// How long each scenario's load lasts: the faults happen within it.
@@ -480,6 +484,7 @@ fn url(stack: &Stack) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_random_sigkills_of_processor_and_sink_lose_and_double_nothing() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start().await;
     let callbacks = callbacks(events(), &url(&stack));
     let load = tokio::spawn(send_all(url(&stack), callbacks.clone(), LOAD, |_| {}));
@@ -501,6 +506,7 @@ async fn chaos_random_sigkills_of_processor_and_sink_lose_and_double_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_a_paused_broker_gets_503_and_loses_nothing_answered_2xx() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let stack = Stack::start().await;
     let callbacks = callbacks(events(), &url(&stack));
     let paused = Arc::new(AtomicBool::new(false));
@@ -527,6 +533,7 @@ async fn chaos_a_paused_broker_gets_503_and_loses_nothing_answered_2xx() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_ingest_keeps_serving_from_its_schema_cache_while_the_registry_is_down() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start().await;
     let callbacks = callbacks(events(), &url(&stack));
     let down = Arc::new(AtomicBool::new(false));
@@ -563,6 +570,7 @@ async fn chaos_ingest_keeps_serving_from_its_schema_cache_while_the_registry_is_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_ingest_sigterm_under_load_completes_in_flight_requests() {
+    let _turn = ONE_AT_A_TIME.lock().await;
     let mut stack = Stack::start().await;
     let callbacks = callbacks(events(), &url(&stack));
     let load = tokio::spawn(send_all(url(&stack), callbacks.clone(), LOAD, |_| {}));
