@@ -27,7 +27,7 @@ SERVICES = {
 ENV_KEYS = {
     "ingest": {"listen", "kafka_bootstrap", "schema_registry_url", "public_url", "twilio_auth_tokens",
                "twilio_shared_keys", "stripe_webhook_secrets", "calendly_signing_keys"},
-    "processor": {"kafka_bootstrap", "schema_registry_url", "instance_id"},
+    "processor": {"kafka_bootstrap", "schema_registry_url", "instance_id", "admin_token"},
     "sink": {"kafka_bootstrap", "schema_registry_url", "database_url", "api_token"},
     "actions": {"kafka_bootstrap", "schema_registry_url", "instance_id"},
 }
@@ -121,6 +121,9 @@ def test_env_names_and_secret_references(case, component):
     assert env["SWITCHBOARD_KAFKA_BOOTSTRAP"]["value"] == vals["kafka"]["bootstrap"]
     if component in ("processor", "actions"):
         assert env["SWITCHBOARD_INSTANCE_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    if component == "processor":
+        ref = env["SWITCHBOARD_ADMIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+        assert ref["key"] == "admin-token" and ref["optional"] is True
     if component == "sink":
         ref = env["SWITCHBOARD_DATABASE_URL"]["valueFrom"]["secretKeyRef"]
         assert ref["key"] == "database-url" and not ref.get("optional")
