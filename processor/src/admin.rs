@@ -53,6 +53,19 @@ async fn readyz(State(health): State<Arc<Health>>) -> Response {
     readiness(health.ready.load(Ordering::Relaxed))
 }
 
+/// `{"error": reason}` with `status` (and `WWW-Authenticate: Bearer` on a 401): the error body of
+/// every JSON route of the binary. Reasons are fixed texts, never internals.
+pub(crate) fn json_error(status: StatusCode, reason: &str) -> Response {
+    let mut response = (status, axum::Json(serde_json::json!({ "error": reason }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        response.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            axum::http::HeaderValue::from_static("Bearer"),
+        );
+    }
+    response
+}
+
 /// `/readyz`'s answer, shared by the processor and the sink.
 pub(crate) fn readiness(ready: bool) -> Response {
     if ready {

@@ -52,11 +52,11 @@ const IDLE_POLLS: u32 = 10;
 #[derive(Debug, Clone, clap::Args)]
 pub struct ReplayArgs {
     /// Start of the range (RFC 3339), inclusive, on the time ingest received each webhook.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = crate::dlq::filter::parse_time)]
     pub from: DateTime<Utc>,
     /// End of the range (RFC 3339), exclusive. Default: the end of the raw topics when the run
     /// (first) starts.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = crate::dlq::filter::parse_time)]
     pub to: Option<DateTime<Utc>>,
     /// Only these sources (repeatable). Default: all.
     #[arg(long = "source")]
@@ -71,12 +71,6 @@ pub struct ReplayArgs {
     /// Read and count what the replay would emit; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(value.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{value:?} is not an RFC 3339 time such as 2026-11-29T13:00:00Z: {e}"))
 }
 
 impl ReplayArgs {

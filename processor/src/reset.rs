@@ -31,7 +31,7 @@ pub struct ResetArgs {
     pub group: String,
     /// Rewind every partition to its first record at or after this time (RFC 3339); to its end
     /// when it has none.
-    #[arg(long, value_parser = parse_time)]
+    #[arg(long, value_parser = crate::dlq::filter::parse_time)]
     pub to_datetime: DateTime<Utc>,
     /// Topics to rewind (repeatable). Default: every switchboard topic the group has committed
     /// offsets for.
@@ -43,12 +43,6 @@ pub struct ResetArgs {
     /// Print the new offsets; change nothing.
     #[arg(long)]
     pub dry_run: bool,
-}
-
-fn parse_time(value: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(value.trim())
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(|e| format!("{value:?} is not an RFC 3339 time such as 2026-11-29T13:00:00Z: {e}"))
 }
 
 /// One partition's rewind.

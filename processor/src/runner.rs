@@ -39,6 +39,22 @@ pub struct Health {
     pub positions: Mutex<std::collections::BTreeMap<Task, i64>>,
 }
 
+impl Health {
+    /// Records `consumer`'s positions (local: no network) for the lag or depth reporter.
+    pub(crate) fn publish_positions<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let Ok(position) = consumer.position() else { return };
+        let positions = position
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(next) => Some((Task::new(e.topic(), e.partition()), next)),
+                _ => None,
+            })
+            .collect();
+        *self.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
+    }
+}
+
 /// Routes rebalance events into the engine. Callbacks run inside `poll`, on the loop's thread,
 /// while the loop holds no lock.
 #[derive(Debug)]
@@ -244,16 +260,7 @@ fn housekeeping(
     }
     metrics::dedup_entries(engine.stores.dedup_entries());
     drop(engine);
-    let Ok(position) = consumer.position() else { return };
-    let positions = position
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(next) => Some((Task::new(e.topic(), e.partition()), next)),
-            _ => None,
-        })
-        .collect();
-    *health.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
+    health.publish_positions(consumer);
 }
 
 /// Reports consumer lag (end offset - position) per owned partition, from its own client built

@@ -67,6 +67,32 @@ fn with_retries(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), 
     call().map_err(classify)
 }
 
+/// Hands `record` to `producer`, waiting for queue space (backpressure) up to
+/// [`TXN_CALL_TIMEOUT`] rather than failing at once.
+pub(crate) fn send_waiting<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError>
+where
+    C: RdProducerContext<DeliveryOpaque = ()> + 'static,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    let deadline = Instant::now() + TXN_CALL_TIMEOUT;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                if Instant::now() < deadline =>
+            {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
 /// Remembers the first delivery failure (at-least-once mode checks it before committing offsets;
 /// under exactly-once a failed delivery fails the commit by itself).
 #[derive(Debug, Default)]
@@ -203,24 +229,12 @@ impl Transactor {
 
     /// Hands a record to the producer inside the open transaction, waiting for queue space
     /// (backpressure) rather than failing. A failure is retriable: abort and process again.
-    pub fn send<K, P>(&self, mut record: BaseRecord<'_, K, P>) -> Result<(), LoopError>
+    pub fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), LoopError>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        let deadline = Instant::now() + TXN_CALL_TIMEOUT;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if Instant::now() < deadline =>
-                {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(LoopError::Retriable(error.to_string())),
-            }
-        }
+        send_waiting(&self.producer, record).map_err(|error| LoopError::Retriable(error.to_string()))
     }
 
     /// Commits the open transaction: outputs and consumed offsets together. `None` when no

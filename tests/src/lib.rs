@@ -80,3 +80,35 @@ pub async fn create_topic(topic: &str, partitions: i32) -> anyhow::Result<()> {
 pub fn free_port() -> std::io::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
+
+/// A xorshift generator for kill timings and random moments: reproducible from the seed it
+/// prints, no dependency.
+#[derive(Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// Seeded from the clock; prints `<what> seed: <seed>` so that a failing run can be replayed
+    /// with [`Rng::from_seed`].
+    pub fn seeded(what: &str) -> Self {
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(1)
+            | 1;
+        println!("{what} seed: {seed}");
+        Self(seed)
+    }
+
+    /// A generator from a seed (odd seeds; an even one is made odd).
+    pub fn from_seed(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    /// A number in `0..bound`.
+    pub fn below(&mut self, bound: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % bound
+    }
+}

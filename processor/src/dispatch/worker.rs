@@ -247,7 +247,7 @@ impl<'a> Worker<'a> {
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
             }
-            self.publish_positions(health);
+            health.publish_positions(&self.consumer);
         };
         health.ready.store(false, Ordering::Relaxed);
         result
@@ -548,21 +548,6 @@ impl<'a> Worker<'a> {
         txn.send(record)?;
         metrics::dead_lettered(self.target.name(), class);
         Ok(())
-    }
-
-    fn publish_positions(&self, health: &Health) {
-        let Ok(position) = self.consumer.position() else {
-            return;
-        };
-        let positions = position
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(next) => Some((Task::new(e.topic(), e.partition()), next)),
-                _ => None,
-            })
-            .collect();
-        *health.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
     }
 }
 

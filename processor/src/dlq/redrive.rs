@@ -10,11 +10,11 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use switchboard_schemas::topics;
@@ -155,24 +155,12 @@ impl Publisher {
         })
     }
 
-    fn send<K, P>(&self, mut record: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
+    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), KafkaError>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        let deadline = Instant::now() + TXN_TIMEOUT;
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
-                    if Instant::now() < deadline =>
-                {
-                    record = returned;
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-                Err((error, _)) => return Err(error),
-            }
-        }
+        crate::txn::send_waiting(&self.producer, record)
     }
 
     /// Copies the DLQ record at `position` to `topic` and marks the position, in the open

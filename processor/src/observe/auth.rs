@@ -58,7 +58,8 @@ pub(crate) fn bearer_matches(headers: &HeaderMap, token: &AdminToken) -> bool {
 /// Whether `headers` carry `expected` as a bearer token, compared in constant time. Shared by
 /// every token-protected route of the binary (admin routes, the calls API).
 pub(crate) fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
-    presented_bearer(headers).is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
+    presented_bearer(headers)
+        .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
 }
 
 /// A route that only answers with the token: refused when no token is configured.

@@ -33,7 +33,6 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
-use serde_json::json;
 use switchboard_schemas::Codec;
 
 use crate::config::Config;
@@ -82,13 +81,7 @@ pub fn router(observe: Observe) -> Router {
 
 /// `{"error": reason}` with `status`.
 fn error(status: StatusCode, reason: &'static str) -> Response {
-    let mut response = (status, Json(json!({ "error": reason }))).into_response();
-    if status == StatusCode::UNAUTHORIZED {
-        response
-            .headers_mut()
-            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    }
-    response
+    crate::admin::json_error(status, reason)
 }
 
 fn refused(refusal: Refusal) -> Response {

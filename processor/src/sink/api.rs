@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -63,13 +63,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(reason) => (StatusCode::NOT_FOUND, reason),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
-        let mut response = (status, Json(json!({ "error": reason }))).into_response();
-        if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-        }
-        response
+        crate::admin::json_error(status, reason)
     }
 }
 
@@ -324,6 +318,7 @@ mod tests {
     use super::*;
     use crate::sink::store::SinkEvent;
     use crate::sink::store::testing::{TestDb, booking, call_status, message, per_backend};
+    use axum::http::header;
 
     const PHONE: &str = "+15550001111";
     const PHONE_IN_PATH: &str = "%2B15550001111";

@@ -547,7 +547,7 @@ async fn sigkills_during_retries_lose_nothing_and_store_each_event_once() {
         .as_nanos() as u64
         | 1;
     println!("actions crash test seed: {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = switchboard_tests::Rng::from_seed(seed);
     let stored = |db: sqlx::SqlitePool| async move {
         sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM received")
             .fetch_one(&db)

@@ -4,8 +4,7 @@
 //! every domain event must be seen exactly once.
 
 use std::collections::{HashMap, HashSet};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rdkafka::Message;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -22,55 +21,12 @@ const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "c
 const KILLS: usize = 5;
 const GROUP: &str = "switchboard-processor";
 
-/// A small xorshift generator: random enough for kill timings, no dependency.
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Self {
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-        println!("crash test seed: {seed}");
-        Self(seed)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
-}
-
-/// A processor child process, SIGKILLed when dropped (a failing test leaves nothing running).
-struct Processor(Child);
-
-impl Drop for Processor {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn_processor(broker: &PrivateBroker, log: &std::path::Path) -> Processor {
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(log)
-        .unwrap();
-    Command::new(env!("CARGO_BIN_EXE_switchboard-processor"))
-        .env("SWITCHBOARD_KAFKA_BOOTSTRAP", broker.bootstrap())
-        .env(
-            "SWITCHBOARD_SCHEMA_REGISTRY_URL",
-            switchboard_tests::registry_url(),
-        )
-        .env("SWITCHBOARD_INSTANCE_ID", "crash-0")
-        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_TOPIC_PARTITIONS", PARTITIONS.to_string())
-        .env("SWITCHBOARD_SESSION_TIMEOUT", "6s")
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .map(Processor)
-        .unwrap()
+fn spawn_processor(broker: &PrivateBroker, log: &std::path::Path) -> Proc {
+    let env = [
+        ("SWITCHBOARD_INSTANCE_ID", "crash-0".to_owned()),
+        ("SWITCHBOARD_TOPIC_PARTITIONS", PARTITIONS.to_string()),
+    ];
+    spawn(broker, &[], &env, log)
 }
 
 /// Committed offsets of the processor's group per raw partition.
@@ -158,7 +114,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
     let ends = raw_ends(&broker).await;
     assert_eq!(ends.values().sum::<i64>(), sends.len() as i64);
 
-    let mut rng = Rng::new();
+    let mut rng = switchboard_tests::Rng::seeded("crash test");
     for kill in 0..KILLS {
         let child = spawn_processor(&broker, &log);
         // Group join takes ~3 s on Tansu; kill somewhere in the first seconds of processing.
@@ -173,7 +129,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
     }
 
     // A last run to the end, then SIGTERM.
-    let mut child = spawn_processor(&broker, &log);
+    let child = spawn_processor(&broker, &log);
     let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         let committed = tokio::task::block_in_place(|| progress(&broker));
@@ -193,12 +149,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    Command::new("kill")
-        .arg("-TERM")
-        .arg(child.0.id().to_string())
-        .status()
-        .unwrap();
-    let status = child.0.wait().unwrap();
+    let status = child.terminate();
     assert!(
         status.success(),
         "SIGTERM exits 0: {status}; log {}",

@@ -326,6 +326,19 @@ pub(crate) async fn produce_calls(broker: &PrivateBroker, events: &[CallEvent]) 
 /// A child process, SIGKILLed when dropped.
 pub(crate) struct Proc(Child);
 
+impl Proc {
+    /// SIGTERM, and the exit status once it has exited.
+    pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -TERM failed");
+        self.0.wait().unwrap()
+    }
+}
+
 impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -362,16 +375,4 @@ pub(crate) fn spawn(
         command.env(key, value);
     }
     Proc(command.spawn().unwrap())
-}
-
-/// A xorshift generator: reproducible random moments from a printed seed.
-pub(crate) struct Rng(pub(crate) u64);
-
-impl Rng {
-    pub(crate) fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
-    }
 }

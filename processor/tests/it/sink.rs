@@ -99,7 +99,7 @@ async fn crash_test(kind: &str) {
     ];
     let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
     println!("{kind} sink crash test seed: {seed}");
-    let mut rng = Rng(seed);
+    let mut rng = switchboard_tests::Rng::from_seed(seed);
     let mut processor = spawn(&broker, &[], &processor_env, &log);
     for round in 0..5 {
         let sink = spawn(&broker, &["sink"], &sink_env, &log);

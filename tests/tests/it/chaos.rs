@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
@@ -95,23 +95,6 @@ impl Drop for Proc {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn new() -> Self {
-        let seed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos() as u64 | 1;
-        println!("chaos seed: {seed}");
-        Self(seed)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % bound
     }
 }
 
@@ -488,7 +471,7 @@ async fn chaos_random_sigkills_of_processor_and_sink_lose_and_double_nothing() {
     let mut stack = Stack::start().await;
     let callbacks = callbacks(events(), &url(&stack));
     let load = tokio::spawn(send_all(url(&stack), callbacks.clone(), LOAD, |_| {}));
-    let mut rng = Rng::new();
+    let mut rng = switchboard_tests::Rng::seeded("chaos");
     let db = open(&stack.database_url).await;
     for round in 0..5 {
         // Kill each once it has had the time to make progress, at a random moment.
