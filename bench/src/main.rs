@@ -1,0 +1,327 @@
+//! `switchboard-load`: the load generator and baselines of `make bench`. Every scenario pre-signs
+//! its webhooks before its clock starts, prints a summary line and writes its figures as JSON
+//! (`--out`); `report` turns a directory of them into `bench/results.md`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use switchboard_bench::e2e::{self, Settings};
+use switchboard_bench::pacing::Pacer;
+use switchboard_bench::rss::{Watched, parse_watched};
+use switchboard_bench::workload::{self, Spec, Webhook};
+use switchboard_bench::{drain, http_load, kafka_load, parse_duration, results, serve_ok};
+use switchboard_schemas::Codec;
+use tokio::net::TcpListener;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchboard-load",
+    about = "Load generator and baselines for switchboard"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Baseline (a): a bare axum server answering 200 to the webhook routes.
+    ServeOk {
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+    },
+    /// POSTs pre-signed webhooks to an HTTP target at a fixed concurrency or a fixed rate.
+    Http(HttpArgs),
+    /// Baseline (b): the raw rdkafka producer sending the same envelopes at a fixed concurrency.
+    Kafka(KafkaArgs),
+    /// End-to-end latency at a fixed rate: 2xx -> event on switchboard.calls -> calls API.
+    E2e(E2eArgs),
+    /// Waits until the processor's and the sink's consumer lag settles.
+    Drain {
+        /// `/metrics` URLs of the processor and the sink.
+        #[arg(long = "metrics", required = true)]
+        urls: Vec<String>,
+        #[arg(long, default_value = "180s", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Writes the report: the header file, then the figures of every JSON result in --dir.
+    Report {
+        #[arg(long)]
+        dir: PathBuf,
+        #[arg(long)]
+        header: PathBuf,
+        /// Output of `cargo bench --bench eos_vs_alo`.
+        #[arg(long)]
+        eos: Option<PathBuf>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct WorkloadArgs {
+    /// Requests to pre-sign (runs wrap around when they use them all up).
+    #[arg(long, default_value_t = 100_000)]
+    requests: usize,
+    /// Seed of the CallSids and event ids; use a new one for each run against the same pipeline.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Ingest's SWITCHBOARD_PUBLIC_URL: what the signatures cover.
+    #[arg(long)]
+    public_url: String,
+    #[arg(
+        long,
+        default_value = "dev-twilio-auth-token",
+        env = "SWITCHBOARD_BENCH_TWILIO_AUTH_TOKEN"
+    )]
+    auth_token: String,
+}
+
+impl WorkloadArgs {
+    fn presign(&self) -> Arc<[Webhook]> {
+        let started = std::time::Instant::now();
+        let webhooks = workload::presign(&Spec {
+            requests: self.requests,
+            seed: self.seed,
+            public_url: self.public_url.clone(),
+            auth_token: self.auth_token.clone(),
+        });
+        eprintln!(
+            "pre-signed {} webhooks in {:.1?}",
+            webhooks.len(),
+            started.elapsed()
+        );
+        webhooks.into()
+    }
+}
+
+#[derive(Debug, Args)]
+struct LoadArgs {
+    /// Requests in flight (closed loop).
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Requests per second (open loop) instead of a fixed concurrency.
+    #[arg(long)]
+    rate: Option<f64>,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Unmeasured requests sent first (closed loop).
+    #[arg(long, default_value_t = 2000)]
+    warmup: usize,
+    /// Where to write the figures (JSON).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct HttpArgs {
+    /// The target's base URL, e.g. http://127.0.0.1:8080 (the path is /webhooks/twilio/calls).
+    #[arg(long)]
+    url: String,
+    /// Name in the report.
+    #[arg(long, default_value = "switchboard-ingest")]
+    target: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+struct KafkaArgs {
+    #[arg(long)]
+    bootstrap: String,
+    #[arg(long)]
+    registry: String,
+    /// A topic of its own, so that the processor does not read the baseline's records.
+    #[arg(long, default_value = "switchboard.bench.raw-twilio")]
+    topic: String,
+    #[command(flatten)]
+    workload: WorkloadArgs,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Debug, Args)]
+struct E2eArgs {
+    /// Ingest's base URL.
+    #[arg(long)]
+    url: String,
+    #[arg(long)]
+    bootstrap: String,
+    /// The sink's base URL (calls API).
+    #[arg(long)]
+    sink: String,
+    #[arg(long, default_value_t = 2000.0)]
+    rate: f64,
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    duration: Duration,
+    /// Poll the calls API for one call in this many.
+    #[arg(long, default_value_t = 20)]
+    api_sample_every: usize,
+    #[arg(long, default_value = "20ms", value_parser = parse_duration)]
+    api_poll_interval: Duration,
+    /// How long to wait for the last events without progress.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    settle: Duration,
+    /// A process whose peak RSS to report, `name=pid` (repeatable).
+    #[arg(long = "pid", value_parser = parse_watched)]
+    watched: Vec<Watched>,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long)]
+    public_url: String,
+    #[arg(
+        long,
+        default_value = "dev-twilio-auth-token",
+        env = "SWITCHBOARD_BENCH_TWILIO_AUTH_TOKEN"
+    )]
+    auth_token: String,
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {
+    if let Some(path) = out {
+        std::fs::write(path, serde_json::to_string_pretty(value)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+async fn http(args: HttpArgs) -> anyhow::Result<()> {
+    let webhooks = args.workload.presign();
+    let url = format!("{}{}", args.url.trim_end_matches('/'), workload::PATH);
+    let run = match args.load.rate {
+        None => {
+            http_load::closed_loop(
+                &args.target,
+                &url,
+                webhooks,
+                args.load.concurrency,
+                args.load.duration,
+                args.load.warmup,
+            )
+            .await?
+        }
+        Some(rate) => {
+            let pacer = Pacer::new(rate)?;
+            let count = pacer.requests_in(args.load.duration);
+            http_load::open_loop(&args.target, &url, webhooks, pacer, count, None)
+                .await?
+                .0
+        }
+    };
+    println!("{}", run.line());
+    write_json(args.load.out.as_ref(), &run)
+}
+
+async fn kafka(args: KafkaArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.load.rate.is_none(),
+        "the Kafka baseline runs at a fixed concurrency only"
+    );
+    let webhooks = args.workload.presign();
+    kafka_load::create_topic(&args.bootstrap, &args.topic).await?;
+    let codec = Codec::new(&args.registry)?;
+    let started = std::time::Instant::now();
+    let records = kafka_load::prepare(
+        &webhooks,
+        &args.workload.public_url,
+        &args.workload.auth_token,
+        &codec,
+        &args.topic,
+    )
+    .await?;
+    eprintln!(
+        "verified and encoded {} envelopes in {:.1?}",
+        records.len(),
+        started.elapsed()
+    );
+    drop(webhooks);
+    let producer = kafka_load::producer(&args.bootstrap)?;
+    let run = kafka_load::closed_loop(
+        producer,
+        &args.topic,
+        records.into(),
+        args.load.concurrency,
+        args.load.duration,
+        args.load.warmup,
+    )
+    .await?;
+    println!("{}", run.line());
+    write_json(args.load.out.as_ref(), &run)
+}
+
+async fn end_to_end(args: E2eArgs) -> anyhow::Result<()> {
+    let pacer = Pacer::new(args.rate)?;
+    let workload = WorkloadArgs {
+        requests: pacer.requests_in(args.duration),
+        seed: args.seed,
+        public_url: args.public_url.clone(),
+        auth_token: args.auth_token.clone(),
+    };
+    let webhooks = workload.presign();
+    let settings = Settings {
+        ingest_url: format!("{}{}", args.url.trim_end_matches('/'), workload::PATH),
+        bootstrap: args.bootstrap,
+        sink_url: args.sink,
+        pacer,
+        duration: args.duration,
+        api_sample_every: args.api_sample_every,
+        api_poll_interval: args.api_poll_interval,
+        settle: args.settle,
+        watched: args.watched,
+    };
+    let result = e2e::run(&settings, webhooks).await?;
+    println!(
+        "end to end at {:.0}/s: 2xx -> event p50 {:.1} ms p99 {:.1} ms (missing {}), 2xx -> calls API p50 {:.1} ms p99 {:.1} ms ({} calls, missing {}); peak RSS kB {:?}",
+        args.rate,
+        result.to_event.p50,
+        result.to_event.p99,
+        result.events_missing,
+        result.to_api.p50,
+        result.to_api.p99,
+        result.to_api.count,
+        result.api_missing,
+        result.peak_rss_kb
+    );
+    write_json(args.out.as_ref(), &result)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::ServeOk { listen } => {
+            let listener = TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            serve_ok::serve(listener).await
+        }
+        Command::Http(args) => http(args).await,
+        Command::Kafka(args) => kafka(args).await,
+        Command::E2e(args) => end_to_end(args).await,
+        Command::Drain { urls, timeout } => {
+            let waited = drain::wait(&urls, timeout).await?;
+            eprintln!("processor and sink caught up after {waited:.1?}");
+            Ok(())
+        }
+        Command::Report {
+            dir,
+            header,
+            eos,
+            out,
+        } => {
+            let mut text =
+                std::fs::read_to_string(&header).with_context(|| format!("reading {}", header.display()))?;
+            let eos = eos.map(std::fs::read_to_string).transpose()?;
+            text.push_str(&results::render(&dir, eos.as_deref())?);
+            std::fs::write(&out, text).with_context(|| format!("writing {}", out.display()))?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! `bench/results.md`: the header `scripts/bench` writes (machine, versions, settings), then the
+//! figures of every scenario, read back from the JSON files the scenarios wrote.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context as _;
+
+use crate::report::{self, EndToEnd, Run};
+
+/// The throughput file of one target at one concurrency: `<target>-c<concurrency>.json`, target
+/// one of [`HTTP_BASELINE`], [`KAFKA_BASELINE`], [`INGEST`].
+pub fn throughput_file(target: &str, concurrency: usize) -> String {
+    format!("{target}-c{concurrency}.json")
+}
+pub const HTTP_BASELINE: &str = "http-baseline";
+pub const KAFKA_BASELINE: &str = "kafka-baseline";
+pub const INGEST: &str = "ingest";
+/// End-to-end runs: `e2e-<rate>.json`.
+pub const E2E_PREFIX: &str = "e2e-";
+
+/// The numbers `<prefix><n><suffix>` among `names`, sorted.
+fn numbered(names: &[String], prefix: &str, suffix: &str) -> Vec<u64> {
+    let mut numbers: Vec<u64> = names
+        .iter()
+        .filter_map(|name| name.strip_prefix(prefix)?.strip_suffix(suffix)?.parse().ok())
+        .collect();
+    numbers.sort_unstable();
+    numbers
+}
+
+fn read<T: serde::de::DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+}
+
+/// The `EOS/ALO` line and the two rates from `cargo bench --bench eos_vs_alo` output.
+pub fn eos_summary(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter(|line| {
+            line.starts_with("exactly-once")
+                || line.starts_with("at-least-once")
+                || line.starts_with("EOS/ALO")
+        })
+        .map(|line| line.trim().to_owned())
+        .collect()
+}
+
+/// Renders the figures part of the report from `dir`.
+pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
+    let names: Vec<String> = std::fs::read_dir(dir)?
+        .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect();
+    let mut e2e: Vec<EndToEnd> = Vec::new();
+    for rate in numbered(&names, E2E_PREFIX, ".json").into_iter().rev() {
+        e2e.push(read(&dir.join(format!("{E2E_PREFIX}{rate}.json")))?);
+    }
+
+    let mut out = String::new();
+    out.push_str("## Ingest throughput and its ceilings\n\n");
+    let concurrencies = numbered(&names, &format!("{INGEST}-c"), ".json");
+    let mut runs = Vec::new();
+    let mut ratios = String::new();
+    for concurrency in concurrencies {
+        let file = |target| dir.join(throughput_file(target, concurrency as usize));
+        let (http, kafka, ingest): (Run, Run, Run) = (
+            read(&file(HTTP_BASELINE))?,
+            read(&file(KAFKA_BASELINE))?,
+            read(&file(INGEST))?,
+        );
+        let _ = writeln!(
+            ratios,
+            "| {concurrency} | **{}** | **{}** |",
+            report::ratio(&ingest, &http),
+            report::ratio(&ingest, &kafka)
+        );
+        runs.extend([http, kafka, ingest]);
+    }
+    out.push_str(&report::throughput_table(&runs));
+    out.push_str("\nswitchboard-ingest's throughput as a ratio to each ceiling (goal: ≥ 0.6× the bare axum server):\n\n");
+    out.push_str("| in flight | ingest / bare axum (HTTP ceiling) | ingest / raw rdkafka producer (Kafka ceiling) |\n|---:|---:|---:|\n");
+    out.push_str(&ratios);
+    out.push('\n');
+
+    out.push_str("## End-to-end latency at a fixed rate\n\n");
+    if e2e.is_empty() {
+        out.push_str("No end-to-end run.\n\n");
+    } else {
+        out.push_str(&report::end_to_end_table(&e2e));
+        let calls_missing: u64 = e2e.iter().map(|r| r.api_missing).sum();
+        let _ = writeln!(
+            out,
+            "\nGoal: p99 ≤ 250 ms. \"Sustained\" is 2xx answers per second over the run (the generator is open-loop: \
+             latency counts from each request's scheduled time, so a generator or server falling behind shows up as latency). \
+             Calls polled but never served `completed` within the wait: {calls_missing}.\n"
+        );
+        out.push_str("### Peak RSS during the end-to-end runs (VmHWM, reset before each run)\n\n");
+        out.push_str(&report::rss_table(&e2e));
+        out.push('\n');
+    }
+
+    out.push_str("## Processor, exactly-once vs at-least-once\n\n");
+    match eos_output.map(eos_summary) {
+        Some(lines) if !lines.is_empty() => {
+            out.push_str("`cargo bench -p switchboard-processor --bench eos_vs_alo` (its own private broker):\n\n```\n");
+            for line in lines {
+                out.push_str(&line);
+                out.push('\n');
+            }
+            out.push_str("```\n");
+        }
+        _ => out.push_str("Not run, or it failed: see the bench log.\n"),
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_numbered_files() {
+        let names = [
+            "ingest-c256.json",
+            "ingest-c64.json",
+            "ingest-cx.json",
+            "e2e-500.json",
+        ]
+        .map(String::from);
+        assert_eq!(numbered(&names, "ingest-c", ".json"), [64, 256]);
+        assert_eq!(numbered(&names, "e2e-", ".json"), [500]);
+    }
+
+    #[test]
+    fn keeps_the_eos_figures() {
+        let output = "warming up\nexactly-once        15030 events/s  (3.33s)\nat-least-once       14385 events/s  (3.48s)\nEOS/ALO ratio        1.04\n";
+        assert_eq!(
+            eos_summary(output),
+            [
+                "exactly-once        15030 events/s  (3.33s)",
+                "at-least-once       14385 events/s  (3.48s)",
+                "EOS/ALO ratio        1.04"
+            ]
+        );
+    }
+
+    #[test]
+    fn renders_every_scenario_from_a_directory() {
+        let dir = std::env::temp_dir().join(format!("switchboard-bench-results-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let run = |target: &str, throughput: f64| Run {
+            target: target.to_owned(),
+            mode: "concurrency 64".to_owned(),
+            throughput,
+            ..Run::default()
+        };
+        let write =
+            |name: &str, value: &dyn erased::Json| std::fs::write(dir.join(name), value.json()).unwrap();
+        write(&throughput_file(HTTP_BASELINE, 64), &run("bare axum", 10_000.0));
+        write(
+            &throughput_file(KAFKA_BASELINE, 64),
+            &run("raw rdkafka producer", 8_000.0),
+        );
+        write(&throughput_file(INGEST, 64), &run("switchboard-ingest", 6_000.0));
+        let mut e2e = EndToEnd::default();
+        e2e.ingest.offered_rate = Some(500.0);
+        e2e.ingest.elapsed_secs = 30.0;
+        write("e2e-500.json", &e2e);
+        let text = render(&dir, Some("EOS/ALO ratio  1.02\n")).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(text.contains("| 64 | **0.60×** | **0.75×** |"), "{text}");
+        assert!(text.contains("| 500/s for 30 s |"), "{text}");
+        assert!(text.contains("EOS/ALO ratio  1.02"), "{text}");
+    }
+
+    /// Serializing either result type through one closure.
+    mod erased {
+        pub(super) trait Json {
+            fn json(&self) -> String;
+        }
+        impl<T: serde::Serialize> Json for T {
+            fn json(&self) -> String {
+                serde_json::to_string(self).unwrap()
+            }
+        }
+    }
+}
