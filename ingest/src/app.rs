@@ -303,7 +303,7 @@ async fn accept(
     let envelope = Envelope::new(verified, &envelope_request, route.extract)?;
     let event_id = envelope.event_id().to_owned();
     let started = Instant::now();
-    match state.publisher.publish(envelope.clone()).await {
+    match state.publisher.publish(&envelope).await {
         Ok(()) => {
             metrics::produced(route.source.as_str(), started.elapsed());
             tracing::debug!(source = %route.source, %event_id, "webhook stored");

@@ -40,7 +40,7 @@ pub enum PublishError {
 /// Makes envelopes durable.
 pub trait Publisher: Send + Sync + 'static {
     /// Resolves once the envelope is durably stored.
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), PublishError>>;
+    fn publish<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), PublishError>>;
 
     /// `Ok` when the publisher can currently publish (broker reachable, schemas registered).
     fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
@@ -146,7 +146,7 @@ impl KafkaPublisher {
         Ok(())
     }
 
-    async fn send(&self, envelope: Envelope) -> Result<(), PublishError> {
+    async fn send(&self, envelope: &Envelope) -> Result<(), PublishError> {
         let payload = self
             .codec
             .encode(envelope.topic(), RawWebhook::schema_def(), envelope.record())
@@ -196,7 +196,7 @@ impl KafkaPublisher {
 }
 
 impl Publisher for KafkaPublisher {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), PublishError>> {
+    fn publish<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), PublishError>> {
         Box::pin(self.send(envelope))
     }
 

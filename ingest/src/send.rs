@@ -1304,11 +1304,11 @@ mod tests {
     struct Keep(Mutex<Vec<crate::envelope::Envelope>>);
 
     impl crate::publish::Publisher for Keep {
-        fn publish(
-            &self,
-            envelope: crate::envelope::Envelope,
-        ) -> futures::future::BoxFuture<'_, Result<(), crate::publish::PublishError>> {
-            self.0.lock().unwrap().push(envelope);
+        fn publish<'a>(
+            &'a self,
+            envelope: &'a crate::envelope::Envelope,
+        ) -> futures::future::BoxFuture<'a, Result<(), crate::publish::PublishError>> {
+            self.0.lock().unwrap().push(envelope.clone());
             Box::pin(async { Ok(()) })
         }
 

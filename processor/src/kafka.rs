@@ -12,6 +12,9 @@ use switchboard_schemas::{Source, topics};
 use crate::config::{Config, Guarantee};
 use crate::topology::Topology;
 
+/// Longest time a fetch waits on the broker for new records (see [`group_member`]).
+const FETCH_WAIT_MAX_MS: &str = "20";
+
 /// Record headers the processor writes. Ids and coordinates only, never secrets.
 pub mod headers {
     /// The provider event id (all outputs).
@@ -56,6 +59,11 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
 /// only committed records, starts from the earliest record without a committed position, and
 /// leaves offset management to the application.
 pub(crate) fn group_member(client: &mut ClientConfig, group_id: &str, session_timeout: Duration) {
+    // librdkafka's default (500 ms) lets an idle partition's fetch wait half a second before new
+    // records are seen: a webhook pipeline wants them in milliseconds. `[kafka]` may override.
+    if client.get("fetch.wait.max.ms").is_none() {
+        client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    }
     client
         .set("group.id", group_id)
         .set("isolation.level", "read_committed")

@@ -25,12 +25,12 @@ struct FakePublisher {
 }
 
 impl Publisher for FakePublisher {
-    fn publish(&self, envelope: Envelope) -> BoxFuture<'_, Result<(), PublishError>> {
+    fn publish<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), PublishError>> {
         Box::pin(async move {
             if let Some(fail) = *self.fail_with.lock().unwrap() {
                 return Err(fail());
             }
-            self.published.lock().unwrap().push(envelope);
+            self.published.lock().unwrap().push(envelope.clone());
             Ok(())
         })
     }

@@ -74,7 +74,7 @@ impl Default for SinkConfig {
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9091)),
             api_token: None,
             batch_max_records: 1_000,
-            batch_interval: Duration::from_millis(200),
+            batch_interval: Duration::from_millis(100),
             session_timeout: Duration::from_secs(45),
             drain_timeout: Duration::from_secs(20),
             kafka: KafkaProperties::default(),
