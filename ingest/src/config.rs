@@ -74,17 +74,7 @@ pub enum GenericScheme {
     Github,
 }
 
-/// Extra librdkafka properties (`[kafka]` table), e.g. `"security.protocol" = "SASL_SSL"`.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct KafkaProperties(pub BTreeMap<String, String>);
-
-impl fmt::Debug for KafkaProperties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Keys only: values may be SASL passwords or key material.
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
+pub use switchboard_service::config::KafkaProperties;
 
 /// Ingest's configuration as written. See the README for every key.
 #[derive(Debug, Clone, Deserialize)]

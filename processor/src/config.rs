@@ -1,8 +1,6 @@
 //! The processor's configuration: defaults, the TOML file named by `SWITCHBOARD_CONFIG`, and
 //! `SWITCHBOARD_<KEY>` env vars (env wins), validated once at start-up.
 
-use std::collections::BTreeMap;
-use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -44,17 +42,7 @@ pub enum Guarantee {
     AtLeastOnce,
 }
 
-/// Extra librdkafka properties (`[kafka]` table), applied to every client.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct KafkaProperties(pub BTreeMap<String, String>);
-
-impl fmt::Debug for KafkaProperties {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Keys only: values may be SASL passwords.
-        f.debug_set().entries(self.0.keys()).finish()
-    }
-}
+pub use switchboard_service::config::KafkaProperties;
 
 /// The processor's configuration. See the README for every key.
 #[derive(Debug, Clone, Deserialize)]

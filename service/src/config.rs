@@ -1,6 +1,7 @@
 //! Layered configuration: built-in defaults (serde defaults of the service's config type), then the
 //! TOML file named by `SWITCHBOARD_CONFIG`, then `SWITCHBOARD_<KEY>` environment variables.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use figment::Figment;
@@ -234,5 +235,18 @@ mod tests {
         assert_eq!(parse_duration("7d"), Some(Duration::from_secs(604_800)));
         assert_eq!(parse_duration("5 fortnights"), None);
         assert_eq!(parse_duration(""), None);
+    }
+}
+
+/// Extra librdkafka properties (the `[kafka]` table, e.g. `"security.protocol" = "SASL_SSL"`),
+/// applied to every Kafka client of a service. `Debug` shows the keys only: values may be SASL
+/// passwords or key material.
+#[derive(Clone, Default, serde::Deserialize)]
+#[serde(transparent)]
+pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl fmt::Debug for KafkaProperties {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.0.keys()).finish()
     }
 }
