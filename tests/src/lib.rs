@@ -1,12 +1,15 @@
 //! Helpers for switchboard's end-to-end tests: where the broker and registry are, unique names,
-//! topic creation, and the broker capability probe.
+//! topic creation, the broker capability probe, and the committed view of a topic that every
+//! exactly-once assertion reads output topics through ([`committed`]).
 //!
 //! The broker comes from `SWITCHBOARD_TEST_KAFKA` (`make test` points it at the Tansu broker it
 //! starts; point it at a real Kafka to run every test in full), the registry from
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
 pub mod broker;
+pub mod committed;
 pub mod consume;
+pub mod fetch;
 pub mod probe;
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -51,18 +54,29 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// Client settings every test client starts from.
+/// Client settings every test client of the broker under test starts from.
 pub fn client_config() -> ClientConfig {
+    client_config_at(&kafka_bootstrap())
+}
+
+/// Client settings for the broker at `bootstrap`.
+pub fn client_config_at(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
     config
-        .set("bootstrap.servers", kafka_bootstrap())
+        .set("bootstrap.servers", bootstrap)
         .set("message.timeout.ms", "10000");
     config
 }
 
-/// Creates `topic` with `partitions` partitions (replication 1), waiting until it exists.
+/// Creates `topic` with `partitions` partitions (replication 1) on the broker under test,
+/// waiting until it exists.
 pub async fn create_topic(topic: &str, partitions: i32) -> anyhow::Result<()> {
-    let admin: AdminClient<DefaultClientContext> = client_config().create()?;
+    create_topic_at(&kafka_bootstrap(), topic, partitions).await
+}
+
+/// Creates `topic` with `partitions` partitions (replication 1) on the broker at `bootstrap`.
+pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {
+    let admin: AdminClient<DefaultClientContext> = client_config_at(bootstrap).create()?;
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
     let results = admin
         .create_topics(

@@ -2,10 +2,17 @@
 //! transactions? Apache Kafka, Confluent, MSK and Redpanda do; the Tansu dev broker accepts
 //! transactions and transactional offset commits but still delivers aborted records.
 //!
-//! Tests whose assertions depend on that filtering call [`require_aborted_filtering`] and skip
-//! with the probe's reason on a broker that lacks it.
+//! The probe asks the broker the data lives on: [`capabilities_at`] probes each bootstrap address
+//! once per process and caches the answer. A test whose output is on a
+//! [`crate::broker::PrivateBroker`] (always a private Tansu) is therefore never mistaken for one
+//! running on the real Kafka that `SWITCHBOARD_TEST_KAFKA` may name, and vice versa.
+//!
+//! Nothing skips on the answer: exactly-once assertions always check the committed view computed
+//! from raw batches ([`crate::committed`]), and use the answer only to decide whether a real
+//! `read_committed` consumer can be compared with it as well.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
@@ -13,13 +20,13 @@ use rdkafka::TopicPartitionList;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 
-use crate::{client_config, unique};
+use crate::{client_config_at, unique};
 
 const ABORTED: &[u8] = b"aborted";
 const COMMITTED: &[u8] = b"committed";
 const TIMEOUT: Duration = Duration::from_secs(15);
 
-/// What the probe found out about the broker.
+/// What the probe found out about a broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Capabilities {
     /// Transactions (init, begin, commit, abort) are accepted.
@@ -28,43 +35,50 @@ pub struct Capabilities {
     pub hides_aborted: bool,
 }
 
-impl Capabilities {
-    /// Why tests that need aborted-record filtering cannot run here, if they cannot.
-    pub fn filtering_gap(&self) -> Option<&'static str> {
-        if !self.transactions {
-            Some("the broker does not accept Kafka transactions")
-        } else if !self.hides_aborted {
-            Some(
-                "the broker lets a read_committed consumer see records of aborted transactions \
-                 (Tansu's known gap); set SWITCHBOARD_TEST_KAFKA to a real Kafka to run this test",
-            )
-        } else {
-            None
-        }
+/// The capabilities of the broker at `bootstrap`, probed once per process and address.
+/// Blocking; call it from a test thread or `spawn_blocking`.
+pub fn capabilities_at(bootstrap: &str) -> anyhow::Result<Capabilities> {
+    static PROBED: Mutex<Option<HashMap<String, Capabilities>>> = Mutex::new(None);
+    let cached = PROBED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .get(bootstrap)
+        .cloned();
+    if let Some(capabilities) = cached {
+        return Ok(capabilities);
     }
+    // Probed without the lock held: two tests may probe the same address at once, harmlessly.
+    let capabilities = probe_at(bootstrap)?;
+    PROBED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+        .get_or_insert_with(HashMap::new)
+        .insert(bootstrap.to_owned(), capabilities.clone());
+    Ok(capabilities)
 }
 
-/// Probes the broker under test once per process.
-pub fn capabilities() -> &'static Capabilities {
-    static PROBED: OnceLock<Capabilities> = OnceLock::new();
-    PROBED.get_or_init(|| probe().unwrap_or_else(|e| panic!("broker capability probe failed: {e:#}")))
+/// The capabilities of the shared broker under test (`SWITCHBOARD_TEST_KAFKA`).
+pub fn capabilities() -> anyhow::Result<Capabilities> {
+    capabilities_at(&crate::kafka_bootstrap())
 }
 
-/// `Ok(())` when the broker filters aborted records; otherwise the reason to print when skipping.
-pub fn require_aborted_filtering() -> Result<(), &'static str> {
-    capabilities().filtering_gap().map_or(Ok(()), Err)
-}
-
-/// Writes one aborted and one committed transaction to a fresh topic and reads it back with
-/// `read_committed`. Blocking; call it from a test thread or `spawn_blocking`.
-pub fn probe() -> anyhow::Result<Capabilities> {
+/// Writes one aborted and one committed transaction to a fresh topic on the broker at
+/// `bootstrap` and reads it back with `read_committed`, uncached. Blocking.
+pub fn probe_at(bootstrap: &str) -> anyhow::Result<Capabilities> {
     let topic = unique("probe");
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(crate::create_topic(&topic, 1))?;
+    // On a thread of its own: the caller may be on a runtime's worker thread.
+    let (address, name) = (bootstrap.to_owned(), topic.clone());
+    std::thread::spawn(move || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(crate::create_topic_at(&address, &name, 1))
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("creating the probe topic panicked"))??;
 
-    let producer: ThreadedProducer<DefaultProducerContext> = client_config()
+    let producer: ThreadedProducer<DefaultProducerContext> = client_config_at(bootstrap)
         .set("transactional.id", unique("probe-txn"))
         .set("enable.idempotence", "true")
         .create()?;
@@ -87,7 +101,7 @@ pub fn probe() -> anyhow::Result<Capabilities> {
         }
     }
 
-    let consumer: BaseConsumer = client_config()
+    let consumer: BaseConsumer = client_config_at(bootstrap)
         .set("group.id", unique("probe-group"))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")

@@ -2,5 +2,6 @@
 //! `SWITCHBOARD_TEST_REGISTRY` (both set by `make test`).
 
 mod chaos;
+mod committed;
 mod pipeline;
 mod probe;
