@@ -178,7 +178,7 @@ async fn a_signed_webhook_is_stored_in_kafka_as_an_avro_envelope() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_broker_gets_503_in_time_and_nothing_answered_2xx_is_lost() {
-    let broker = PrivateBroker::start().unwrap();
+    let broker = PrivateBroker::start_pausable().unwrap();
     let publish_timeout = Duration::from_secs(2);
     let ingest = RunningIngest::start(broker.bootstrap(), publish_timeout).await;
     let client = reqwest::Client::new();

@@ -12,7 +12,7 @@ use crate::signing::{PUBLIC_URL, TWILIO_TOKEN};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_finishes_in_flight_requests_and_exits_0() {
-    let broker = PrivateBroker::start().unwrap();
+    let broker = PrivateBroker::start_pausable().unwrap();
     let port = switchboard_tests::free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-ingest"))
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))

@@ -16,7 +16,7 @@ use switchboard_processor::dispatch::config::DispatchConfig;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
-use switchboard_tests::consume::read_to_end;
+use switchboard_tests::committed::read_committed_messages;
 
 use crate::harness::*;
 
@@ -186,8 +186,10 @@ fn header(message: &OwnedMessage, key: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
+/// The committed view of `topic` (empty while it does not exist yet): the dispatcher writes
+/// retry and DLQ records in transactions, and records of aborted ones must not count.
 fn read(broker: &PrivateBroker, topic: &str) -> Vec<OwnedMessage> {
-    read_to_end(&broker.bootstrap(), topic, "read_committed").unwrap_or_default()
+    read_committed_messages(&broker.bootstrap(), topic).unwrap_or_default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! `dlq list|show|redrive` against a processor that dead-lettered real records: filters pick the
 //! right rows, a redrive republishes each DLQ record once (the processor dead-letters the copies
-//! again, as they are still poison), and a second redrive republishes nothing.
+//! again, as they are still poison), and a second redrive republishes nothing. Topics are read
+//! through their committed view (`switchboard_tests::committed`).
 
 use std::time::Duration;
 
@@ -11,6 +12,7 @@ use switchboard_processor::dlq::{self, Filter, Position, REDRIVEN_FROM, Selector
 use switchboard_processor::normalize::PoisonClass;
 use switchboard_schemas::{Source, topics};
 use switchboard_tests::broker::PrivateBroker;
+use switchboard_tests::committed;
 
 use crate::harness::*;
 
@@ -18,7 +20,7 @@ const WAIT: Duration = Duration::from_secs(90);
 
 async fn dlq_records(broker: &PrivateBroker, at_least: usize) -> Vec<rdkafka::message::OwnedMessage> {
     eventually(WAIT, || async {
-        let records = read_raw(broker, topics::DLQ).await;
+        let records = read_committed(broker, topics::DLQ).await;
         (records.len() >= at_least).then_some(records)
     })
     .await
@@ -210,7 +212,7 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
     let dry = dlq::redrive(&config, &twilio_until, true).await.unwrap();
     assert_eq!((dry.matched, dry.redriven, dry.already_redriven), (2, 2, 0));
     assert_eq!(dry.skipped_by_filter, 1);
-    let raw_twilio = read_raw(&broker, topics::RAW_TWILIO).await;
+    let raw_twilio = read_committed(&broker, topics::RAW_TWILIO).await;
     assert!(raw_twilio.iter().all(|m| header(m, REDRIVEN_FROM).is_none()));
 
     // redrive: the two twilio records go back to their raw topic, with their key, value and
@@ -226,7 +228,7 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
         (2, 2, 0, 1),
         "{summary}"
     );
-    let redriven: Vec<_> = read_raw(&broker, topics::RAW_TWILIO)
+    let redriven: Vec<_> = read_committed(&broker, topics::RAW_TWILIO)
         .await
         .into_iter()
         .filter(|m| header(m, REDRIVEN_FROM).is_some())
@@ -246,7 +248,7 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
             assert!(header(copy, dropped).is_none(), "{dropped} is dropped");
         }
     }
-    let marks = read_raw(&broker, topics::DLQ_REDRIVEN).await;
+    let marks = read_committed(&broker, topics::DLQ_REDRIVEN).await;
     let mut marked: Vec<String> = marks
         .iter()
         .map(|m| String::from_utf8(m.key().unwrap().to_vec()).unwrap())
@@ -266,6 +268,25 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
 
     let again = dlq_records(&broker, 5).await;
     assert_eq!(again.len(), 5, "the still-poison copies are dead-lettered again");
+    // Each DLQ record exactly once in the committed view: the three originals and the two copies,
+    // each named by its event id and the position it was redriven from.
+    let identity = |event_id: Option<String>, from: Option<String>| {
+        format!("{} {}", event_id.unwrap_or_default(), from.unwrap_or_default())
+    };
+    let expected: Vec<String> = first
+        .iter()
+        .map(|m| identity(header(m, "event-id"), None))
+        .chain(
+            redriven
+                .iter()
+                .map(|m| identity(header(m, "event-id"), header(m, REDRIVEN_FROM))),
+        )
+        .collect();
+    let (_, report) = committed::assert_exactly_once(&broker.bootstrap(), topics::DLQ, expected, async |r| {
+        Ok(identity(r.header("event-id"), r.header(REDRIVEN_FROM)))
+    })
+    .await;
+    println!("DLQ after the redrive: {report}");
     assert_eq!(
         again
             .iter()
@@ -283,7 +304,7 @@ async fn list_filters_show_decodes_and_redrive_republishes_each_record_once() {
         "{second}"
     );
     assert!(second.to_string().contains("already redriven 2"));
-    let raw_after = read_raw(&broker, topics::RAW_TWILIO).await;
+    let raw_after = read_committed(&broker, topics::RAW_TWILIO).await;
     assert_eq!(
         raw_after
             .iter()

@@ -12,6 +12,7 @@ use switchboard_processor::config::Config;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::{Codec, RawWebhook, SchemaDef};
 use switchboard_tests::broker::PrivateBroker;
+use switchboard_tests::committed::{self, ExactlyOnce};
 use switchboard_tests::consume::read_to_end;
 use tokio::sync::oneshot;
 
@@ -216,20 +217,28 @@ pub(crate) fn twilio_call(
     }
 }
 
-/// Every record of `topic`, read with `isolation`, decoded as `T` (schema `def`).
+/// Every record of `topic`, decoded as `T` (schema `def`): with `isolation` `read_committed`, the
+/// committed view computed from the raw batches (checked against a real `read_committed` consumer
+/// on a broker that hides aborted records, see `switchboard_tests::committed`); with
+/// `read_uncommitted`, everything in the log.
 pub(crate) async fn read_decoded<T: serde::de::DeserializeOwned>(
     broker: &PrivateBroker,
     topic: &str,
     isolation: &str,
     def: &SchemaDef,
 ) -> Vec<(T, OwnedMessage)> {
-    let bootstrap = broker.bootstrap();
-    let topic_name = topic.to_owned();
-    let isolation = isolation.to_owned();
-    let messages = tokio::task::spawn_blocking(move || read_to_end(&bootstrap, &topic_name, &isolation))
-        .await
-        .unwrap()
-        .unwrap();
+    let messages = match isolation {
+        "read_committed" => read_committed(broker, topic).await,
+        _ => {
+            let bootstrap = broker.bootstrap();
+            let topic_name = topic.to_owned();
+            let isolation = isolation.to_owned();
+            tokio::task::spawn_blocking(move || read_to_end(&bootstrap, &topic_name, &isolation))
+                .await
+                .unwrap()
+                .unwrap()
+        }
+    };
     let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
     let mut decoded = Vec::new();
     for message in messages {
@@ -237,6 +246,35 @@ pub(crate) async fn read_decoded<T: serde::de::DeserializeOwned>(
         decoded.push((value, message));
     }
     decoded
+}
+
+/// The committed records of `topic` (see [`read_decoded`]).
+pub(crate) async fn read_committed(broker: &PrivateBroker, topic: &str) -> Vec<OwnedMessage> {
+    committed::committed_messages(&broker.bootstrap(), topic)
+        .await
+        .unwrap_or_else(|e| panic!("reading the committed view of {topic}: {e:#}"))
+}
+
+/// Asserts that the committed view of `topic` (domain call events) holds each of `expected` event
+/// ids exactly once and nothing else; prints and returns the counts.
+pub(crate) async fn assert_calls_exactly_once(
+    broker: &PrivateBroker,
+    topic: &str,
+    expected: impl IntoIterator<Item = String>,
+) -> ExactlyOnce {
+    let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
+    let (_, report) = committed::assert_exactly_once(&broker.bootstrap(), topic, expected, async |record| {
+        let value = record
+            .value
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("no value"))?;
+        Ok(codec
+            .decode::<CallEvent>(CallEvent::schema_def(), value)
+            .await?
+            .event_id)
+    })
+    .await;
+    report
 }
 
 /// Raw records of `topic` with their headers.

@@ -1,7 +1,10 @@
-//! The chaos suite: the whole stack as processes (private Tansu broker, registry, ingest,
+//! The chaos suite: the whole stack as processes (a broker of its own, registry, ingest,
 //! processor, sink on SQLite) under signed Twilio load over HTTP, with faults injected. Each
-//! scenario asserts zero loss and zero duplicates in the database and the right final call state,
-//! and prints `events sent / 2xx / rows / duplicates / lost`.
+//! scenario's `verify` asserts zero loss and zero duplicates in the database and in the committed
+//! view of `switchboard.calls` (computed from the raw batches, see `switchboard_tests::committed`;
+//! compared with a real read_committed consumer on a real Kafka), and the right final call state,
+//! and prints `events sent / 2xx / rows / duplicates / lost / committed records / records of
+//! aborted transactions seen / duplicates / lost` (database first, then the committed view).
 //!
 //! `make test` runs it shortened (`SWITCHBOARD_CHAOS_EVENTS`, default 2,000 events); `make chaos`
 //! runs it at full size (10,000 events).
@@ -22,7 +25,10 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use switchboard_ingest::send::{TwilioKey, sign_twilio};
 use switchboard_ingest::verify::Secret;
+use switchboard_schemas::Codec;
+use switchboard_schemas::domain::CallEvent;
 use switchboard_tests::broker::PrivateBroker;
+use switchboard_tests::committed::{self, ExactlyOnce};
 
 const TWILIO_TOKEN: &str = "chaos-twilio-token";
 const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];
@@ -124,11 +130,22 @@ struct Stack {
 }
 
 impl Stack {
+    /// The stack on a broker of its own: the real Kafka under test when there is one (see
+    /// `switchboard_tests::broker`), a private Tansu otherwise.
     async fn start() -> Self {
+        Self::on(PrivateBroker::start().unwrap()).await
+    }
+
+    /// The stack on a private Tansu, for scenarios that pause or kill the broker.
+    async fn start_pausable() -> Self {
+        Self::on(PrivateBroker::start_pausable().unwrap()).await
+    }
+
+    async fn on(broker: PrivateBroker) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}", dir.path().join("chaos.db").display());
         let mut stack = Stack {
-            broker: PrivateBroker::start().unwrap(),
+            broker,
             registry_port: free_port(),
             ingest_port: free_port(),
             database_url,
@@ -431,9 +448,26 @@ async fn verify(scenario: &str, stack: &Stack, callbacks: &[Callback], sent: &Se
             .unwrap();
     let duplicates = rows - per_status;
     let lost = callbacks.iter().filter(|c| !ids.contains(&c.event_id)).count();
+    // Kafka-level exactly-once: the committed view of the domain topic holds each event (the
+    // domain event's id) exactly once, whatever was aborted on the way.
+    let kafka = committed_calls(stack, callbacks).await;
     println!(
-        "{scenario}: events sent {} / 2xx {} (first attempt; 503 {}) / rows {rows} / duplicates {duplicates} / lost {lost}",
-        sent.sent, sent.first_2xx, sent.first_503
+        "{scenario}: events sent {} / 2xx {} (first attempt; 503 {}) / rows {rows} / duplicates {duplicates} / lost {lost} \
+         / committed records {} / records of aborted transactions seen {} / duplicates {} / lost {}",
+        sent.sent,
+        sent.first_2xx,
+        sent.first_503,
+        kafka.committed,
+        kafka.aborted_seen,
+        kafka.duplicates,
+        kafka.lost
+    );
+    println!("{scenario}: {kafka}");
+    assert!(
+        kafka.holds(),
+        "{scenario}: {} is not exactly once: {kafka}; logs in {}",
+        switchboard_schemas::topics::CALLS,
+        stack.logs().display()
     );
     assert_eq!(sent.sent, callbacks.len());
     assert_eq!(
@@ -459,6 +493,35 @@ async fn verify(scenario: &str, stack: &Stack, callbacks: &[Callback], sent: &Se
         completed, calls,
         "{scenario}: every call ends completed with 120 s"
     );
+}
+
+/// How the committed view of `switchboard.calls` holds the callbacks' events.
+async fn committed_calls(stack: &Stack, callbacks: &[Callback]) -> ExactlyOnce {
+    let codec = Codec::new(&format!("http://127.0.0.1:{}", stack.registry_port)).unwrap();
+    let expected = callbacks.iter().map(|c| c.event_id.clone());
+    let (_, report) = committed::check_exactly_once(
+        &stack.broker.bootstrap(),
+        switchboard_schemas::topics::CALLS,
+        expected,
+        async |record| {
+            let value = record
+                .value
+                .as_deref()
+                .ok_or_else(|| anyhow::anyhow!("no value"))?;
+            Ok(codec
+                .decode::<CallEvent>(CallEvent::schema_def(), value)
+                .await?
+                .event_id)
+        },
+    )
+    .await
+    .unwrap_or_else(|e| {
+        panic!(
+            "reading the committed view: {e:#}; logs in {}",
+            stack.logs().display()
+        )
+    });
+    report
 }
 
 fn url(stack: &Stack) -> String {
@@ -490,7 +553,7 @@ async fn chaos_random_sigkills_of_processor_and_sink_lose_and_double_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn chaos_a_paused_broker_gets_503_and_loses_nothing_answered_2xx() {
     let _turn = ONE_AT_A_TIME.lock().await;
-    let stack = Stack::start().await;
+    let stack = Stack::start_pausable().await;
     let callbacks = callbacks(events(), &url(&stack));
     let paused = Arc::new(AtomicBool::new(false));
     let during_pause = Arc::new(AtomicUsize::new(0));
