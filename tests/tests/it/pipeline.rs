@@ -9,7 +9,7 @@ use rdkafka::Message;
 use switchboard_schemas::domain::{BillingEvent, CallEvent, CallState};
 use switchboard_schemas::{Codec, SchemaDef, topics};
 use switchboard_tests::broker::PrivateBroker;
-use switchboard_tests::consume::read_to_end;
+use switchboard_tests::committed;
 use tokio::sync::oneshot;
 
 const PUBLIC_URL: &str = "https://hooks.example.com";
@@ -152,10 +152,9 @@ async fn read<T: serde::de::DeserializeOwned>(
     def: &SchemaDef,
 ) -> Vec<(T, Vec<u8>)> {
     let (bootstrap, topic) = (broker.bootstrap(), topic.to_owned());
-    let messages = tokio::task::spawn_blocking(move || read_to_end(&bootstrap, &topic, "read_committed"))
-        .await
-        .unwrap()
-        .unwrap();
+    // The committed view (see `switchboard_tests::committed`): what a read_committed reader of a
+    // broker that hides aborted records gets, on any broker.
+    let messages = committed::committed_messages(&bootstrap, &topic).await.unwrap();
     let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
     let mut out = Vec::new();
     for message in messages {
