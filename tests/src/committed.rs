@@ -122,9 +122,9 @@ impl CommittedView {
 /// `spawn_blocking` (see [`committed_view`] for async callers).
 pub fn read_committed_view(bootstrap: &str, topic: &str) -> anyhow::Result<CommittedView> {
     let mut view = CommittedView::default();
-    for (partition, leader) in fetch::partition_leaders(bootstrap, topic)? {
-        let start = fetch::log_start(bootstrap, topic, partition)?;
-        let batches = fetch::read_partition(&leader, topic, partition, start)?;
+    for source in fetch::partitions(bootstrap, topic)? {
+        let partition = source.partition;
+        let batches = fetch::read_partition(&source.leader, topic, partition, source.log_start)?;
         view.merge(committed_batches(partition, batches).with_context(|| format!("{topic}[{partition}]"))?);
     }
     Ok(view)

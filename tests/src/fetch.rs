@@ -55,8 +55,18 @@ pub struct RawBatch {
     pub records: Vec<Record>,
 }
 
-/// The partitions of `topic` with the address of each one's leader.
-pub fn partition_leaders(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i32, String)>> {
+/// Where one partition is read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionSource {
+    pub partition: i32,
+    /// `host:port` of its leader.
+    pub leader: String,
+    /// Its first offset (retention may have removed the ones before).
+    pub log_start: i64,
+}
+
+/// The partitions of `topic`, in partition order, with each one's leader and first offset.
+pub fn partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PartitionSource>> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let brokers: Vec<(i32, String)> = metadata
@@ -72,7 +82,7 @@ pub fn partition_leaders(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i3
     if let Some(error) = topic_metadata.error() {
         bail!("metadata of {topic}: {error:?}");
     }
-    topic_metadata
+    let mut sources = topic_metadata
         .partitions()
         .iter()
         .map(|p| {
@@ -81,9 +91,16 @@ pub fn partition_leaders(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<(i3
                 .find(|(id, _)| *id == p.leader())
                 .map(|(_, address)| address.clone())
                 .with_context(|| format!("{topic}[{}] has no known leader ({})", p.id(), p.leader()))?;
-            Ok((p.id(), leader))
+            let (low, _high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+            Ok(PartitionSource {
+                partition: p.id(),
+                leader,
+                log_start: low.max(0),
+            })
         })
-        .collect()
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    sources.sort_by_key(|s| s.partition);
+    Ok(sources)
 }
 
 /// Every batch of `topic[partition]` from `start`, in offset order, each once.
@@ -129,13 +146,6 @@ pub fn read_partition(
             return Ok(batches);
         }
     }
-}
-
-/// The first offset still in `topic[partition]` (retention may have removed the ones before).
-pub fn log_start(bootstrap: &str, topic: &str, partition: i32) -> anyhow::Result<i64> {
-    let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
-    let (low, _high) = consumer.fetch_watermarks(topic, partition, TIMEOUT)?;
-    Ok(low.max(0))
 }
 
 enum Fetched {

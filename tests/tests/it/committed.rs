@@ -185,10 +185,8 @@ fn a_fenced_instances_open_transaction_is_aborted_and_left_out() {
 
     // The ABORT marker carries the fenced records' producer id; the rule matches on it alone,
     // whatever epoch the broker wrote (Tansu: the old one; Apache Kafka: a bumped one).
-    let (_, leader) = fetch::partition_leaders(&kafka_bootstrap(), &topic)
-        .unwrap()
-        .remove(0);
-    let batches = fetch::read_partition(&leader, &topic, 0, 0).unwrap();
+    let source = fetch::partitions(&kafka_bootstrap(), &topic).unwrap().remove(0);
+    let batches = fetch::read_partition(&source.leader, &topic, 0, 0).unwrap();
     let fenced = &batches[0];
     let abort = batches.iter().find(|b| b.control).unwrap();
     assert!(fenced.transactional && !fenced.control);
@@ -254,12 +252,9 @@ fn every_partition_is_read_and_whole_batches_are_not_counted_twice() {
     assert!(txn_records.iter().all(|r| r.header("h").as_deref() == Some("x")));
 
     // Fetch returns whole batches: a fetch from inside the first batch returns it from its start.
-    let (_, leader) = fetch::partition_leaders(&kafka_bootstrap(), &topic)
-        .unwrap()
-        .into_iter()
-        .find(|(p, _)| *p == 0)
-        .unwrap();
-    let batches = fetch::read_partition(&leader, &topic, 0, 1).unwrap();
+    let source = fetch::partitions(&kafka_bootstrap(), &topic).unwrap().remove(0);
+    assert_eq!(source.partition, 0, "in partition order");
+    let batches = fetch::read_partition(&source.leader, &topic, 0, 1).unwrap();
     let first = &batches[0];
     println!(
         "fetch from offset 1 returned first the batch {}..{}",
