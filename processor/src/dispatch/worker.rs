@@ -9,9 +9,13 @@
 //! call cannot be rolled back — with the event id as a stable idempotency key.
 //!
 //! A retry record is delivered once its `not-before` has passed. Until then its partition is
-//! paused and rewound to it (retry topics are in `not-before` order per partition, one delay per
-//! topic), so waiting holds back nothing else: other partitions, other topics and other actions
-//! go on.
+//! paused and rewound to it, so waiting holds back nothing else: other partitions, other topics
+//! and other actions go on. A retry partition is in append order, which is `not-before` order
+//! except for records whose target asked for more than the step's delay (`Retry-After`, an open
+//! breaker): those hold back the later retries of their partition until they are due, on purpose
+//! (the README's actions section says why). A rebalance resumes what it revokes and assigns:
+//! librdkafka keeps an application pause across both, and the holds are forgotten with the
+//! revoked partitions.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
