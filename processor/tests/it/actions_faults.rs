@@ -245,9 +245,11 @@ async fn retries_of_slow_and_timing_out_targets_wait_the_whole_delay_after_the_f
     let base = targets.clone().start().await;
     let actions =
         action("slow", &base, "2s") + &action("hinted", &base, "2s") + &action("hanging", &base, "1s");
-    let dispatcher = Dispatcher::start(config(&broker, &actions, &["1s", "2s"], "timing-0")).await;
+    // The events first: a worker subscribing to a topic that does not exist yet may not see it
+    // for minutes (librdkafka's metadata refresh).
     let events = events("timing", 3);
     produce_calls(&broker, &events).await;
+    let dispatcher = Dispatcher::start(config(&broker, &actions, &["1s", "2s"], "timing-0")).await;
 
     wait_until(
         "every event delivered to every target",
@@ -326,9 +328,9 @@ async fn a_rebalance_while_retry_partitions_are_paused_delivers_every_retry() {
     let base = targets.clone().start().await;
     let actions = action("app", &base, "2s");
     let delays = ["10s", "20s"];
-    let first = Dispatcher::start(config(&broker, &actions, &delays, "rebalance-a")).await;
     let events = events("rebalance", EVENTS);
     produce_calls(&broker, &events).await;
+    let first = Dispatcher::start(config(&broker, &actions, &delays, "rebalance-a")).await;
     wait_until("every event's first attempt", Duration::from_secs(60), || {
         events
             .iter()
