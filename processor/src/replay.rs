@@ -189,12 +189,29 @@ struct Range {
     done: bool,
 }
 
-/// Runs the replay to its end (blocking; call from a blocking thread).
+/// Runs the replay to its end (blocking; call from a blocking thread), with a progress bar on
+/// the terminal.
 pub fn run(
     config: &Config,
     args: &ReplayArgs,
     codec: Arc<Codec>,
     runtime: Handle,
+) -> anyhow::Result<Summary> {
+    let progress = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} replay [{bar:30}] {pos}/{len} records, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    run_with_progress(config, args, codec, runtime, &progress)
+}
+
+/// [`run`], reporting to `progress`: its length is set to the records of the range, its position
+/// counts the records read.
+pub fn run_with_progress(
+    config: &Config,
+    args: &ReplayArgs,
+    codec: Arc<Codec>,
+    runtime: Handle,
+    progress: &ProgressBar,
 ) -> anyhow::Result<Summary> {
     args.validate()?;
     let run_id = args.run_id();
@@ -243,10 +260,7 @@ pub fn run(
         restore_state(config, &consumer, engine, &codec, &runtime, &ranges)?;
     }
 
-    let progress = ProgressBar::new(u64::try_from(total).unwrap_or(0)).with_style(
-        ProgressStyle::with_template("{spinner} replay [{bar:30}] {pos}/{len} records, {per_sec}, ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    progress.set_length(u64::try_from(total).unwrap_or(0));
     let mut summary = Summary {
         run_id: run_id.clone(),
         dry_run: args.dry_run,

@@ -85,10 +85,13 @@ fn assert_exactly_once(ids: &[String], expected: &[String], what: &str) {
 async fn run_replay(
     config: switchboard_processor::config::Config,
     args: ReplayArgs,
+    progress: indicatif::ProgressBar,
 ) -> tokio::task::JoinHandle<anyhow::Result<Summary>> {
     let codec = Arc::new(Codec::new(&switchboard_tests::registry_url()).unwrap());
     let runtime = tokio::runtime::Handle::current();
-    tokio::task::spawn_blocking(move || switchboard_processor::replay::run(&config, &args, codec, runtime))
+    tokio::task::spawn_blocking(move || {
+        switchboard_processor::replay::run_with_progress(&config, &args, codec, runtime, &progress)
+    })
 }
 
 /// The committed offsets of `group` per raw Twilio partition.
@@ -116,14 +119,15 @@ fn committed(broker: &PrivateBroker, group: &str) -> BTreeMap<i32, i64> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_idle_for_seconds_mid_replay_are_read_to_their_end() {
-    const EVENTS: usize = 1_500;
+    const EVENTS: usize = 2_000;
     let broker = PrivateBroker::start().unwrap();
     create_raw_topics(&broker).await;
-    // One record per batch (no linger), so that the replay's small fetches below take many turns.
+    // One record per batch, so that the replay's small fetches below take many turns.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())
         .set("enable.idempotence", "true")
         .set("linger.ms", "0")
+        .set("batch.num.messages", "1")
         .create()
         .unwrap();
     let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
@@ -155,8 +159,8 @@ async fn partitions_idle_for_seconds_mid_replay_are_read_to_their_end() {
 
     let mut config = config(&broker, "replay-idle");
     // Small fetches and almost no prefetch: the replay reads while the broker is paused below
-    // instead of having every record queued already. Commits far apart, so that it polls
-    // (empty) through the pause instead of waiting in a commit.
+    // instead of having every record queued already. One transaction for the whole run, so that
+    // it polls (empty) through the pause instead of waiting in a commit.
     for (key, value) in [
         ("queued.min.messages", "1"),
         ("max.partition.fetch.bytes", "2048"),
@@ -172,26 +176,28 @@ async fn partitions_idle_for_seconds_mid_replay_are_read_to_their_end() {
         into: Some("idle".into()),
         dry_run: false,
     };
-    let replay = run_replay(config, args).await;
+    let progress = indicatif::ProgressBar::hidden();
+    let replay = run_replay(config, args, progress.clone()).await;
 
-    // Let it start reading, then pause the broker for 5 s: every partition idles mid-run.
-    tokio::time::sleep(Duration::from_millis(1_500)).await;
-    if replay.is_finished() {
-        panic!(
-            "the replay ended before the pause (make it longer): {:#}",
-            replay
-                .await
-                .unwrap()
-                .map(|summary| summary.to_string())
-                .unwrap_or_else(|e| format!("{e:#}"))
-        );
+    // As soon as it is reading, pause the broker for 5 s: every partition idles mid-run.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while progress.position() == 0 && !replay.is_finished() {
+        assert!(Instant::now() < deadline, "the replay read nothing");
+        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     broker.pause().unwrap();
+    let read_before_pause = progress.position();
     tokio::time::sleep(Duration::from_secs(5)).await;
     let ended_during_pause = replay.is_finished();
     broker.resume().unwrap();
     let summary = replay.await.unwrap().unwrap();
-    println!("{summary} (ended while the broker was paused: {ended_during_pause})");
+    assert!(
+        read_before_pause < EVENTS as u64,
+        "the pause came after the replay had read everything: make it longer"
+    );
+    println!(
+        "{summary} ({read_before_pause} read before the pause; ended while the broker was paused: {ended_during_pause})"
+    );
     assert_eq!(
         summary.read as usize, EVENTS,
         "every record of the range read: {summary}"
@@ -242,11 +248,15 @@ async fn a_live_replay_while_the_processor_lags_leaves_its_uncommitted_tail_to_i
         into: None,
         dry_run: false,
     };
-    let summary = run_replay(config(&broker, "replay-live"), args)
-        .await
-        .await
-        .unwrap()
-        .unwrap();
+    let summary = run_replay(
+        config(&broker, "replay-live"),
+        args,
+        indicatif::ProgressBar::hidden(),
+    )
+    .await
+    .await
+    .unwrap()
+    .unwrap();
     println!("{summary}");
 
     // The processor catches up.
