@@ -19,8 +19,13 @@
 //! normalize now. Those it records in the dedup changelog. It leaves `switchboard.call-state` to
 //! the running processor, and it stops each partition at the processor group's committed offset:
 //! records the processor has not committed yet are the processor's to emit (it reads them, or
-//! reads them again after a crash), so replaying them too would emit them twice. With `--into <prefix>`, every output goes to `<prefix>.<topic>` with a
-//! fresh state: exactly the events of the range, each once, with their call state.
+//! reads them again after a crash), so replaying them too would emit them twice. With
+//! `--into <prefix>`, every output goes to `<prefix>.<topic>` with a fresh state: exactly the
+//! events of the range, each once, with their call state.
+//!
+//! The end offsets are taken with `read_committed` (the last stable offset), and librdkafka moves
+//! a partition's position past transaction markers and aborted records too, so a position always
+//! reaches its end once everything before it was read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
