@@ -426,9 +426,14 @@ fn plan(
     for task in tasks {
         let (low, high) = consumer.fetch_watermarks(&task.topic, task.partition, TIMEOUT)?;
         let first = offset_of(&starts, &task).unwrap_or(high).clamp(low, high);
+        // `--to`'s end offset; a lookup answering 0 in a partition that starts at 0 is not
+        // trusted: Tansu answers every lookup with 0 (Apache Kafka would mean a range before the
+        // partition's first record). Then the partition is read to its end and `received_at`
+        // selects, instead of ending before it started.
         let end = ends
             .as_ref()
             .and_then(|ends| offset_of(ends, &task))
+            .filter(|end| !(*end == 0 && low == 0 && high > 0))
             .map_or(high, |end| end.min(high));
         let start = offset_of(&committed, &task).unwrap_or(first).max(first);
         let limit = processor
