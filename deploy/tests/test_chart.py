@@ -224,6 +224,12 @@ def test_topics_job_hooks(case):
     assert by_name["switchboard.processor.dedup"][1] == by_name["switchboard.raw.twilio"][1] == str(vals["topics"]["partitions"])
     if vals["actions"]["enabled"]:
         assert {"switchboard.retry.1m", "switchboard.retry.5m", "switchboard.retry.30m"} <= names
+        # Waiting retries outlive an outage of the actions service as long as the DLQ's records.
+        dlq_retention = next(c for c in by_name["switchboard.dlq"] if c.startswith("retention.ms="))
+        for name in names:
+            if name.startswith("switchboard.retry."):
+                retention = next(c for c in by_name[name] if c.startswith("retention.ms="))
+                assert int(retention.split("=")[1]) >= int(dlq_retention.split("=")[1]), name
 
 
 def test_invalid_values_are_rejected_by_the_schema():

@@ -4,6 +4,9 @@
 //! A replay is a bounded run: it starts each raw partition at the first record of the range
 //! (`offsets_for_times`, with a margin for clock skew between ingest instances; the envelope's
 //! `received_at` decides what is in the range) and stops at the end offsets taken when it starts.
+//! A partition is finished when its position reaches its end offset, however long its records
+//! take to arrive (a slow partition, a transaction still open in it); a replay in which no
+//! unfinished partition moves for [`STALL`] fails instead of reporting a success it did not have.
 //! It is exactly-once like the processor: outputs, state changelog entries and the consumed
 //! offsets of its own consumer group (`switchboard-replay-<run id>`, the run id a digest of the
 //! arguments) commit in one transaction. Run the same command again after a crash and it resumes
@@ -14,12 +17,19 @@
 //! and re-emits exactly the events of the range whose event id is not in it — events older than
 //! the dedup window, and events that were dead-lettered (poison is never marked seen) and
 //! normalize now. Those it records in the dedup changelog. It leaves `switchboard.call-state` to
-//! the running processor. With `--into <prefix>`, every output goes to `<prefix>.<topic>` with a
-//! fresh state: exactly the events of the range, each once, with their call state.
+//! the running processor, and it stops each partition at the processor group's committed offset:
+//! records the processor has not committed yet are the processor's to emit (it reads them, or
+//! reads them again after a crash), so replaying them too would emit them twice. With
+//! `--into <prefix>`, every output goes to `<prefix>.<topic>` with a fresh state: exactly the
+//! events of the range, each once, with their call state.
+//!
+//! The end offsets are taken with `read_committed` (the last stable offset), and librdkafka moves
+//! a partition's position past transaction markers and aborted records too, so a position always
+//! reaches its end once everything before it was read.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
@@ -44,9 +54,10 @@ use crate::txn::{LoopError, ProducerContext, now_millis};
 const SKEW: Duration = Duration::from_secs(60);
 const TIMEOUT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(200);
-/// Empty polls after which a partition that stopped short of its end offset counts as done (its
-/// remaining offsets are transaction markers, which are never delivered).
-const IDLE_POLLS: u32 = 10;
+/// A replay whose unfinished partitions have not moved for this long fails (run it again to
+/// resume): longer than any transaction of a healthy producer stays open, and than a broker's
+/// leader election.
+const STALL: Duration = Duration::from_secs(300);
 
 /// `switchboard-processor replay` arguments.
 #[derive(Debug, Clone, clap::Args)]
@@ -173,18 +184,39 @@ impl std::fmt::Display for Summary {
 #[derive(Debug, Clone, Copy)]
 struct Range {
     start: i64,
-    /// The end offset when the run started (exclusive).
+    /// The end offset when the run started (exclusive); for a live replay, at most `limit`.
     end: i64,
+    /// A live replay's hard end: the processor group's committed offset when the run started.
+    /// Records from here on are the processor's, whatever their timestamp.
+    limit: Option<i64>,
+    /// The consumer's position when last looked at.
+    position: i64,
     done: bool,
-    idle_polls: u32,
 }
 
-/// Runs the replay to its end (blocking; call from a blocking thread).
+/// Runs the replay to its end (blocking; call from a blocking thread), with a progress bar on
+/// the terminal.
 pub fn run(
     config: &Config,
     args: &ReplayArgs,
     codec: Arc<Codec>,
     runtime: Handle,
+) -> anyhow::Result<Summary> {
+    let progress = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{spinner} replay [{bar:30}] {pos}/{len} records, {per_sec}, ETA {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    run_with_progress(config, args, codec, runtime, &progress)
+}
+
+/// [`run`], reporting to `progress`: its length is set to the records of the range, its position
+/// counts the records read.
+pub fn run_with_progress(
+    config: &Config,
+    args: &ReplayArgs,
+    codec: Arc<Codec>,
+    runtime: Handle,
+    progress: &ProgressBar,
 ) -> anyhow::Result<Summary> {
     args.validate()?;
     let run_id = args.run_id();
@@ -203,7 +235,7 @@ pub fn run(
     let consumer: BaseConsumer = consumer_config
         .create()
         .context("creating the replay's consumer")?;
-    let mut ranges = plan(&consumer, args, to_millis).context("finding the range's offsets")?;
+    let mut ranges = plan(config, &consumer, args, to_millis).context("finding the range's offsets")?;
     let total: i64 = ranges.values().map(|r| (r.end - r.start).max(0)).sum();
     tracing::info!(run_id, %group, partitions = ranges.len(), records = total, into = ?args.into, "replay starting");
 
@@ -233,16 +265,14 @@ pub fn run(
         restore_state(config, &consumer, engine, &codec, &runtime, &ranges)?;
     }
 
-    let progress = ProgressBar::new(u64::try_from(total).unwrap_or(0)).with_style(
-        ProgressStyle::with_template("{spinner} replay [{bar:30}] {pos}/{len} records, {per_sec}, ETA {eta}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-    );
+    progress.set_length(u64::try_from(total).unwrap_or(0));
     let mut summary = Summary {
         run_id: run_id.clone(),
         dry_run: args.dry_run,
         ..Summary::default()
     };
     let mut dry_seen: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut progressed_at = Instant::now();
     while ranges.values().any(|r| !r.done) {
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
@@ -250,11 +280,16 @@ pub fn run(
                 let Some(range) = ranges.get_mut(&task) else {
                     continue;
                 };
-                range.idle_polls = 0;
+                progressed_at = Instant::now();
                 let timestamp = message.timestamp().to_millis().unwrap_or(i64::MAX);
                 // Past the end offset taken at the start: on brokers that under-report it (Tansu),
-                // records that were there when the run started still count.
-                if range.done || (message.offset() >= range.end && timestamp >= started_at) {
+                // records that were there when the run started still count. Past a live replay's
+                // limit nothing does: the processor emits those.
+                let offset = message.offset();
+                if range.done
+                    || range.limit.is_some_and(|limit| offset >= limit)
+                    || (offset >= range.end && timestamp >= started_at)
+                {
                     finish(&consumer, &task, range);
                     continue;
                 }
@@ -273,6 +308,9 @@ pub fn run(
             }
             Some(Err(error)) => tracing::warn!(%error, "consumer error"),
             None => {
+                // Nothing fetched: a partition is finished when its position reached its end
+                // (past transaction markers too, which librdkafka skips but counts), never
+                // because it was quiet: its records may just be slow to arrive.
                 let positions = consumer.position()?;
                 for (task, range) in ranges.iter_mut().filter(|(_, r)| !r.done) {
                     let position = positions
@@ -282,10 +320,27 @@ pub fn run(
                             _ => None,
                         })
                         .unwrap_or(range.start);
-                    range.idle_polls += 1;
-                    if position >= range.end || range.idle_polls >= IDLE_POLLS {
+                    if position > range.position {
+                        range.position = position;
+                        progressed_at = Instant::now();
+                    }
+                    if position >= range.end {
                         finish(&consumer, task, range);
                     }
+                }
+                if progressed_at.elapsed() >= STALL {
+                    let stuck: Vec<String> = ranges
+                        .iter()
+                        .filter(|(_, r)| !r.done)
+                        .map(|(task, r)| format!("{task} at {} of {}", r.position, r.end))
+                        .collect();
+                    if let Some(engine) = &mut engine {
+                        commit(engine, &consumer)?;
+                    }
+                    anyhow::bail!(
+                        "replay stalled: no progress for {STALL:?} in {}; what was read is committed: run the same command again to resume",
+                        stuck.join(", ")
+                    );
                 }
             }
         }
@@ -323,8 +378,14 @@ fn finish(consumer: &BaseConsumer, task: &Task, range: &mut Range) {
 
 /// Start and end offsets of every partition of the replayed raw topics: the replay group's
 /// committed offset (resuming) or the first record of the range; the end offset now (or of the
-/// range's end).
-fn plan(consumer: &BaseConsumer, args: &ReplayArgs, to_millis: i64) -> anyhow::Result<BTreeMap<Task, Range>> {
+/// range's end), for a live replay at most the processor group's committed offset (none: the
+/// processor has yet to read the partition from its start, so nothing is left to replay).
+fn plan(
+    config: &Config,
+    consumer: &BaseConsumer,
+    args: &ReplayArgs,
+    to_millis: i64,
+) -> anyhow::Result<BTreeMap<Task, Range>> {
     let mut tasks = Vec::new();
     for source in args.sources() {
         let topic = source.raw_topic();
@@ -338,6 +399,12 @@ fn plan(consumer: &BaseConsumer, args: &ReplayArgs, to_millis: i64) -> anyhow::R
         list.add_partition(&task.topic, task.partition);
     }
     let committed = consumer.committed_offsets(list.clone(), TIMEOUT)?;
+    let processor = if args.topology().is_live() {
+        let reader: BaseConsumer = kafka::consumer_config(config).create()?;
+        Some(reader.committed_offsets(list.clone(), TIMEOUT)?)
+    } else {
+        None
+    };
     let by_time = |millis: i64| -> anyhow::Result<TopicPartitionList> {
         let mut query = TopicPartitionList::new();
         for task in &tasks {
@@ -359,18 +426,30 @@ fn plan(consumer: &BaseConsumer, args: &ReplayArgs, to_millis: i64) -> anyhow::R
     for task in tasks {
         let (low, high) = consumer.fetch_watermarks(&task.topic, task.partition, TIMEOUT)?;
         let first = offset_of(&starts, &task).unwrap_or(high).clamp(low, high);
+        // `--to`'s end offset; a lookup answering 0 in a partition that starts at 0 is not
+        // trusted: Tansu answers every lookup with 0 (Apache Kafka would mean a range before the
+        // partition's first record). Then the partition is read to its end and `received_at`
+        // selects, instead of ending before it started.
         let end = ends
             .as_ref()
             .and_then(|ends| offset_of(ends, &task))
+            .filter(|end| !(*end == 0 && low == 0 && high > 0))
             .map_or(high, |end| end.min(high));
         let start = offset_of(&committed, &task).unwrap_or(first).max(first);
+        let limit = processor
+            .as_ref()
+            .map(|processor| offset_of(processor, &task).unwrap_or(start));
+        if let Some(processed) = limit.filter(|processed| *processed < end) {
+            tracing::info!(%task, processed, end, "the processor has not committed the partition's tail: left to it");
+        }
         ranges.insert(
             task,
             Range {
                 start,
-                end,
+                end: limit.map_or(end, |limit| end.min(limit)),
+                limit,
+                position: start,
                 done: false,
-                idle_polls: 0,
             },
         );
     }

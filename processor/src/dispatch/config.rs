@@ -22,11 +22,15 @@ pub const ENV_KEYS: &[&str] = &[
     "max_in_flight",
     "transaction_timeout",
     "create_topics",
+    "retry_retention",
     "topic_partitions",
     "topic_replication_factor",
     "session_timeout",
     "drain_timeout",
 ];
+
+/// Default [`DispatchConfig::retry_retention`]: 7 days, as the DLQ.
+pub const DEFAULT_RETRY_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The dispatcher's configuration. See the README for every key.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +60,13 @@ pub struct DispatchConfig {
     pub transaction_timeout: Duration,
     /// Create the retry topics and the DLQ when missing.
     pub create_topics: bool,
+    /// `retention.ms` of the retry topics the dispatcher creates: how long a waiting retry
+    /// survives while nothing consumes it (the actions service down, a target's group stopped).
+    /// Default 7 days, the DLQ's (the broker default, 168 h, and the Helm chart's
+    /// `topics.retentionMs`). At least 1 day and twice the longest retry delay. Existing topics
+    /// keep their configuration (see the README to raise it).
+    #[serde(deserialize_with = "duration")]
+    pub retry_retention: Duration,
     pub topic_partitions: i32,
     pub topic_replication_factor: i32,
     #[serde(deserialize_with = "duration")]
@@ -81,6 +92,7 @@ impl Default for DispatchConfig {
             max_in_flight: 16,
             transaction_timeout: Duration::from_secs(60),
             create_topics: true,
+            retry_retention: DEFAULT_RETRY_RETENTION,
             topic_partitions: 6,
             topic_replication_factor: 1,
             session_timeout: Duration::from_secs(45),
@@ -132,6 +144,13 @@ impl DispatchConfig {
             return Err(ConfigError::invalid(
                 "retry_delays",
                 "each delay must be between 1ms and 7d",
+            ));
+        }
+        let longest = self.retry_delays.iter().max().copied().unwrap_or_default();
+        if self.retry_retention < Duration::from_secs(24 * 3600).max(longest * 2) {
+            return Err(ConfigError::invalid(
+                "retry_retention",
+                "must be at least 1d and twice the longest retry delay: a waiting retry must outlive an outage of the actions service",
             ));
         }
         let mut topics: Vec<String> = self
@@ -214,6 +233,7 @@ mod tests {
                 "switchboard.retry.16s"
             ]
         );
+        assert_eq!(config.retry_retention, Duration::from_secs(7 * 24 * 3600));
         assert_eq!(config.group_id("app"), "switchboard-actions.app");
         assert_eq!(config.transactional_id("app"), "switchboard-actions.app-a-0");
     }
@@ -238,6 +258,21 @@ mod tests {
                     ..base()
                 },
                 "retry_delays",
+            ),
+            (
+                DispatchConfig {
+                    retry_retention: Duration::from_secs(3 * 3600),
+                    ..base()
+                },
+                "retry_retention",
+            ),
+            (
+                DispatchConfig {
+                    retry_delays: vec![Duration::from_secs(24 * 3600)],
+                    retry_retention: Duration::from_secs(36 * 3600),
+                    ..base()
+                },
+                "retry_retention",
             ),
             (
                 DispatchConfig {

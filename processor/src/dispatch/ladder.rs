@@ -166,16 +166,18 @@ pub enum Route {
     },
 }
 
-/// Where a record goes after its delivery for `action` failed at `now` (epoch ms). `previous`
-/// is its ladder state when it was read from a retry topic; `origin` is where it was read from
-/// otherwise.
+/// Where a record goes after its delivery for `action` failed at `failed_at` (epoch ms: when the
+/// failure became known, i.e. when the target answered, the request timed out or the breaker
+/// refused it; never when the batch was read, or a slow target would be retried early).
+/// `previous` is its ladder state when it was read from a retry topic; `origin` is where it was
+/// read from otherwise.
 pub fn route(
     ladder: &[Duration],
     action: &str,
     previous: Option<&RetryState>,
     origin: Origin,
     failure: Failure,
-    now: i64,
+    failed_at: i64,
 ) -> Route {
     let attempt = previous.map_or(0, |p| p.attempt) + 1;
     match failure {
@@ -196,8 +198,9 @@ pub fn route(
                 state: RetryState {
                     action: action.to_owned(),
                     attempt,
-                    first_failed_at: previous.map_or(now, |p| p.first_failed_at),
-                    not_before: now.saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
+                    first_failed_at: previous.map_or(failed_at, |p| p.first_failed_at),
+                    not_before: failed_at
+                        .saturating_add(i64::try_from(delay.as_millis()).unwrap_or(i64::MAX)),
                     last_error: reason,
                     origin: previous.map_or(origin, |p| p.origin.clone()),
                 },

@@ -137,20 +137,25 @@ pub async fn run(
     result
 }
 
-/// The retry topics (delete policy; retention well above the longest delay), the actions'
-/// redrive topic and the DLQ.
+/// The retry topics (delete policy, retention `retry_retention`: days, so that waiting retries
+/// outlive an outage of the actions service), the actions' redrive topic and the DLQ.
 async fn create_topics(config: &DispatchConfig) -> Result<(), rdkafka::error::KafkaError> {
-    let replication = || TopicReplication::Fixed(config.topic_replication_factor);
     let retry_topics = config.retry_topics();
-    let retention: Vec<String> = config
-        .retry_delays
+    let retention = config.retry_retention.as_millis().to_string();
+    let new_topics = new_topics(config, &retry_topics, &retention);
+    crate::kafka::create_missing(&worker::reader_config(config), &new_topics).await
+}
+
+/// What [`create_topics`] creates; `retention` is `retry_retention` in milliseconds.
+fn new_topics<'a>(
+    config: &DispatchConfig,
+    retry_topics: &'a [String],
+    retention: &'a str,
+) -> Vec<NewTopic<'a>> {
+    let replication = || TopicReplication::Fixed(config.topic_replication_factor);
+    let mut new_topics: Vec<NewTopic<'a>> = retry_topics
         .iter()
-        .map(|delay| (delay.as_millis().max(60_000) * 24 * 7).to_string())
-        .collect();
-    let mut new_topics: Vec<NewTopic<'_>> = retry_topics
-        .iter()
-        .zip(&retention)
-        .map(|(topic, retention)| {
+        .map(|topic| {
             NewTopic::new(topic, config.topic_partitions, replication()).set("retention.ms", retention)
         })
         .collect();
@@ -160,7 +165,7 @@ async fn create_topics(config: &DispatchConfig) -> Result<(), rdkafka::error::Ka
         config.topic_partitions,
         replication(),
     ));
-    crate::kafka::create_missing(&worker::reader_config(config), &new_topics).await
+    new_topics
 }
 
 fn admin(healths: Arc<Vec<Arc<Health>>>) -> Router {
@@ -227,5 +232,40 @@ fn report_depth(config: &DispatchConfig, healths: &[(String, Arc<Health>)], stop
         while std::time::Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_topics_keep_their_records_for_days_as_the_dlq_does() {
+        let config = DispatchConfig {
+            instance_id: Some("a-0".into()),
+            ..DispatchConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let retry_topics = config.retry_topics();
+        let retention = config.retry_retention.as_millis().to_string();
+        let created = new_topics(&config, &retry_topics, &retention);
+        for topic in &retry_topics {
+            let new = created.iter().find(|t| t.name == topic).unwrap();
+            let retention_ms: u64 = new
+                .config
+                .iter()
+                .find(|(key, _)| *key == "retention.ms")
+                .map(|(_, value)| value.parse().unwrap())
+                .unwrap();
+            // A waiting retry outlives a week-long outage of the actions service, not the
+            // 2.8 h that `max(delay, 1 min) × 168` gave the default ladder.
+            assert_eq!(retention_ms, 7 * 24 * 3_600_000, "{topic}");
+        }
+        let dlq = created.iter().find(|t| t.name == topics::DLQ).unwrap();
+        assert!(
+            dlq.config.iter().all(|(key, _)| *key != "retention.ms"),
+            "the DLQ keeps the broker's default (7 days)"
+        );
     }
 }

@@ -9,9 +9,13 @@
 //! call cannot be rolled back — with the event id as a stable idempotency key.
 //!
 //! A retry record is delivered once its `not-before` has passed. Until then its partition is
-//! paused and rewound to it (retry topics are in `not-before` order per partition, one delay per
-//! topic), so waiting holds back nothing else: other partitions, other topics and other actions
-//! go on.
+//! paused and rewound to it, so waiting holds back nothing else: other partitions, other topics
+//! and other actions go on. A retry partition is in append order, which is `not-before` order
+//! except for records whose target asked for more than the step's delay (`Retry-After`, an open
+//! breaker): those hold back the later retries of their partition until they are due, on purpose
+//! (the README's actions section says why). A rebalance resumes what it revokes and assigns:
+//! librdkafka keeps an application pause across both, and the holds are forgotten with the
+//! revoked partitions.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -61,10 +65,14 @@ fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
 impl ClientContext for WorkerContext {}
 
 impl ConsumerContext for WorkerContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions assigned")
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                // librdkafka keeps an application pause across unassign and assign. A fresh
+                // assignment starts at the committed offsets with nothing held, so nothing of it
+                // may stay paused: a partition paused here would never be resumed.
+                resume(consumer, partitions, "assigned");
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -86,9 +94,18 @@ impl ConsumerContext for WorkerContext {
             for task in &revoked {
                 state.held.remove(task);
             }
+            // Forgotten holds must not leave their partitions paused (see `post_rebalance`).
+            resume(consumer, partitions, "revoked");
             state.generation += 1;
             self.generation.store(state.generation, Ordering::Relaxed);
         }
+    }
+}
+
+/// Resumes `partitions` (a rebalance's); a failure is logged: the next assignment resumes again.
+fn resume(consumer: &BaseConsumer<WorkerContext>, partitions: &TopicPartitionList, why: &str) {
+    if let Err(error) = consumer.resume(partitions) {
+        tracing::warn!(%error, why, "resuming the partitions of a rebalance failed");
     }
 }
 
@@ -327,7 +344,6 @@ impl<'a> Worker<'a> {
         if batch.is_empty() {
             return Ok(());
         }
-        let now = now_millis();
         let mut planned: Vec<(&OwnedMessage, Work)> = Vec::with_capacity(batch.len());
         let mut held_now: HashSet<Task> = HashSet::new();
         for message in &batch {
@@ -343,8 +359,14 @@ impl<'a> Worker<'a> {
                 work => planned.push((message, work)),
             }
         }
+        // Each outcome with the moment it became known: the ladder's delays (and a target's
+        // `Retry-After`) count from the failure, not from when the batch was read, so that a
+        // slow or timing-out target still gets the whole delay.
         let deliveries = planned.iter().filter_map(|(_, work)| match work {
-            Work::Deliver { event, .. } => Some(self.target.deliver(event)),
+            Work::Deliver { event, .. } => Some(async move {
+                let outcome = self.target.deliver(event).await;
+                (outcome, now_millis())
+            }),
             _ => None,
         });
         let mut outcomes = self
@@ -358,7 +380,9 @@ impl<'a> Worker<'a> {
             match work {
                 Work::Skip | Work::Hold { .. } => {}
                 Work::Deliver { previous, origin, .. } => {
-                    let outcome = outcomes.next().unwrap_or(Outcome::Delivered);
+                    let (outcome, failed_at) = outcomes
+                        .next()
+                        .unwrap_or_else(|| (Outcome::Delivered, now_millis()));
                     if let Some(failure) = failure(&outcome) {
                         let route = ladder::route(
                             &self.config.retry_delays,
@@ -366,7 +390,7 @@ impl<'a> Worker<'a> {
                             previous.as_ref(),
                             origin,
                             failure,
-                            now,
+                            failed_at,
                         );
                         self.send_route(&state.txn, message, route, previous.as_ref())?;
                     }

@@ -3,10 +3,12 @@
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
 mod actions;
+mod actions_faults;
 mod crash;
 mod dlq;
 mod flow;
 mod harness;
 mod observe;
 mod replay;
+mod replay_faults;
 mod sink;

@@ -332,7 +332,8 @@ switchboard.dlq.redriven {{ $base }} cleanup.policy=compact
 {{- if .Values.actions.enabled }}
 {{- range .Values.actions.retryDelays }}
 {{- $ms := include "switchboard.durationMs" . | atoi }}
-{{ include "switchboard.retryTopic" . }} {{ $base }} retention.ms={{ mul (max $ms 60000) 168 }}
+{{- /* As long as the DLQ (days): waiting retries must outlive an outage of the actions service. */}}
+{{ include "switchboard.retryTopic" . }} {{ $base }} retention.ms={{ max (int64 $t.retentionMs) (mul $ms 2) }}
 {{- end }}
 {{- end }}
 {{- end }}
