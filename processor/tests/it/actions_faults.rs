@@ -16,7 +16,7 @@ use switchboard_processor::dispatch::config::DispatchConfig;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
-use switchboard_tests::consume::read_to_end;
+use switchboard_tests::committed::read_committed_messages;
 
 use crate::harness::*;
 
@@ -200,7 +200,7 @@ fn header(message: &OwnedMessage, key: &str) -> Option<String> {
 /// Every record of `topic` as a `read_committed` reader sees it (the one place to change when the
 /// suite reads output topics through the committed view).
 fn committed_records(broker: &PrivateBroker, topic: &str) -> Vec<OwnedMessage> {
-    read_to_end(&broker.bootstrap(), topic, "read_committed").unwrap_or_default()
+    read_committed_messages(&broker.bootstrap(), topic).unwrap_or_default()
 }
 
 /// Completed calls with their own phone ids: keys spread over every retry partition.
