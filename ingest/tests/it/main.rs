@@ -2,6 +2,7 @@
 //! Kafka publisher against the broker and registry named by `SWITCHBOARD_TEST_KAFKA` and
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
+mod identity;
 mod kafka;
 mod router;
 mod shutdown;
