@@ -4,6 +4,7 @@
 
 mod identity;
 mod kafka;
+mod kafka_envelope;
 mod router;
 mod shutdown;
 mod signing;
