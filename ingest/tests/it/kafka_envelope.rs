@@ -81,16 +81,9 @@ async fn the_largest_accepted_request_is_stored_and_an_unstorable_body_is_413() 
     let bootstrap = switchboard_tests::kafka_bootstrap();
     let ingest = start().await;
     let max_body = Config::default().max_body_bytes;
-    let _ = (ENVELOPE_OVERHEAD_BYTES, DEFAULT_MESSAGE_MAX_BYTES);
+    assert!(max_body + ENVELOPE_OVERHEAD_BYTES <= DEFAULT_MESSAGE_MAX_BYTES);
     let client = reqwest::Client::new();
 
-    {
-    let (call_sid, phone_id) = unique_call();
-    let mut params = call(&phone_id, &call_sid, "completed");
-    params.push(("Filler", "x".repeat(999_000)));
-    let response = signed_post(&client, &ingest, &params).send().await.unwrap();
-    println!("REVERTED: 999,000-byte body answered {} retry-after {:?}", response.status(), response.headers().get("retry-after"));
-    }
     // The largest body, with a head close to the largest: stored.
     let (call_sid, phone_id) = unique_call();
     let mut params = call(&phone_id, &call_sid, "completed");
@@ -102,7 +95,7 @@ async fn the_largest_accepted_request_is_stored_and_an_unstorable_body_is_413() 
         .send()
         .await
         .unwrap();
-    println!("REVERTED: max body answered {}", response.status()); return;
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
     let records = records_for(&bootstrap, &phone_id, &HashSet::from([call_sid]));
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].0.body.len(), max_body);
