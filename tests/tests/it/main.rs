@@ -4,3 +4,4 @@
 mod chaos;
 mod pipeline;
 mod probe;
+mod replays;
