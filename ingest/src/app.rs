@@ -1,12 +1,12 @@
 //! The HTTP surface: one route per provider (served only when its secrets are configured), the
 //! shared request pipeline, and the operational endpoints.
 //!
-//! The pipeline, in order: content type (415), size (413), request head size (431), body read with
+//! The pipeline, in order: content type (415), request head size (431), size (413), body read with
 //! a deadline (408), signature (401, or 400 for a body that contradicts its signed hash), per-source
-//! rate limit
-//! (429; counted after verification so forged traffic cannot use up a provider's budget), envelope
-//! (400 for a body that is not the JSON the provider sends), publish (2xx only once Kafka stored
-//! it, 503 otherwise; 413 if the broker refuses the record as too large, which retrying cannot fix).
+//! rate limit (429; counted after verification so forged traffic cannot use up a provider's
+//! budget), envelope (400 for a body that is not the JSON the provider sends), publish (2xx only
+//! once Kafka stored it, 503 otherwise; 413 if the broker refuses the record as too large, which
+//! retrying cannot fix).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -268,6 +268,12 @@ async fn accept(
     if !route.accepts.contains(&content_type.as_str()) {
         return Err(Rejection::UnsupportedMediaType(route.accepts));
     }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let url = match &state.settings.public_url {
+        Some(base) => format!("{}{path_and_query}", base.as_str().trim_end_matches('/')),
+        None => path_and_query.to_owned(),
+    };
+    envelope::check_head(&url, &parts.headers)?;
     let body = read_body(
         body,
         &parts.headers,
@@ -275,12 +281,6 @@ async fn accept(
         config.body_read_timeout,
     )
     .await?;
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = match &state.settings.public_url {
-        Some(base) => format!("{}{path_and_query}", base.as_str().trim_end_matches('/')),
-        None => path_and_query.to_owned(),
-    };
-    envelope::check_head(&url, &parts.headers)?;
     let incoming = Incoming {
         headers: &parts.headers,
         url: &url,
