@@ -335,7 +335,7 @@ impl Config {
             return Err(ConfigError::invalid("max_body_bytes", "must be positive"));
         }
         let message_max_bytes = self.message_max_bytes()?;
-        if self.max_body_bytes + ENVELOPE_OVERHEAD_BYTES > message_max_bytes {
+        if self.max_body_bytes.saturating_add(ENVELOPE_OVERHEAD_BYTES) > message_max_bytes {
             return Err(ConfigError::invalid(
                 "max_body_bytes",
                 format!(
@@ -344,7 +344,7 @@ impl Config {
                      stored; lower max_body_bytes to at most {} or raise [kafka] message.max.bytes (and the \
                      topics' max.message.bytes)",
                     self.max_body_bytes,
-                    self.max_body_bytes + ENVELOPE_OVERHEAD_BYTES,
+                    self.max_body_bytes.saturating_add(ENVELOPE_OVERHEAD_BYTES),
                     message_max_bytes.saturating_sub(ENVELOPE_OVERHEAD_BYTES),
                 ),
             ));
