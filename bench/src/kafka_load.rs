@@ -19,6 +19,7 @@ use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::util::Timeout;
 use switchboard_ingest::config::Config;
 use switchboard_ingest::envelope::{Envelope, Extract, Request};
+use switchboard_ingest::tenants::Tenants;
 use switchboard_ingest::verify::{SecretSet, SharedKeys, twilio};
 use switchboard_schemas::{Codec, RawWebhook, Source};
 
@@ -88,8 +89,10 @@ pub async fn prepare(
             body: &webhook.body,
             received_at_millis: received_at,
             source_name: None,
+            dropped_headers: &[],
         };
-        let envelope = Envelope::new(verified, &request, Extract::Twilio)?;
+        let tenants = Tenants::default();
+        let envelope = Envelope::new(verified, &request, Extract::Twilio { tenants: &tenants })?;
         let payload = codec
             .encode(topic, RawWebhook::schema_def(), envelope.record())
             .await?;

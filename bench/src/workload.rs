@@ -4,14 +4,15 @@
 //! Each call gets its four status callbacks in order (`initiated`, `ringing`, `in-progress`,
 //! `completed`, `SequenceNumber` 0–3, the duration on the last one), and calls overlap: the
 //! callbacks of a window of [`WINDOW`] calls are interleaved, as a busy account's would be. Each
-//! request carries an `I-Twilio-Idempotency-Token`, which ingest takes as the event id, so every
-//! domain event can be matched to the request that caused it. The signature is computed exactly as
+//! webhook knows the event id ingest derives from its signed content ([`twilio::event_id`]), so
+//! every domain event can be matched to the request that caused it; the request also carries it as
+//! its `I-Twilio-Idempotency-Token` (metadata for ingest, as Twilio's own token is). The signature is computed exactly as
 //! Twilio does, by ingest's own `send` tool: HMAC-SHA1 with the auth token over the public URL plus
 //! the sorted parameters.
 
 use bytes::Bytes;
 use switchboard_ingest::send::{TwilioKey, sign_twilio};
-use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::{Secret, twilio};
 
 /// Calls whose callbacks are interleaved.
 pub const WINDOW: usize = 64;
@@ -43,7 +44,8 @@ pub struct Spec {
 pub struct Webhook {
     pub call_sid: String,
     pub status: &'static str,
-    /// `I-Twilio-Idempotency-Token`: ingest's event id, and the `event-id` header downstream.
+    /// Ingest's event id ([`twilio::event_id`] of the signed URL and parameters), and the `event-id`
+    /// header downstream; also sent as the `I-Twilio-Idempotency-Token`.
     pub event_id: String,
     /// The form body.
     pub body: Bytes,
@@ -186,7 +188,7 @@ pub fn presign(spec: &Spec) -> Vec<Webhook> {
             Webhook {
                 call_sid: call.sid.clone(),
                 status: STATUSES[stage],
-                event_id: format!("bench-{:x}-{index:08}-{:012x}", spec.seed, rng.next() >> 16),
+                event_id: twilio::event_id(&url, &params),
                 signature: sign_twilio(&key, &url, &params),
                 body: Bytes::from(body),
                 params,

@@ -1,11 +1,12 @@
 //! The HTTP surface: one route per provider (served only when its secrets are configured), the
 //! shared request pipeline, and the operational endpoints.
 //!
-//! The pipeline, in order: content type (415), size (413), body read with a deadline (408),
-//! signature (401, or 400 for a body that contradicts its signed hash), per-source rate limit
-//! (429; counted after verification so forged traffic cannot use up a provider's budget), envelope
-//! (400 for a body that is not the JSON the provider sends), publish (2xx only once Kafka stored
-//! it, 503 otherwise).
+//! The pipeline, in order: content type (415), request head size (431), size (413), body read with
+//! a deadline (408), signature (401, or 400 for a body that contradicts its signed hash), per-source
+//! rate limit (429; counted after verification so forged traffic cannot use up a provider's
+//! budget), envelope (400 for a body that is not the JSON the provider sends), publish (2xx only
+//! once Kafka stored it, 503 otherwise; 413 if the broker refuses the record as too large, which
+//! retrying cannot fix).
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -21,10 +22,10 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
-use switchboard_schemas::Source;
+use switchboard_schemas::{Source, media_type};
 
 use crate::config::{GenericScheme, Settings};
-use crate::envelope::{Envelope, Extract, InvalidJson, Request as EnvelopeRequest};
+use crate::envelope::{self, Envelope, Extract, HeadTooLarge, InvalidJson, Request as EnvelopeRequest};
 use crate::error::Rejection;
 use crate::metrics;
 use crate::publish::{PublishError, Publisher};
@@ -33,8 +34,8 @@ use crate::verify::{self, Verified, VerifyError};
 /// The empty TwiML document Twilio expects in answer to a status callback.
 pub const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
 
-const FORM: &str = "application/x-www-form-urlencoded";
-const JSON: &str = "application/json";
+const FORM: &str = media_type::FORM;
+const JSON: &str = media_type::JSON;
 
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
@@ -119,7 +120,9 @@ async fn twilio(State(state): State<AppState>, request: Request) -> Response {
         source: Source::Twilio,
         name: None,
         accepts: &[FORM, JSON],
-        extract: Extract::Twilio,
+        extract: Extract::Twilio {
+            tenants: &settings.config.tenants,
+        },
     };
     let reply = |_: &Envelope| ([(header::CONTENT_TYPE, "text/xml")], EMPTY_TWIML).into_response();
     pipeline(&state, route, request, reply, |req| {
@@ -141,7 +144,9 @@ async fn stripe(State(state): State<AppState>, request: Request) -> Response {
         source: Source::Stripe,
         name: None,
         accepts: &[JSON],
-        extract: Extract::Stripe,
+        extract: Extract::Stripe {
+            tenants: &settings.config.tenants,
+        },
     };
     pipeline(&state, route, request, json_reply, |req| {
         let tolerance = settings.config.stripe_tolerance;
@@ -159,6 +164,7 @@ async fn stripe(State(state): State<AppState>, request: Request) -> Response {
 async fn calendly(State(state): State<AppState>, request: Request) -> Response {
     let settings = &state.settings;
     let extract = Extract::Calendly {
+        tenants: &settings.config.tenants,
         phone_id_pointer: &settings.config.calendly_phone_id_pointer,
     };
     let route = Route {
@@ -253,10 +259,21 @@ async fn accept(
 ) -> Result<Envelope, Rejection> {
     let config = &state.settings.config;
     let (parts, body) = request.into_parts();
-    let content_type = media_type(&parts.headers);
+    let raw_content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let content_type = media_type::essence(raw_content_type);
     if !route.accepts.contains(&content_type.as_str()) {
         return Err(Rejection::UnsupportedMediaType(route.accepts));
     }
+    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    let url = match &state.settings.public_url {
+        Some(base) => format!("{}{path_and_query}", base.as_str().trim_end_matches('/')),
+        None => path_and_query.to_owned(),
+    };
+    envelope::check_head(&url, &parts.headers)?;
     let body = read_body(
         body,
         &parts.headers,
@@ -264,16 +281,6 @@ async fn accept(
         config.body_read_timeout,
     )
     .await?;
-    let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-    let url = match &state.settings.public_url {
-        Some(base) => format!("{}{path_and_query}", base.as_str().trim_end_matches('/')),
-        None => path_and_query.to_owned(),
-    };
-    let raw_content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
     let incoming = Incoming {
         headers: &parts.headers,
         url: &url,
@@ -299,6 +306,7 @@ async fn accept(
         body: &body,
         received_at_millis: millis_now(),
         source_name: route.name,
+        dropped_headers: &state.settings.dropped_headers,
     };
     let envelope = Envelope::new(verified, &envelope_request, route.extract)?;
     let event_id = envelope.event_id().to_owned();
@@ -313,21 +321,13 @@ async fn accept(
             tracing::warn!(source = %route.source, %event_id, %error, "webhook not stored; answered with an error");
             Err(match error {
                 PublishError::Encode(_) => Rejection::Internal,
+                PublishError::TooLarge(_) => Rejection::Unstorable,
                 PublishError::Timeout(_) | PublishError::Unavailable(_) | PublishError::Registry(_) => {
                     Rejection::Unavailable
                 }
             })
         }
     }
-}
-
-/// The media type's essence, lower-cased: `application/json; charset=utf-8` -> `application/json`.
-fn media_type(headers: &HeaderMap) -> String {
-    let value = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    value.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
 }
 
 /// Reads the whole body, refusing more than `limit` bytes (413) or a body slower than `timeout` (408).
@@ -374,6 +374,12 @@ fn millis_now() -> i64 {
 impl From<VerifyError> for Rejection {
     fn from(error: VerifyError) -> Self {
         Rejection::Verification(error)
+    }
+}
+
+impl From<HeadTooLarge> for Rejection {
+    fn from(error: HeadTooLarge) -> Self {
+        Rejection::HeadTooLarge(error)
     }
 }
 

@@ -12,6 +12,8 @@ use serde::Deserialize;
 use switchboard_service::config::{ConfigError, comma_list, duration};
 use url::Url;
 
+use crate::envelope::ENVELOPE_OVERHEAD_BYTES;
+use crate::tenants::Tenants;
 use crate::verify::{SecretSet, SharedKeys};
 
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
@@ -38,7 +40,11 @@ pub const ENV_KEYS: &[&str] = &[
     "drain_timeout",
     "rate_limit_per_second",
     "rate_limit_burst",
+    "envelope_drop_headers",
 ];
+
+/// librdkafka's default `message.max.bytes`: the largest record the producer sends.
+pub const DEFAULT_MESSAGE_MAX_BYTES: usize = 1_000_000;
 
 /// Secrets as configured: a list whose `Debug` never shows the values.
 #[derive(Clone, Default, Deserialize)]
@@ -100,14 +106,22 @@ pub struct Config {
     pub calendly_tolerance: Duration,
     #[serde(deserialize_with = "duration")]
     pub standard_webhooks_tolerance: Duration,
-    /// JSON pointer to the phone id in Calendly payloads.
+    /// JSON pointer to the phone id in Calendly payloads. The default names a UTM field the
+    /// invitee can edit in the booking link; `[tenants] calendly` wins over it.
     pub calendly_phone_id_pointer: String,
+    /// Server-side tenant mapping (provider-set ids → phone id) that wins over payload fields.
+    pub tenants: Tenants,
+    /// Request headers (case-insensitive names) never stored in the envelope, on top of
+    /// credentials and every scheme's signature header, which are always dropped.
+    #[serde(deserialize_with = "comma_list")]
+    pub envelope_drop_headers: Vec<String>,
     pub generic: Vec<GenericSource>,
     /// Create the raw topics at start-up when they are missing.
     pub create_topics: bool,
     pub topic_partitions: i32,
     pub topic_replication_factor: i32,
-    /// Largest accepted request body.
+    /// Largest accepted request body. Its envelope must fit the producer's `message.max.bytes`
+    /// (checked at start-up), so that every accepted body can be stored.
     pub max_body_bytes: usize,
     /// Deadline for Kafka to acknowledge a record; past it the request gets 503.
     #[serde(deserialize_with = "duration")]
@@ -141,11 +155,15 @@ impl Default for Config {
             calendly_tolerance: Duration::from_secs(180),
             standard_webhooks_tolerance: Duration::from_secs(300),
             calendly_phone_id_pointer: "/payload/tracking/utm_content".into(),
+            tenants: Tenants::default(),
+            envelope_drop_headers: Vec::new(),
             generic: Vec::new(),
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: 1,
-            max_body_bytes: 1024 * 1024,
+            // 900 KiB: with the envelope's overhead it fits librdkafka's default
+            // `message.max.bytes` (1,000,000).
+            max_body_bytes: 900 * 1024,
             publish_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
             body_read_timeout: Duration::from_secs(10),
@@ -178,6 +196,8 @@ pub struct Settings {
     pub generic: BTreeMap<String, GenericSettings>,
     /// `None` when rate limiting is off.
     pub rate_limit: Option<(NonZeroU32, NonZeroU32)>,
+    /// `envelope_drop_headers`, lower-cased.
+    pub dropped_headers: Vec<String>,
 }
 
 impl Settings {
@@ -270,6 +290,37 @@ impl Config {
             }
         }
         check_pointer("calendly_phone_id_pointer", &self.calendly_phone_id_pointer)?;
+        self.tenants
+            .check()
+            .map_err(|(key, reason)| ConfigError::invalid(key, reason))?;
+        let dropped_headers = self
+            .envelope_drop_headers
+            .iter()
+            .map(|name| {
+                http::HeaderName::from_bytes(name.trim().as_bytes())
+                    .map(|name| name.as_str().to_owned())
+                    .map_err(|_| {
+                        ConfigError::invalid(
+                            "envelope_drop_headers",
+                            format!("{name:?} is not a header name"),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let tolerances = [
+            ("stripe_tolerance", self.stripe_tolerance),
+            ("calendly_tolerance", self.calendly_tolerance),
+            ("standard_webhooks_tolerance", self.standard_webhooks_tolerance),
+        ];
+        for (key, tolerance) in tolerances {
+            if tolerance < Duration::from_secs(1) {
+                return Err(ConfigError::invalid(
+                    key,
+                    "must be at least 1s: the signed timestamp is the only replay protection of the scheme \
+                     (Stripe's libraries read 0 as \"no check\"; ingest refuses it)",
+                ));
+            }
+        }
 
         if self.topic_partitions < 1 {
             return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
@@ -282,6 +333,21 @@ impl Config {
         }
         if self.max_body_bytes == 0 {
             return Err(ConfigError::invalid("max_body_bytes", "must be positive"));
+        }
+        let message_max_bytes = self.message_max_bytes()?;
+        if self.max_body_bytes.saturating_add(ENVELOPE_OVERHEAD_BYTES) > message_max_bytes {
+            return Err(ConfigError::invalid(
+                "max_body_bytes",
+                format!(
+                    "the envelope of a {} byte body (up to {} bytes with the URL, headers and ids) does not \
+                     fit the producer's message.max.bytes ({message_max_bytes}): such bodies could never be \
+                     stored; lower max_body_bytes to at most {} or raise [kafka] message.max.bytes (and the \
+                     topics' max.message.bytes)",
+                    self.max_body_bytes,
+                    self.max_body_bytes.saturating_add(ENVELOPE_OVERHEAD_BYTES),
+                    message_max_bytes.saturating_sub(ENVELOPE_OVERHEAD_BYTES),
+                ),
+            ));
         }
         if !(Duration::from_millis(100)..=Duration::from_secs(14)).contains(&self.publish_timeout) {
             return Err(ConfigError::invalid(
@@ -312,7 +378,19 @@ impl Config {
             calendly_keys,
             generic,
             rate_limit,
+            dropped_headers,
         })
+    }
+
+    /// The producer's `message.max.bytes`: `[kafka]`'s value, else librdkafka's default.
+    pub fn message_max_bytes(&self) -> Result<usize, ConfigError> {
+        match self.kafka.0.get("message.max.bytes") {
+            None => Ok(DEFAULT_MESSAGE_MAX_BYTES),
+            Some(value) => value
+                .trim()
+                .parse()
+                .map_err(|_| ConfigError::invalid("kafka.message.max.bytes", "must be a number of bytes")),
+        }
     }
 }
 
@@ -364,7 +442,7 @@ mod tests {
         assert!(settings.enabled_sources().is_empty());
         assert_eq!(settings.config.listen.port(), 8080);
         assert_eq!(settings.config.publish_timeout, Duration::from_secs(5));
-        assert_eq!(settings.config.max_body_bytes, 1 << 20);
+        assert_eq!(settings.config.max_body_bytes, 900 * 1024);
         assert!(settings.rate_limit.is_none());
     }
 
@@ -436,6 +514,58 @@ mod tests {
             let err = config(toml).expect_err(toml);
             assert!(err.contains(key), "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn a_body_limit_whose_envelope_cannot_be_stored_is_refused() {
+        // The old default: bodies between 1,000,000 and 1,048,576 bytes got 503 forever.
+        let err = config("max_body_bytes = 1048576").unwrap_err();
+        assert!(
+            err.contains("max_body_bytes") && err.contains("message.max.bytes"),
+            "{err}"
+        );
+        let largest = DEFAULT_MESSAGE_MAX_BYTES - ENVELOPE_OVERHEAD_BYTES;
+        assert!(config(&format!("max_body_bytes = {largest}")).is_ok());
+        assert!(config(&format!("max_body_bytes = {}", largest + 1)).is_err());
+        // A producer allowed larger records takes a larger body.
+        let raised = config("max_body_bytes = 1048576\n[kafka]\n\"message.max.bytes\" = \"2000000\"");
+        assert!(raised.is_ok(), "{:?}", raised.err());
+        let bad = config("[kafka]\n\"message.max.bytes\" = \"lots\"").unwrap_err();
+        assert!(bad.contains("message.max.bytes"), "{bad}");
+    }
+
+    #[test]
+    fn a_zero_tolerance_is_refused() {
+        for key in [
+            "stripe_tolerance",
+            "calendly_tolerance",
+            "standard_webhooks_tolerance",
+        ] {
+            let err = config(&format!("{key} = 0")).unwrap_err();
+            assert!(err.contains(key), "{err}");
+            assert!(config(&format!("{key} = 1")).is_ok());
+        }
+    }
+
+    #[test]
+    fn tenants_and_dropped_headers_are_read_from_the_file() {
+        let settings = config(
+            r#"
+            envelope_drop_headers = "X-Proxy-Signature, x-other"
+            [tenants]
+            twilio_numbers = { "+15551230000" = "tenant-a" }
+            stripe_accounts = { "acct_1" = "tenant-b" }
+            calendly = { "https://api.calendly.com/event_types/E1" = "tenant-c" }
+            "#,
+        )
+        .unwrap();
+        assert_eq!(settings.dropped_headers, ["x-proxy-signature", "x-other"]);
+        assert_eq!(settings.config.tenants.twilio_numbers["+15551230000"], "tenant-a");
+        assert_eq!(settings.config.tenants.stripe_accounts["acct_1"], "tenant-b");
+        let err = config("[tenants]\nstripe_accounts = { \"acct_1\" = \"\" }").unwrap_err();
+        assert!(err.contains("tenants.stripe_accounts"), "{err}");
+        let err = config("envelope_drop_headers = \"bad header\"").unwrap_err();
+        assert!(err.contains("envelope_drop_headers"), "{err}");
     }
 
     #[test]

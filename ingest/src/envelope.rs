@@ -3,34 +3,113 @@
 //!
 //! An [`Envelope`] can only be made from a [`Verified`], so nothing unverified can be published.
 //!
-//! Phone ids (the record key, so that one phone's events stay in order on one partition): see
-//! [`twilio_phone_id`]; a `phone_id` query parameter on a Twilio callback URL takes precedence
-//! (recording callbacks carry no `From`/`To`).
+//! Phone ids (the record key, so that one phone's events stay in order on one partition), first
+//! match wins:
+//! - Twilio: a `phone_id` query parameter on the (signed) callback URL; the `[tenants]` mapping of
+//!   the account's number ([`Tenants::twilio`]); else [`twilio_phone_id`].
+//! - Stripe: the `[tenants]` mapping of `account`; `data.object.metadata.phone_id`; `account`.
+//! - Calendly: the `[tenants]` mapping of the event type or an organizer; the configured pointer.
+//! - Generic: the source's pointer.
+//! - Otherwise, or when the value is longer than [`MAX_PHONE_ID_BYTES`]: [`UNASSIGNED`].
 //!
-//! Event ids, per source:
-//! - Twilio: the `I-Twilio-Idempotency-Token` header; without it, `sha256:` + hex SHA-256 of the
-//!   signed content (URL followed by the canonical parameters), so a redelivery maps to the same id.
+//! Event ids are derived from what the signature covers, never from an unsigned header, so that a
+//! replayed request cannot become a "new" event by changing one:
+//! - Twilio: [`twilio::event_id`], `sha256:` of the URL and the canonical parameters. The
+//!   `I-Twilio-Idempotency-Token` header is kept in the envelope's headers as metadata only.
 //! - Stripe: the event's `id`.
 //! - Calendly: `<event>:<payload.uri>` (e.g. `invitee.created:https://api.calendly.com/…/invitees/…`),
 //!   stable across redeliveries and distinct for a created and a canceled invitee.
-//! - Standard Webhooks: `webhook-id`. GitHub: `X-GitHub-Delivery`.
+//! - Generic sources: `<source name>:` + the Standard Webhooks `webhook-id` (signed) or, for GitHub,
+//!   `sha256:` of the body (`X-GitHub-Delivery` is not signed and stays metadata). The source name
+//!   keeps ids of different sources apart: they share one topic and one dedup state per partition.
 //! - Whenever the field above is missing: `sha256:` + hex SHA-256 of the raw body.
+//!
+//! Headers: names lower-cased, repeats joined; credentials and every signature header dropped
+//! ([`DROPPED_HEADERS`] plus the configured `envelope_drop_headers`), so that nobody who can read a
+//! topic, the DLQ or a debug view holds a replayable request. [`check_head`] bounds what is kept.
 
 use std::collections::BTreeMap;
 
 use http::HeaderMap;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use switchboard_schemas::{RawWebhook, Source};
+use switchboard_schemas::{RawWebhook, Source, media_type};
 
-use crate::verify::Verified;
-use crate::verify::twilio::{Duplicates, canonical_params};
+use crate::tenants::Tenants;
+use crate::verify::{Verified, twilio};
+
+pub use crate::tenants::MAX_PHONE_ID_BYTES;
 
 /// Phone id used when a payload names none; the event is still published.
 pub const UNASSIGNED: &str = "unassigned";
 
-/// Request headers that never go into the envelope: they may carry credentials.
-const DROPPED_HEADERS: &[&str] = &["authorization", "proxy-authorization", "cookie"];
+/// Request headers that never go into the envelope: credentials, and the signatures of every
+/// scheme (with the URL and body they make a replayable request).
+pub const DROPPED_HEADERS: &[&str] = &[
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    twilio::SIGNATURE_HEADER,
+    crate::verify::stripe::SIGNATURE_HEADER,
+    crate::verify::calendly::SIGNATURE_HEADER,
+    crate::verify::standard_webhooks::SIGNATURE_HEADER,
+    "x-hub-signature",
+    crate::verify::github::SIGNATURE_HEADER,
+];
+
+/// The longest accepted provider delivery-id header (`I-Twilio-Idempotency-Token`,
+/// `X-GitHub-Delivery`, `webhook-id`): providers send UUID-sized ids.
+pub const MAX_ID_HEADER_BYTES: usize = 256;
+
+/// The delivery-id headers [`MAX_ID_HEADER_BYTES`] applies to.
+pub const ID_HEADERS: &[&str] = &[
+    twilio::IDEMPOTENCY_HEADER,
+    crate::verify::github::DELIVERY_HEADER,
+    crate::verify::standard_webhooks::ID_HEADER,
+];
+
+/// The most request-head bytes (URL plus every header name and value) a request may bring. Bounds
+/// what the envelope keeps besides the body (see [`ENVELOPE_OVERHEAD_BYTES`]).
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// An upper bound on an encoded envelope's size beyond its body: the head ([`MAX_HEAD_BYTES`],
+/// counted twice since the content type is also stored on its own), the ids, the phone id as field
+/// and as record key, the Kafka record headers, and Avro and wire-format framing.
+pub const ENVELOPE_OVERHEAD_BYTES: usize = 2 * MAX_HEAD_BYTES + 4 * 1024;
+
+/// A request head that the envelope will not carry.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeadTooLarge {
+    #[error("`{0}` header exceeds {MAX_ID_HEADER_BYTES} bytes")]
+    IdHeader(&'static str),
+    #[error("request URL and headers exceed {MAX_HEAD_BYTES} bytes")]
+    Head,
+}
+
+/// Refuses a request whose delivery-id header or whole head is larger than the envelope keeps.
+/// Checked before verification: it costs no more than the headers already in memory.
+pub fn check_head(url: &str, headers: &HeaderMap) -> Result<(), HeadTooLarge> {
+    for name in ID_HEADERS {
+        if headers
+            .get_all(*name)
+            .iter()
+            .map(|value| value.len())
+            .sum::<usize>()
+            > MAX_ID_HEADER_BYTES
+        {
+            return Err(HeadTooLarge::IdHeader(name));
+        }
+    }
+    let head = url.len()
+        + headers
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len())
+            .sum::<usize>();
+    if head > MAX_HEAD_BYTES {
+        return Err(HeadTooLarge::Head);
+    }
+    Ok(())
+}
 
 /// A verified webhook ready to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,15 +129,22 @@ pub struct Request<'a> {
     pub received_at_millis: i64,
     /// For generic sources: the configured name.
     pub source_name: Option<&'a str>,
+    /// Header names (lower-case) dropped on top of [`DROPPED_HEADERS`].
+    pub dropped_headers: &'a [String],
 }
 
 /// Where the phone id and event id come from for a source.
 #[derive(Debug, Clone, Copy)]
 pub enum Extract<'a> {
-    Twilio,
-    Stripe,
+    Twilio {
+        tenants: &'a Tenants,
+    },
+    Stripe {
+        tenants: &'a Tenants,
+    },
     /// Calendly with its phone id pointer.
     Calendly {
+        tenants: &'a Tenants,
         phone_id_pointer: &'a str,
     },
     /// A generic source with its optional phone id pointer.
@@ -76,32 +162,41 @@ impl Envelope {
     /// Builds the envelope for a request whose signature `verified` vouches for.
     pub fn new(verified: Verified, request: &Request<'_>, extract: Extract<'_>) -> Result<Self, InvalidJson> {
         let json = || serde_json::from_slice::<Value>(request.body).map_err(|_| InvalidJson);
+        let signed_id = || {
+            verified
+                .event_id()
+                .map(str::to_owned)
+                .unwrap_or_else(|| sha256_id(request.body))
+        };
         let (phone_id, event_id) = match extract {
-            Extract::Twilio => {
-                let params = if request.content_type.starts_with("application/json") {
+            Extract::Twilio { tenants } => {
+                let params = if media_type::is_json(request.content_type) {
                     json_params(&json()?)
                 } else {
                     verified.params().to_vec()
                 };
-                let event_id = verified.event_id().map(str::to_owned).unwrap_or_else(|| {
-                    sha256_id(
-                        format!("{}{}", request.url, canonical_params(&params, Duplicates::Keep)).as_bytes(),
-                    )
-                });
-                let phone_id = url_phone_id(request.url).unwrap_or_else(|| twilio_phone_id(&params));
-                (phone_id, event_id)
+                let phone_id = url_phone_id(request.url)
+                    .or_else(|| tenants.twilio(&params))
+                    .or_else(|| twilio_phone_id(&params));
+                (phone_id, signed_id())
             }
-            Extract::Stripe => {
+            Extract::Stripe { tenants } => {
                 let body = json()?;
-                let phone_id = string_at(&body, "/data/object/metadata/phone_id")
-                    .or_else(|| string_at(&body, "/account"))
-                    .unwrap_or_else(|| UNASSIGNED.to_owned());
+                let phone_id = tenants
+                    .stripe(&body)
+                    .or_else(|| string_at(&body, "/data/object/metadata/phone_id"))
+                    .or_else(|| string_at(&body, "/account"));
                 let event_id = string_at(&body, "/id").unwrap_or_else(|| sha256_id(request.body));
                 (phone_id, event_id)
             }
-            Extract::Calendly { phone_id_pointer } => {
+            Extract::Calendly {
+                tenants,
+                phone_id_pointer,
+            } => {
                 let body = json()?;
-                let phone_id = string_at(&body, phone_id_pointer).unwrap_or_else(|| UNASSIGNED.to_owned());
+                let phone_id = tenants
+                    .calendly(&body)
+                    .or_else(|| string_at(&body, phone_id_pointer));
                 let event_id = match (string_at(&body, "/event"), string_at(&body, "/payload/uri")) {
                     (Some(event), Some(uri)) => format!("{event}:{uri}"),
                     _ => sha256_id(request.body),
@@ -114,13 +209,13 @@ impl Envelope {
                     Some(pointer) => string_at(&json()?, pointer),
                     None => None,
                 };
-                let event_id = verified
-                    .event_id()
-                    .map(str::to_owned)
-                    .unwrap_or_else(|| sha256_id(request.body));
-                (phone_id.unwrap_or_else(|| UNASSIGNED.to_owned()), event_id)
+                let name = request.source_name.unwrap_or(request.source.as_str());
+                (phone_id, format!("{name}:{}", signed_id()))
             }
         };
+        let phone_id = phone_id
+            .filter(|id| id.len() <= MAX_PHONE_ID_BYTES)
+            .unwrap_or_else(|| UNASSIGNED.to_owned());
         Ok(Self {
             source: request.source,
             record: RawWebhook {
@@ -130,7 +225,7 @@ impl Envelope {
                 received_at: request.received_at_millis,
                 url: request.url.to_owned(),
                 content_type: request.content_type.to_owned(),
-                headers: envelope_headers(request.headers),
+                headers: envelope_headers(request.headers, request.dropped_headers),
                 body: request.body.to_vec(),
                 signature_scheme: verified.scheme().as_str().to_owned(),
                 source_name: request.source_name.map(str::to_owned),
@@ -201,7 +296,10 @@ fn url_phone_id(url: &str) -> Option<String> {
 }
 
 /// `From` for outbound calls and messages, else `To`, else `Called`, else `AccountSid`.
-fn twilio_phone_id(params: &[(String, String)]) -> String {
+///
+/// `From` on an `outbound-dial` leg is the original caller's id, which a caller can spoof: map the
+/// account's numbers under `[tenants]` (or put `phone_id` on the callback URL) where that matters.
+fn twilio_phone_id(params: &[(String, String)]) -> Option<String> {
     let param = |name: &str| {
         params
             .iter()
@@ -215,19 +313,19 @@ fn twilio_phone_id(params: &[(String, String)]) -> String {
         .or_else(|| param("To"))
         .or_else(|| param("Called"))
         .or_else(|| param("AccountSid"))
-        .unwrap_or_else(|| UNASSIGNED.to_owned())
 }
 
 /// Header names lower-cased (as `http` keeps them), repeated values joined with `", "`, values
-/// that are not valid UTF-8 replaced lossily, credential headers dropped.
-fn envelope_headers(headers: &HeaderMap) -> BTreeMap<String, String> {
+/// that are not valid UTF-8 replaced lossily, credential and signature headers dropped.
+fn envelope_headers(headers: &HeaderMap, dropped: &[String]) -> BTreeMap<String, String> {
     let mut out: BTreeMap<String, String> = BTreeMap::new();
     for (name, value) in headers {
-        if DROPPED_HEADERS.contains(&name.as_str()) {
+        let name = name.as_str();
+        if DROPPED_HEADERS.contains(&name) || dropped.iter().any(|d| d == name) {
             continue;
         }
         let value = String::from_utf8_lossy(value.as_bytes());
-        out.entry(name.as_str().to_owned())
+        out.entry(name.to_owned())
             .and_modify(|existing| {
                 existing.push_str(", ");
                 existing.push_str(&value);
@@ -265,7 +363,11 @@ mod tests {
             (vec![("MessageStatus", "sent")], UNASSIGNED),
         ];
         for (pairs, expected) in cases {
-            assert_eq!(twilio_phone_id(&params(&pairs)), expected, "{pairs:?}");
+            assert_eq!(
+                twilio_phone_id(&params(&pairs)).unwrap_or_else(|| UNASSIGNED.to_owned()),
+                expected,
+                "{pairs:?}"
+            );
         }
     }
 
@@ -291,17 +393,55 @@ mod tests {
     }
 
     #[test]
-    fn headers_are_joined_and_credentials_dropped() {
+    fn headers_are_joined_and_credentials_and_signatures_dropped() {
         let mut headers = HeaderMap::new();
         headers.append("x-multi", "a".parse().unwrap());
         headers.append("x-multi", "b".parse().unwrap());
         headers.insert("authorization", "Bearer secret".parse().unwrap());
         headers.insert("cookie", "session=secret".parse().unwrap());
-        headers.insert("x-twilio-signature", "sig=".parse().unwrap());
-        let out = envelope_headers(&headers);
+        let signatures = [
+            "x-twilio-signature",
+            "stripe-signature",
+            "calendly-webhook-signature",
+            "webhook-signature",
+            "x-hub-signature",
+            "x-hub-signature-256",
+            "x-custom-signature",
+        ];
+        for name in signatures {
+            headers.insert(name, "sig=".parse().unwrap());
+        }
+        headers.insert("i-twilio-idempotency-token", "token-1".parse().unwrap());
+        let out = envelope_headers(&headers, &["x-custom-signature".to_owned()]);
         assert_eq!(out.get("x-multi").map(String::as_str), Some("a, b"));
-        assert!(!out.contains_key("authorization") && !out.contains_key("cookie"));
-        assert_eq!(out.get("x-twilio-signature").map(String::as_str), Some("sig="));
+        assert_eq!(
+            out.get("i-twilio-idempotency-token").map(String::as_str),
+            Some("token-1"),
+            "the provider's token stays as metadata"
+        );
+        let kept: Vec<&String> = out.keys().collect();
+        assert_eq!(kept, ["i-twilio-idempotency-token", "x-multi"]);
+    }
+
+    #[test]
+    fn heads_are_bounded() {
+        let url = "https://h.example.com/webhooks/twilio/calls";
+        let mut headers = HeaderMap::new();
+        headers.insert("i-twilio-idempotency-token", "t".repeat(256).parse().unwrap());
+        assert_eq!(check_head(url, &headers), Ok(()));
+        headers.insert("i-twilio-idempotency-token", "t".repeat(257).parse().unwrap());
+        assert_eq!(
+            check_head(url, &headers),
+            Err(HeadTooLarge::IdHeader("i-twilio-idempotency-token"))
+        );
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-filler",
+            "f".repeat(MAX_HEAD_BYTES - url.len() - 8).parse().unwrap(),
+        );
+        assert_eq!(check_head(url, &headers), Ok(()));
+        headers.insert("x-more", "m".parse().unwrap());
+        assert_eq!(check_head(url, &headers), Err(HeadTooLarge::Head));
     }
 
     #[test]

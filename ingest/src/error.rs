@@ -9,6 +9,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+use crate::envelope::HeadTooLarge;
 use crate::verify::VerifyError;
 
 /// A refused request.
@@ -22,6 +23,12 @@ pub enum Rejection {
     InvalidJson,
     #[error("body exceeds {0} bytes")]
     TooLarge(usize),
+    /// A delivery-id header or the whole request head is larger than the envelope keeps.
+    #[error("{0}")]
+    HeadTooLarge(HeadTooLarge),
+    /// The broker refused the record as too large: retrying cannot help.
+    #[error("webhook too large to store")]
+    Unstorable,
     #[error("unsupported content type, expected {}", .0.join(" or "))]
     UnsupportedMediaType(&'static [&'static str]),
     #[error("request body not received in time")]
@@ -43,7 +50,8 @@ impl Rejection {
             Rejection::Verification(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Rejection::Verification(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidJson | Rejection::BodyUnreadable => StatusCode::BAD_REQUEST,
-            Rejection::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::TooLarge(_) | Rejection::Unstorable => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -59,7 +67,8 @@ impl Rejection {
             Rejection::Verification(e) if e.is_bad_request() => "bad_request",
             Rejection::Verification(_) => "unauthorized",
             Rejection::InvalidJson | Rejection::BodyUnreadable => "bad_request",
-            Rejection::TooLarge(_) => "too_large",
+            Rejection::TooLarge(_) | Rejection::Unstorable => "too_large",
+            Rejection::HeadTooLarge(_) => "head_too_large",
             Rejection::UnsupportedMediaType(_) => "unsupported_media_type",
             Rejection::BodyTimeout => "body_timeout",
             Rejection::RateLimited { .. } => "rate_limited",

@@ -12,6 +12,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod publish;
 pub mod send;
+pub mod tenants;
 pub mod verify;
 
 use std::future::Future;

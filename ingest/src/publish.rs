@@ -35,6 +35,10 @@ pub enum PublishError {
     /// The envelope could not be encoded: a bug, not a condition to retry.
     #[error("envelope could not be encoded: {0}")]
     Encode(String),
+    /// The producer or the broker refused the record as too large (`message.max.bytes`, the
+    /// topic's `max.message.bytes`): permanent, retrying cannot help.
+    #[error("record too large for kafka: {0}")]
+    TooLarge(String),
 }
 
 /// Makes envelopes durable.
@@ -189,6 +193,12 @@ impl KafkaPublisher {
             Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _))) => {
                 Err(PublishError::Timeout(self.timeout))
             }
+            Ok(Err((
+                error @ KafkaError::MessageProduction(
+                    RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize,
+                ),
+                _,
+            ))) => Err(PublishError::TooLarge(error.to_string())),
             Ok(Err((error, _))) => Err(PublishError::Unavailable(error.to_string())),
             Err(_elapsed) => Err(PublishError::Timeout(self.timeout)),
         }

@@ -7,6 +7,7 @@
 
 pub mod codec;
 pub mod domain;
+pub mod media_type;
 pub mod raw_webhook;
 pub mod schema;
 pub mod topics;

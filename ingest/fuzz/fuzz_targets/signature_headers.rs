@@ -53,12 +53,12 @@ fuzz_target!(|input: Input<'_>| {
         );
     }
 
-    if let Some(settings) = twilio::parse_signature_settings(value) {
+    if let Ok(Some(settings)) = twilio::parse_signature_settings(value) {
         assert!(!settings.key_id.is_empty() && !settings.algorithm.is_empty());
         assert!(value.contains(settings.key_id) && value.contains(settings.algorithm));
         let rebuilt = format!("key={},algorithm={}", settings.key_id, settings.algorithm);
         // Entries are split on `,` and trimmed, so the parsed values write back unchanged.
-        assert_eq!(twilio::parse_signature_settings(&rebuilt), Some(settings));
+        assert_eq!(twilio::parse_signature_settings(&rebuilt), Ok(Some(settings)));
     }
 
     let variants = twilio::url_variants(value);

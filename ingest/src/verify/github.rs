@@ -1,5 +1,8 @@
 //! GitHub webhooks: `X-Hub-Signature-256: sha256=<hex>`, HMAC-SHA256 over the raw body, keyed with the
-//! webhook secret as text. The delivery id comes from `X-GitHub-Delivery`.
+//! webhook secret as text.
+//!
+//! The signature covers the body only: `X-GitHub-Delivery` (and `X-GitHub-Event`) are not signed, so
+//! the event's identity is the body's hash (see [`crate::envelope`]) and the delivery id is metadata.
 
 use http::HeaderMap;
 
@@ -8,7 +11,7 @@ use super::{Scheme, SecretSet, Verified, VerifyError, headers};
 
 /// The signature header, lowercase.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
-/// The delivery id header, lowercase; becomes [`Verified::event_id`].
+/// The delivery id header, lowercase. Not signed: metadata only, never the event id.
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
 
 /// Verifies a GitHub webhook against every configured secret.
@@ -24,11 +27,7 @@ pub fn verify(secrets: &SecretSet, headers: &HeaderMap, body: &[u8]) -> Result<V
     if !mac::any_secret_signed(secrets, Algorithm::Sha256, &[body], &[signature]) {
         return Err(VerifyError::SignatureMismatch);
     }
-    Ok(Verified::new(
-        Scheme::GithubHmacSha256,
-        Vec::new(),
-        headers::event_id(headers, DELIVERY_HEADER),
-    ))
+    Ok(Verified::new(Scheme::GithubHmacSha256, Vec::new(), None))
 }
 
 #[cfg(test)]
@@ -116,13 +115,14 @@ mod tests {
             assert_eq!(got.as_ref().err(), case.expected.as_ref().err(), "{}", case.name);
             if let Ok(verified) = got {
                 assert_eq!(verified.scheme(), Scheme::GithubHmacSha256);
-                assert_eq!(verified.event_id(), Some(DELIVERY));
+                assert_eq!(verified.event_id(), None, "the delivery id is not signed");
             }
         }
     }
 
     #[test]
     fn delivery_id_is_optional_and_signature_is_not() {
+        let _ = DELIVERY_HEADER;
         let verified = verify(
             &secrets(&[SECRET]),
             &headers(&[("x-hub-signature-256", SIGNATURE)]),

@@ -94,8 +94,12 @@ impl Verified {
         &self.params
     }
 
-    /// The provider's delivery id when it sends one in a header (`I-Twilio-Idempotency-Token`,
-    /// `webhook-id`, `X-GitHub-Delivery`); `None` otherwise.
+    /// The event's identity as the signature vouches for it, when the scheme signs one outside the
+    /// body: Twilio's [`twilio::event_id`] of the signed content, the Standard Webhooks `webhook-id`.
+    /// `None` for the schemes whose identity is in the (signed) body: Stripe, Calendly, GitHub.
+    ///
+    /// Never a header the signature does not cover (`I-Twilio-Idempotency-Token`,
+    /// `X-GitHub-Delivery`): whoever holds one captured request could change those at will.
     pub fn event_id(&self) -> Option<&str> {
         self.event_id.as_deref()
     }

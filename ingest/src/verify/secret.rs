@@ -5,11 +5,19 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 
 use super::SecretError;
 
 const STANDARD_WEBHOOKS_PREFIX: &str = "whsec_";
+
+/// Standard base64 that accepts the key with or without its `=` padding, as the Standard Webhooks
+/// libraries do.
+const PADDING_OPTIONAL: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 
 /// Key bytes for one HMAC secret.
 #[derive(Clone)]
@@ -22,11 +30,13 @@ impl Secret {
         Self(key.into())
     }
 
-    /// Decodes a Standard Webhooks secret: `whsec_` followed by the base64 key (the prefix is optional,
-    /// as in the reference libraries).
+    /// Decodes a Standard Webhooks secret: `whsec_` followed by the base64 key (the prefix and the
+    /// base64 padding are optional, as in the reference libraries).
     pub fn from_standard_webhooks(secret: &str) -> Result<Self, SecretError> {
         let encoded = secret.strip_prefix(STANDARD_WEBHOOKS_PREFIX).unwrap_or(secret);
-        let key = STANDARD.decode(encoded).map_err(|_| SecretError::InvalidBase64)?;
+        let key = PADDING_OPTIONAL
+            .decode(encoded)
+            .map_err(|_| SecretError::InvalidBase64)?;
         if key.is_empty() {
             return Err(SecretError::Empty);
         }
@@ -191,12 +201,14 @@ mod tests {
 
     #[test]
     fn standard_webhooks_secrets_are_base64_after_the_prefix() {
-        let cases: [(&str, Result<&[u8], SecretError>); 5] = [
+        let cases: [(&str, Result<&[u8], SecretError>); 6] = [
             ("whsec_aGVsbG8=", Ok(b"hello")),
             ("aGVsbG8=", Ok(b"hello")),
             ("whsec_not base64!", Err(SecretError::InvalidBase64)),
             ("whsec_", Err(SecretError::Empty)),
-            ("whsec_aGVsbG8", Err(SecretError::InvalidBase64)),
+            // Unpadded, as the Standard Webhooks libraries accept it.
+            ("whsec_aGVsbG8", Ok(b"hello")),
+            ("whsec_aGVsbG8*", Err(SecretError::InvalidBase64)),
         ];
         for (input, expected) in cases {
             let got = Secret::from_standard_webhooks(input);

@@ -18,8 +18,10 @@ pub struct TimestampedSignature {
     pub v1: Vec<Vec<u8>>,
 }
 
-/// Parses a `t=…,v1=…` header value. `None` when an entry has no `=`, `t` is missing, repeated or not an
-/// integer, or a `v1` value is not hex. A header with no `v1` entry parses (it simply cannot match).
+/// Parses a `t=…,v1=…` header value. `None` when an entry has no `=`, `t` is missing or its first
+/// occurrence is not an integer, or a `v1` value is not hex. A repeated `t` is ignored after the first,
+/// as Stripe's libraries do (the signature covers that first `t`). A header with no `v1` entry parses
+/// (it simply cannot match).
 pub fn parse_header(value: &str) -> Option<TimestampedSignature> {
     let mut timestamp = None;
     let mut v1 = Vec::new();
@@ -27,7 +29,6 @@ pub fn parse_header(value: &str) -> Option<TimestampedSignature> {
         let (key, value) = entry.split_once('=')?;
         match key.trim() {
             "t" if timestamp.is_none() => timestamp = Some(value.trim().parse().ok()?),
-            "t" => return None,
             "v1" => v1.push(hex::decode(value.trim()).ok()?),
             _ => {}
         }
@@ -81,7 +82,7 @@ mod tests {
     #[test]
     fn parses_headers() {
         type Row = (&'static str, Option<(i64, &'static [&'static str])>);
-        let cases: [Row; 11] = [
+        let cases: [Row; 12] = [
             ("t=1700000000,v1=0a0b", Some((1_700_000_000, &["0a0b"]))),
             ("t=1,v1=aa,v1=BB,v0=cc", Some((1, &["aa", "bb"]))),
             (" t = 1 , v1 = aa ,", Some((1, &["aa"]))),
@@ -90,7 +91,8 @@ mod tests {
             ("t=-5,v1=aa", Some((-5, &["aa"]))),
             ("v1=aa", None),
             ("t=abc,v1=aa", None),
-            ("t=1,t=2,v1=aa", None),
+            ("t=1,t=2,v1=aa", Some((1, &["aa"]))),
+            ("t=1,t=soon,v1=aa", Some((1, &["aa"]))),
             ("t=1,v1=zz", None),
             ("t=1,garbage", None),
         ];

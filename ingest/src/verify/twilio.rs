@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use switchboard_schemas::media_type;
 use url::form_urlencoded;
 
 use super::mac::{self, Algorithm};
@@ -22,7 +23,8 @@ use super::{Scheme, Secret, SecretSet, SharedKeys, Verified, VerifyError, header
 pub const SIGNATURE_HEADER: &str = "x-twilio-signature";
 /// Names the shared key and algorithm for shared-key signing, lowercase.
 pub const SETTINGS_HEADER: &str = "x-twilio-webhooks-signature-settings";
-/// Twilio's delivery id, lowercase; becomes [`Verified::event_id`].
+/// Twilio's delivery token, lowercase. Not signed, so not the event id: it is kept in the envelope
+/// as metadata only (see [`event_id`]).
 pub const IDEMPOTENCY_HEADER: &str = "i-twilio-idempotency-token";
 /// The only shared-key algorithm supported.
 pub const SHARED_KEY_ALGORITHM: &str = "HMAC_SHA256";
@@ -89,30 +91,43 @@ pub fn url_variants(url: &str) -> Vec<String> {
     variants
 }
 
-/// A parsed `X-Twilio-Webhooks-Signature-Settings` value: `key=<key id>,algorithm=<name>`.
+/// A parsed `X-Twilio-Webhooks-Signature-Settings` value that names an algorithm:
+/// `key=<key id>,algorithm=<name>`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SignatureSettings<'a> {
     pub key_id: &'a str,
     pub algorithm: &'a str,
 }
 
-/// Parses `key=<id>,algorithm=<name>` in any order, ignoring other entries. `None` when an entry has no
-/// `=`, `key` or `algorithm` is missing, empty or repeated.
-pub fn parse_signature_settings(value: &str) -> Option<SignatureSettings<'_>> {
+/// Parses `key=<id>,algorithm=<name>` in any order, ignoring other entries.
+///
+/// `Ok(None)` when the value names no algorithm (empty, or no `algorithm=` entry): twilio-python then
+/// validates with the auth token (HMAC-SHA1), and so does ingest. A malformed header when an entry
+/// has no `=`, `key` or `algorithm` is repeated or empty, or an algorithm is named without a key.
+pub fn parse_signature_settings(value: &str) -> Result<Option<SignatureSettings<'_>>, VerifyError> {
+    let malformed = || VerifyError::MalformedSignature {
+        header: SETTINGS_HEADER,
+    };
     let (mut key_id, mut algorithm) = (None, None);
     for entry in value.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
-        let (name, value) = entry.split_once('=')?;
+        let (name, value) = entry.split_once('=').ok_or_else(malformed)?;
         let slot = match name.trim() {
             "key" => &mut key_id,
             "algorithm" => &mut algorithm,
             _ => continue,
         };
         if slot.replace(value.trim()).is_some() {
-            return None;
+            return Err(malformed());
         }
     }
-    let (key_id, algorithm) = (key_id?, algorithm?);
-    (!key_id.is_empty() && !algorithm.is_empty()).then_some(SignatureSettings { key_id, algorithm })
+    let Some(algorithm) = algorithm else {
+        return Ok(None);
+    };
+    let key_id = key_id.ok_or_else(malformed)?;
+    if key_id.is_empty() || algorithm.is_empty() {
+        return Err(malformed());
+    }
+    Ok(Some(SignatureSettings { key_id, algorithm }))
 }
 
 /// Verifies a Twilio webhook. `url` is the full public URL Twilio called (scheme, host, optional port,
@@ -143,7 +158,7 @@ pub fn verify(
         ),
     };
 
-    let (params, param_strings) = if is_json(content_type) {
+    let (params, param_strings) = if media_type::is_json(content_type) {
         check_body_hash(url, body)?;
         (Vec::new(), vec![String::new()])
     } else {
@@ -168,14 +183,27 @@ pub fn verify(
     if !signed {
         return Err(VerifyError::SignatureMismatch);
     }
-    Ok(Verified::new(
-        scheme,
-        params,
-        headers::event_id(headers, IDEMPOTENCY_HEADER),
-    ))
+    let event_id = event_id(url, &params);
+    Ok(Verified::new(scheme, params, Some(event_id)))
 }
 
-/// The shared key named by the settings header, or `None` when the header is absent (auth tokens apply).
+/// The event id of a Twilio request: `sha256:` + hex SHA-256 of exactly what the signature covers,
+/// canonicalized: the URL as received followed by the parameters sorted by name then value, with
+/// repeated identical pairs collapsed (as twilio-python signs them). A redelivery maps to the same
+/// id, and so does a replay with a repeated pair appended or its pairs reordered (both still
+/// verify); changing anything else breaks the signature. JSON bodies: `params` is empty and the URL
+/// carries the body's `bodySHA256`.
+///
+/// Not the `I-Twilio-Idempotency-Token` header, which the signature does not cover.
+pub fn event_id(url: &str, params: &[(String, String)]) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(url.as_bytes());
+    hasher.update(canonical_params(params, Duplicates::Collapse).as_bytes());
+    format!("sha256:{}", hex::encode(hasher.finalize()))
+}
+
+/// The shared key named by the settings header, or `None` when the header is absent or names no
+/// algorithm (auth tokens apply, as in twilio-python).
 fn shared_key<'a>(
     shared_keys: &'a SharedKeys,
     headers: &HeaderMap,
@@ -183,10 +211,9 @@ fn shared_key<'a>(
     if !headers.contains_key(SETTINGS_HEADER) {
         return Ok(None);
     }
-    let malformed = VerifyError::MalformedSignature {
-        header: SETTINGS_HEADER,
+    let Some(settings) = parse_signature_settings(headers::required(headers, SETTINGS_HEADER)?)? else {
+        return Ok(None);
     };
-    let settings = parse_signature_settings(headers::required(headers, SETTINGS_HEADER)?).ok_or(malformed)?;
     if !settings.algorithm.eq_ignore_ascii_case(SHARED_KEY_ALGORITHM) {
         return Err(VerifyError::UnsupportedAlgorithm);
     }
@@ -194,14 +221,6 @@ fn shared_key<'a>(
         .get(settings.key_id)
         .map(Some)
         .ok_or(VerifyError::UnknownKeyId)
-}
-
-/// True for `application/json`, with or without parameters such as `charset`.
-fn is_json(content_type: &str) -> bool {
-    let media_type = content_type
-        .split_once(';')
-        .map_or(content_type, |(media_type, _)| media_type);
-    media_type.trim().eq_ignore_ascii_case("application/json")
 }
 
 /// Checks that the URL's `bodySHA256` query parameter is the hex SHA-256 of `body`.
@@ -488,6 +507,23 @@ mod tests {
                 ..BASE
             },
             Case {
+                name: "empty settings header: auth token, as twilio-python",
+                extra_headers: &[(SETTINGS_HEADER, "")],
+                ..BASE
+            },
+            Case {
+                name: "settings without algorithm: auth token, as twilio-python",
+                extra_headers: &[(SETTINGS_HEADER, "key=key-2024")],
+                ..BASE
+            },
+            Case {
+                name: "settings without algorithm, shared key signature",
+                extra_headers: &[(SETTINGS_HEADER, "key=key-2024")],
+                signature: SHARED_SIG,
+                expected: Err(VerifyError::SignatureMismatch),
+                ..BASE
+            },
+            Case {
                 name: "shared key, malformed settings",
                 extra_headers: &[(SETTINGS_HEADER, "key-2024")],
                 signature: SHARED_SIG,
@@ -504,7 +540,7 @@ mod tests {
     }
 
     #[test]
-    fn verified_carries_params_in_body_order_and_the_idempotency_token() {
+    fn verified_carries_params_in_body_order_and_the_signed_identity() {
         let case = Case {
             extra_headers: &[("I-Twilio-Idempotency-Token", "idem-123")],
             ..BASE
@@ -513,9 +549,21 @@ mod tests {
         let names: Vec<&str> = verified.params().iter().map(|(name, _)| name.as_str()).collect();
         assert_eq!(names, ["To", "From", "Caller", "CallSid", "Digits"]);
         assert_eq!(verified.params()[0].1, "+18005551212");
-        assert_eq!(verified.event_id(), Some("idem-123"));
-
-        assert_eq!(run(&BASE).unwrap().event_id(), None);
+        // python3: "sha256:" + hashlib.sha256((DOCS_URL + "".join(k + v for k, v in
+        //          sorted(set(params)))).encode()).hexdigest()
+        assert_eq!(
+            verified.event_id(),
+            Some("sha256:7f53140f1de604e286298b98bb1a37722df94f437ba80893752db0f5e7ba6561")
+        );
+        assert_eq!(
+            verified.event_id(),
+            run(&BASE).unwrap().event_id(),
+            "the unsigned idempotency token is not the identity"
+        );
+        assert_eq!(
+            verified.event_id().map(str::to_owned),
+            Some(event_id(DOCS_URL, verified.params()))
+        );
         let json = Case {
             url: JSON_URL,
             content_type: JSON,
@@ -620,19 +668,27 @@ mod tests {
 
     #[test]
     fn parses_signature_settings() {
-        let ok = |key_id, algorithm| Some(SignatureSettings { key_id, algorithm });
+        let malformed = || {
+            Err(VerifyError::MalformedSignature {
+                header: SETTINGS_HEADER,
+            })
+        };
+        let ok = |key_id, algorithm| Ok(Some(SignatureSettings { key_id, algorithm }));
         let cases = [
             ("key=k1,algorithm=HMAC_SHA256", ok("k1", "HMAC_SHA256")),
             (
                 " algorithm = HMAC_SHA256 , key = k1 , version=2",
                 ok("k1", "HMAC_SHA256"),
             ),
-            ("key=k1", None),
-            ("algorithm=HMAC_SHA256", None),
-            ("key=,algorithm=HMAC_SHA256", None),
-            ("key=k1,key=k2,algorithm=HMAC_SHA256", None),
-            ("key=k1,algorithm", None),
-            ("", None),
+            // No algorithm named: the auth token applies (twilio-python).
+            ("key=k1", Ok(None)),
+            ("", Ok(None)),
+            ("  ", Ok(None)),
+            ("algorithm=HMAC_SHA256", malformed()),
+            ("key=,algorithm=HMAC_SHA256", malformed()),
+            ("key=k1,algorithm=", malformed()),
+            ("key=k1,key=k2,algorithm=HMAC_SHA256", malformed()),
+            ("key=k1,algorithm", malformed()),
         ];
         for (input, expected) in cases {
             assert_eq!(parse_signature_settings(input), expected, "{input}");

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 use crate::signing::{self, PUBLIC_URL, TWILIO_TOKEN, form};
 
 /// An ingest instance serving on a free port until dropped.
-struct RunningIngest {
-    addr: SocketAddr,
+pub(crate) struct RunningIngest {
+    pub(crate) addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -31,7 +31,7 @@ impl RunningIngest {
         .await
     }
 
-    async fn start_with(base: Config) -> Self {
+    pub(crate) async fn start_with(base: Config) -> Self {
         switchboard_service::telemetry::init_logging();
         let config = Config {
             schema_registry_url: switchboard_tests::registry_url(),
@@ -54,7 +54,7 @@ impl RunningIngest {
         }
     }
 
-    async fn shutdown(mut self) {
+    pub(crate) async fn shutdown(mut self) {
         let _ = self.stop.take().map(|stop| stop.send(()));
         self.task.await.unwrap().unwrap();
     }
@@ -101,9 +101,9 @@ pub(crate) async fn post_to(
 }
 
 /// A record read back: the decoded envelope, the record headers, the record key.
-type Stored = (RawWebhook, Vec<(String, String)>, String);
+pub(crate) type Stored = (RawWebhook, Vec<(String, String)>, String);
 
-fn records_for(bootstrap: &str, phone_id: &str, call_sids: &HashSet<String>) -> Vec<Stored> {
+pub(crate) fn records_for(bootstrap: &str, phone_id: &str, call_sids: &HashSet<String>) -> Vec<Stored> {
     let runtime = tokio::runtime::Handle::current();
     let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
     let messages =

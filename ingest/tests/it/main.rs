@@ -2,7 +2,9 @@
 //! Kafka publisher against the broker and registry named by `SWITCHBOARD_TEST_KAFKA` and
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
+mod identity;
 mod kafka;
+mod kafka_envelope;
 mod router;
 mod shutdown;
 mod signing;

@@ -18,7 +18,7 @@ use crate::signing::{self, *};
 
 /// Records what it is asked to publish; fails on demand.
 #[derive(Default)]
-struct FakePublisher {
+pub(crate) struct FakePublisher {
     published: Mutex<Vec<Envelope>>,
     fail_with: Mutex<Option<fn() -> PublishError>>,
     not_ready: Mutex<Option<String>>,
@@ -44,11 +44,11 @@ impl Publisher for FakePublisher {
     }
 }
 
-fn secrets(values: &[&str]) -> SecretStrings {
+pub(crate) fn secrets(values: &[&str]) -> SecretStrings {
     SecretStrings(values.iter().map(|s| s.to_string()).collect())
 }
 
-fn config() -> Config {
+pub(crate) fn config() -> Config {
     Config {
         public_url: Some(PUBLIC_URL.into()),
         twilio_auth_tokens: secrets(&["an-old-token", TWILIO_TOKEN]),
@@ -73,13 +73,13 @@ fn config() -> Config {
     }
 }
 
-struct Harness {
-    publisher: Arc<FakePublisher>,
+pub(crate) struct Harness {
+    pub(crate) publisher: Arc<FakePublisher>,
     router: axum::Router,
 }
 
 impl Harness {
-    fn new(config: Config) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         let publisher = Arc::new(FakePublisher::default());
         let settings = Arc::new(config.validate().unwrap());
         let router = app(AppState::new(
@@ -89,7 +89,7 @@ impl Harness {
         Self { publisher, router }
     }
 
-    async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+    pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
         let response = self.router.clone().oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -97,12 +97,12 @@ impl Harness {
         (status, headers, String::from_utf8(body.to_vec()).unwrap())
     }
 
-    fn published(&self) -> Vec<Envelope> {
+    pub(crate) fn published(&self) -> Vec<Envelope> {
         self.publisher.published.lock().unwrap().clone()
     }
 }
 
-const CALL: &[(&str, &str)] = &[
+pub(crate) const CALL: &[(&str, &str)] = &[
     ("AccountSid", "AC0123456789abcdef0123456789abcdef"),
     ("CallSid", "CA0123456789abcdef0123456789abcdef"),
     ("From", "+15005550006"),
@@ -112,7 +112,7 @@ const CALL: &[(&str, &str)] = &[
     ("CallDuration", "120"),
 ];
 
-fn twilio_request(path: &str, params: &[(&str, &str)], signature: &str) -> Request<Body> {
+pub(crate) fn twilio_request(path: &str, params: &[(&str, &str)], signature: &str) -> Request<Body> {
     Request::post(path)
         .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header("x-twilio-signature", signature)
@@ -120,11 +120,11 @@ fn twilio_request(path: &str, params: &[(&str, &str)], signature: &str) -> Reque
         .unwrap()
 }
 
-fn signed_twilio(path: &str) -> Request<Body> {
+pub(crate) fn signed_twilio(path: &str) -> Request<Body> {
     twilio_request(path, CALL, &signing::twilio(&format!("{PUBLIC_URL}{path}"), CALL))
 }
 
-fn json_request(path: &str, body: &str, headers: &[(&str, String)]) -> Request<Body> {
+pub(crate) fn json_request(path: &str, body: &str, headers: &[(&str, String)]) -> Request<Body> {
     let mut builder = Request::post(path).header(header::CONTENT_TYPE, "application/json");
     for (name, value) in headers {
         builder = builder.header(*name, value);
@@ -161,7 +161,7 @@ async fn a_signed_twilio_callback_is_published_and_answered_with_twiml() {
 }
 
 #[tokio::test]
-async fn twilio_redeliveries_get_the_same_event_id_and_the_idempotency_token_wins() {
+async fn twilio_redeliveries_get_the_same_event_id_whatever_their_idempotency_token() {
     let harness = Harness::new(config());
     for _ in 0..2 {
         assert_eq!(
@@ -175,13 +175,15 @@ async fn twilio_redeliveries_get_the_same_event_id_and_the_idempotency_token_win
         .insert("i-twilio-idempotency-token", "token-123".parse().unwrap());
     assert_eq!(harness.send(with_token).await.0, StatusCode::OK);
 
-    let ids: Vec<String> = harness
-        .published()
-        .iter()
-        .map(|e| e.event_id().to_owned())
-        .collect();
+    let published = harness.published();
+    let ids: Vec<&str> = published.iter().map(Envelope::event_id).collect();
     assert_eq!(ids[0], ids[1]);
-    assert_eq!(ids[2], "token-123");
+    assert_eq!(ids[2], ids[0], "the unsigned token does not make a new event");
+    assert_eq!(
+        published[2].record().headers["i-twilio-idempotency-token"],
+        "token-123",
+        "the token is kept as metadata"
+    );
 }
 
 #[tokio::test]
@@ -330,13 +332,16 @@ async fn stripe_calendly_and_generic_sources_are_published_with_their_ids() {
             (
                 "switchboard.raw.generic".into(),
                 "+15550003333".into(),
-                "msg_1".into(),
+                "acme:msg_1".into(),
                 Some("acme".into())
             ),
             (
                 "switchboard.raw.generic".into(),
                 "unassigned".into(),
-                "d-1".into(),
+                format!(
+                    "gh:sha256:{}",
+                    hex::encode(<sha2::Sha256 as sha2::Digest>::digest(gh.as_bytes()))
+                ),
                 Some("gh".into())
             ),
         ]

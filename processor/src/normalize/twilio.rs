@@ -1,8 +1,9 @@
 //! Twilio callbacks: voice status, recording status, transcription, and message status.
 //!
 //! The body is `application/x-www-form-urlencoded` (Twilio's default), or a JSON object whose
-//! top-level scalars are the parameters when the content type starts with `application/json` (the
-//! same rule ingest verified the signature with). The kind is the first of these that matches:
+//! top-level scalars are the parameters when the content type is `application/json` in any case,
+//! with any parameters (`switchboard_schemas::media_type`, the parser ingest verified the
+//! signature with). The kind is the first of these that matches:
 //! `TranscriptionSid` -> transcription, `RecordingSid` -> recording, `MessageSid` -> message,
 //! `CallSid` with `CallStatus` -> call status. A blank parameter counts as absent; the first
 //! occurrence of a repeated parameter wins. Numbers parse leniently: one that is not an integer
@@ -92,7 +93,7 @@ struct Params(Vec<(String, String)>);
 
 impl Params {
     fn parse(raw: &RawWebhook) -> Result<Self, Poison> {
-        if raw.content_type.starts_with("application/json") {
+        if switchboard_schemas::media_type::is_json(&raw.content_type) {
             let object = json_object(&raw.body)?;
             let scalars = object.into_iter().filter_map(|(name, value)| match value {
                 Value::String(s) => Some((name, s)),
@@ -384,7 +385,11 @@ mod tests {
             occurred_at: COMPLETED_AT,
             ..call_event(Some("ringing"))
         };
-        assert_eq!(normalize(&raw), Ok(DomainEvent::Call(expected)));
+        assert_eq!(normalize(&raw), Ok(DomainEvent::Call(expected.clone())));
+
+        // Media types are case-insensitive: ingest verified this body as JSON, so it is JSON here.
+        let shouted = envelope("twilio", "Application/JSON", body.to_string().as_bytes());
+        assert_eq!(normalize(&shouted), Ok(DomainEvent::Call(expected)));
     }
 
     #[test]

@@ -5,3 +5,4 @@ mod chaos;
 mod committed;
 mod pipeline;
 mod probe;
+mod replays;

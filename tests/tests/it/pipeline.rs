@@ -17,13 +17,17 @@ const TWILIO_TOKEN: &str = "pipeline-twilio-token";
 const STRIPE_SECRET: &str = "whsec_pipeline";
 const API_TOKEN: &str = "pipeline-api-token";
 
-struct Running {
+pub(crate) struct Running {
     stop: oneshot::Sender<()>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    async fn stop(self) {
+    pub(crate) fn new(stop: oneshot::Sender<()>, task: tokio::task::JoinHandle<anyhow::Result<()>>) -> Self {
+        Self { stop, task }
+    }
+
+    pub(crate) async fn stop(self) {
         let _ = self.stop.send(());
         self.task.await.unwrap().unwrap();
     }
@@ -74,7 +78,7 @@ async fn start_sink(broker: &PrivateBroker, database_url: String) -> (Running, S
     (Running { stop, task }, base)
 }
 
-async fn start_processor(broker: &PrivateBroker) -> Running {
+pub(crate) async fn start_processor(broker: &PrivateBroker) -> Running {
     let config = switchboard_processor::config::Config {
         kafka_bootstrap: broker.bootstrap(),
         schema_registry_url: switchboard_tests::registry_url(),
@@ -146,7 +150,7 @@ async fn post_stripe(client: &reqwest::Client, base: &str, body: &str) -> u16 {
         .as_u16()
 }
 
-async fn read<T: serde::de::DeserializeOwned>(
+pub(crate) async fn read<T: serde::de::DeserializeOwned>(
     broker: &PrivateBroker,
     topic: &str,
     def: &SchemaDef,

@@ -9,9 +9,10 @@
 //! `make test` runs it shortened (`SWITCHBOARD_CHAOS_EVENTS`, default 2,000 events); `make chaos`
 //! runs it at full size (10,000 events).
 //!
-//! The sender behaves like Twilio: every callback carries an `I-Twilio-Idempotency-Token` (the
-//! event id), and a callback that fails (503, connection refused) is sent again until it is
-//! accepted. "2xx" counts first attempts accepted; every event must end up accepted, stored, and
+//! The sender behaves like Twilio: every callback carries an `I-Twilio-Idempotency-Token`
+//! (metadata only: ingest derives the event id from the signed content, and the suite computes the
+//! same id with ingest's public `twilio::event_id`), and a callback that fails (503, connection
+//! refused) is sent again until it is accepted. "2xx" counts first attempts accepted; every event must end up accepted, stored, and
 //! stored once.
 
 use std::collections::HashSet;
@@ -24,7 +25,7 @@ use std::time::{Duration, Instant};
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use switchboard_ingest::send::{TwilioKey, sign_twilio};
-use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::{Secret, twilio};
 use switchboard_schemas::Codec;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_tests::broker::PrivateBroker;
@@ -236,7 +237,10 @@ impl Stack {
 /// One provider event: a signed status callback of a call.
 #[derive(Debug, Clone)]
 struct Callback {
+    /// The event id ingest derives from the signed URL and parameters.
     event_id: String,
+    /// Sent as `I-Twilio-Idempotency-Token`.
+    token: String,
     call_sid: String,
     body: String,
     signature: String,
@@ -271,7 +275,8 @@ fn callbacks(count: usize, url: &str) -> Vec<Callback> {
                 .extend_pairs(&params)
                 .finish();
             all.push(Callback {
-                event_id: format!("chaos-{call}-{status}"),
+                event_id: twilio::event_id(url, &params),
+                token: format!("chaos-{call}-{status}"),
                 call_sid,
                 body,
                 signature,
@@ -349,7 +354,7 @@ async fn send_all(
                         .post(&url)
                         .header("content-type", "application/x-www-form-urlencoded")
                         .header("x-twilio-signature", &callback.signature)
-                        .header("i-twilio-idempotency-token", &callback.event_id)
+                        .header("i-twilio-idempotency-token", &callback.token)
                         .body(callback.body.clone())
                         .send()
                         .await;
@@ -377,9 +382,9 @@ async fn send_all(
                     assert!(
                         status == 0 || status == 503,
                         "{} answered {status}",
-                        callback.event_id
+                        callback.token
                     );
-                    assert!(Instant::now() < deadline, "{} never accepted", callback.event_id);
+                    assert!(Instant::now() < deadline, "{} never accepted", callback.token);
                     tokio::time::sleep(Duration::from_millis(250)).await;
                 }
             }
