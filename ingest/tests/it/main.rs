@@ -2,7 +2,12 @@
 //! Kafka publisher against the broker and registry named by `SWITCHBOARD_TEST_KAFKA` and
 //! `SWITCHBOARD_TEST_REGISTRY`.
 
+mod admin;
+mod connections;
+mod forged_bodies;
 mod kafka;
+mod replay_flood;
 mod router;
 mod shutdown;
 mod signing;
+mod support;
