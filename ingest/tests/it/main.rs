@@ -6,6 +6,7 @@ mod admin;
 mod connections;
 mod forged_bodies;
 mod kafka;
+mod parser_props;
 mod replay_flood;
 mod router;
 mod shutdown;
