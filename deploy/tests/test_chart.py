@@ -122,10 +122,26 @@ def test_ingest_metrics_are_scraped_from_the_admin_port_only(case):
     assert admin["spec"]["ports"] == [{"name": "admin", "port": INGEST_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}]
     webhooks = next(s for name, s in services.items() if name.endswith("-ingest"))
     assert [p["targetPort"] for p in webhooks["spec"]["ports"]] == ["http"], "no admin port behind the Ingress"
-    for monitor in find(docs, "ServiceMonitor"):
+
+
+def test_the_service_monitor_scrapes_ingest_on_its_admin_port():
+    with helm_python.Chart.load(CHART) as chart:
+        manifests = chart.render(
+            values={"serviceMonitor": {"enabled": True}}, name="switchboard", namespace="switchboard"
+        )
+    docs = [
+        d
+        for template, text in manifests.items()
+        if template.endswith(".yaml")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
+    monitors = {m["metadata"]["name"]: m for m in find(docs, "ServiceMonitor")}
+    assert any(name.endswith("-ingest") for name in monitors), list(monitors)
+    for name, monitor in monitors.items():
         (endpoint,) = monitor["spec"]["endpoints"]
-        expected = "admin" if monitor["metadata"]["name"].endswith("-ingest") else "http"
-        assert endpoint["port"] == expected and endpoint["path"] == "/metrics"
+        expected = "admin" if name.endswith("-ingest") else "http"
+        assert (endpoint["port"], endpoint["path"]) == (expected, "/metrics"), name
 
 
 @pytest.mark.parametrize("case,component", ENABLED)
