@@ -87,7 +87,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .keep_alive_interval(options.header_read_timeout)
         .keep_alive_timeout(options.header_read_timeout);
-    let max_connections = options.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let max_connections = options.max_connections.clamp(1, u32::MAX as usize);
     let slots = Arc::new(Semaphore::new(max_connections));
     let (phase, phase_seen) = watch::channel(Phase::Serving);
     let mut shutdown = pin!(shutdown);
