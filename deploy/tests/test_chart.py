@@ -23,6 +23,7 @@ SERVICES = {
     "sink": {"kind": "Deployment", "port": 9091, "command": ["switchboard-processor", "sink"]},
     "actions": {"kind": "StatefulSet", "port": 9092, "command": ["switchboard-processor", "actions"]},
 }
+INGEST_ADMIN_PORT = 9095
 # Env vars the services read as configuration (ingest/src/config.rs, processor/src/*config.rs ENV_KEYS).
 ENV_KEYS = {
     "ingest": {"listen", "kafka_bootstrap", "schema_registry_url", "public_url", "twilio_auth_tokens",
@@ -92,16 +93,55 @@ def test_probes_ports_and_commands(case, component):
     pod = workload(load(case), component)["spec"]["template"]["spec"]
     (container,) = pod["containers"]
     assert container["command"] == SERVICES[component]["command"]
-    (port,) = container["ports"]
+    port, *admin = container["ports"]
     assert port == {"name": "http", "containerPort": SERVICES[component]["port"], "protocol": "TCP"}
-    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
-    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
-    assert container["startupProbe"]["httpGet"]["path"] == "/healthz"
+    # ingest: probes (and metrics) on the admin port, apart from the webhooks.
+    probed = "admin" if component == "ingest" else "http"
+    if component == "ingest":
+        assert admin == [{"name": "admin", "containerPort": INGEST_ADMIN_PORT, "protocol": "TCP"}]
+    else:
+        assert admin == []
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": probed}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": probed}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": probed}
     # The TOML file listens where the probes look.
     config = find(load(case), "ConfigMap")
     toml = next(c for c in config if c["metadata"]["name"].endswith("-config"))["data"][f"{component}.toml"]
     key = "listen" if component == "ingest" else "admin_listen"
     assert f'{key} = "0.0.0.0:{SERVICES[component]["port"]}"' in toml
+    if component == "ingest":
+        assert f'admin_listen = "0.0.0.0:{INGEST_ADMIN_PORT}"' in toml
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_ingest_metrics_are_scraped_from_the_admin_port_only(case):
+    docs = load(case)
+    services = {s["metadata"]["name"]: s for s in find(docs, "Service")}
+    admin = next(s for name, s in services.items() if name.endswith("-ingest-admin"))
+    assert admin["spec"]["type"] == "ClusterIP"
+    assert admin["spec"]["ports"] == [{"name": "admin", "port": INGEST_ADMIN_PORT, "targetPort": "admin", "protocol": "TCP"}]
+    webhooks = next(s for name, s in services.items() if name.endswith("-ingest"))
+    assert [p["targetPort"] for p in webhooks["spec"]["ports"]] == ["http"], "no admin port behind the Ingress"
+
+
+def test_the_service_monitor_scrapes_ingest_on_its_admin_port():
+    with helm_python.Chart.load(CHART) as chart:
+        manifests = chart.render(
+            values={"serviceMonitor": {"enabled": True}}, name="switchboard", namespace="switchboard"
+        )
+    docs = [
+        d
+        for template, text in manifests.items()
+        if template.endswith(".yaml")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
+    monitors = {m["metadata"]["name"]: m for m in find(docs, "ServiceMonitor")}
+    assert any(name.endswith("-ingest") for name in monitors), list(monitors)
+    for name, monitor in monitors.items():
+        (endpoint,) = monitor["spec"]["endpoints"]
+        expected = "admin" if name.endswith("-ingest") else "http"
+        assert (endpoint["port"], endpoint["path"]) == (expected, "/metrics"), name
 
 
 @pytest.mark.parametrize("case,component", ENABLED)

@@ -1,21 +1,27 @@
-//! The HTTP surface: one route per provider (served only when its secrets are configured), the
-//! shared request pipeline, and the operational endpoints.
+//! The webhook surface: one route per provider (served only when its secrets are configured) and
+//! the shared request pipeline. The operational endpoints are on the admin listener
+//! ([`crate::admin`]).
 //!
-//! The pipeline, in order: content type (415), request head size (431), size (413), body read with
-//! a deadline (408), signature (401, or 400 for a body that contradicts its signed hash), per-source
-//! rate limit (429; counted after verification so forged traffic cannot use up a provider's
-//! budget), envelope (400 for a body that is not the JSON the provider sends), publish (2xx only
-//! once Kafka stored it, 503 otherwise; 413 if the broker refuses the record as too large, which
-//! retrying cannot fix).
+//! The pipeline, in order: content type (415), request head size (431), size (413), room in the
+//! in-flight body budget (503 with `Retry-After`, at once), body read with a deadline (408),
+//! parameter count of a form body (413), signature (401, or 400 for a body that contradicts its
+//! signed hash), envelope (400 for a body that is not the JSON the provider sends), recent-events
+//! cache (a replay of an event Kafka already acknowledged: 200, nothing published, no rate limit
+//! spent), per-source rate limit (429; counted after verification so forged traffic cannot use up
+//! a provider's budget), publish (2xx only once Kafka stored it, 503 otherwise; 413 if the broker
+//! refuses the record as too large, which retrying cannot fix).
+//!
+//! Every error answer, axum's own rejections included, has the JSON body `{"error": "<reason>"}`.
 
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
 use axum::extract::{Path, Request, State};
+use axum::http::HeaderValue;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use axum::{Json, Router};
 use bytes::Bytes;
 use governor::clock::{Clock, DefaultClock};
@@ -27,8 +33,10 @@ use switchboard_schemas::{Source, media_type};
 use crate::config::{GenericScheme, Settings};
 use crate::envelope::{self, Envelope, Extract, HeadTooLarge, InvalidJson, Request as EnvelopeRequest};
 use crate::error::Rejection;
+use crate::limits::{BodyBudget, LogSampler, form_param_count};
 use crate::metrics;
 use crate::publish::{PublishError, Publisher};
+use crate::replay::{Claim, RecentEvents};
 use crate::verify::{self, Verified, VerifyError};
 
 /// The empty TwiML document Twilio expects in answer to a status callback.
@@ -40,10 +48,18 @@ const JSON: &str = media_type::JSON;
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    settings: Arc<Settings>,
-    publisher: Arc<dyn Publisher>,
+    pub(crate) settings: Arc<Settings>,
+    pub(crate) publisher: Arc<dyn Publisher>,
     limiter: Option<Arc<DefaultKeyedRateLimiter<String>>>,
+    recent: Option<Arc<RecentEvents>>,
+    budget: BodyBudget,
+    rejection_logs: Arc<LogSampler>,
 }
+
+/// Log lines about refused requests allowed per [`REJECTION_LOG_WINDOW`]; the rest are counted and
+/// reported as `suppressed` on the next line (the metrics count every request).
+const REJECTION_LOGS: u32 = 10;
+const REJECTION_LOG_WINDOW: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -62,21 +78,30 @@ impl AppState {
                 Quota::per_second(per_second).allow_burst(burst),
             ))
         });
+        let config = &settings.config;
+        let recent = (config.replay_cache_entries > 0).then(|| {
+            Arc::new(RecentEvents::new(
+                config.replay_cache_entries,
+                config.replay_cache_ttl,
+            ))
+        });
+        let budget = BodyBudget::new(config.max_in_flight_body_bytes);
         Self {
             settings,
             publisher,
             limiter,
+            recent,
+            budget,
+            rejection_logs: Arc::new(LogSampler::new(REJECTION_LOGS, REJECTION_LOG_WINDOW)),
         }
     }
 }
 
-/// The router. Provider routes exist only for sources whose secrets are configured (fail closed).
+/// The webhook router. Provider routes exist only for sources whose secrets are configured (fail
+/// closed).
 pub fn app(state: AppState) -> Router {
     let settings = &state.settings;
-    let mut router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text));
+    let mut router = Router::new();
     if settings.twilio_enabled() {
         router = router.route("/webhooks/twilio/{*rest}", post(twilio));
     }
@@ -91,19 +116,30 @@ pub fn app(state: AppState) -> Router {
     }
     router
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))) })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
 }
 
-async fn readyz(State(state): State<AppState>) -> Response {
-    match state.publisher.ready().await {
-        Ok(()) => (StatusCode::OK, "ready").into_response(),
-        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "error": reason }))).into_response(),
+/// Gives every error answer the JSON body `{"error": "<reason>"}`: the pipeline's own answers
+/// already have it; axum's rejections (a path segment that is not UTF-8, a wrong method, …) answer
+/// plain text or nothing, which becomes the status's reason phrase. Headers such as `Allow` stay.
+pub(crate) async fn json_errors(response: Response) -> Response {
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
     }
-}
-
-async fn metrics_text() -> Response {
-    let body = switchboard_service::telemetry::prometheus().render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
+    let reason = status.canonical_reason().unwrap_or("error").to_ascii_lowercase();
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts
+        .headers
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    let body = serde_json::to_vec(&json!({ "error": reason })).unwrap_or_default();
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// The request as the pipeline hands it to a verifier once its body is read.
@@ -236,17 +272,44 @@ async fn pipeline(
     let source = route.source;
     let label = route.name.unwrap_or(source.as_str()).to_owned();
     match accept(state, route, request, verify).await {
-        Ok(envelope) => {
-            metrics::request(&label, "accepted");
+        Ok((envelope, outcome)) => {
+            metrics::request(&label, outcome.label());
             reply(&envelope)
         }
         Err(rejection) => {
             metrics::request(&label, rejection.outcome());
             if let Rejection::Verification(error) = &rejection {
                 metrics::verification_failure(&label, error.reason());
-                tracing::info!(%source, reason = error.reason(), "webhook rejected");
+            }
+            // Refusals are the attacker's lever on the log: a few lines a second, the rest counted.
+            if !matches!(rejection, Rejection::Unavailable | Rejection::Internal)
+                && let Some(suppressed) = state.rejection_logs.admit()
+            {
+                let reason = match &rejection {
+                    Rejection::Verification(error) => error.reason(),
+                    other => other.outcome(),
+                };
+                tracing::info!(%source, source_name = %label, reason, suppressed, "webhook rejected");
             }
             rejection.into_response()
+        }
+    }
+}
+
+/// How an accepted request ended.
+#[derive(Debug, Clone, Copy)]
+enum Accepted {
+    /// Published now.
+    Stored,
+    /// A replay of an event this instance stored recently: answered as stored, not published.
+    Duplicate,
+}
+
+impl Accepted {
+    fn label(self) -> &'static str {
+        match self {
+            Accepted::Stored => "accepted",
+            Accepted::Duplicate => "duplicate",
         }
     }
 }
@@ -256,7 +319,7 @@ async fn accept(
     route: Route<'_>,
     request: Request,
     verify: impl FnOnce(&Incoming<'_>) -> Result<Verified, VerifyError>,
-) -> Result<Envelope, Rejection> {
+) -> Result<(Envelope, Accepted), Rejection> {
     let config = &state.settings.config;
     let (parts, body) = request.into_parts();
     let raw_content_type = parts
@@ -274,6 +337,16 @@ async fn accept(
         None => path_and_query.to_owned(),
     };
     envelope::check_head(&url, &parts.headers)?;
+    // Room for the body in the global budget, before reading a byte of it: the declared length, or
+    // the largest body allowed when none is declared; given back down to the actual size once read.
+    let mut reservation = state
+        .budget
+        .try_reserve(
+            declared_length(&parts.headers).map_or(config.max_body_bytes, |length| {
+                length.min(config.max_body_bytes as u64) as usize
+            }),
+        )
+        .ok_or(Rejection::Overloaded)?;
     let body = read_body(
         body,
         &parts.headers,
@@ -281,6 +354,11 @@ async fn accept(
         config.body_read_timeout,
     )
     .await?;
+    reservation.shrink_to(body.len());
+    // Parsing and sorting a form grows with its parameter count: refuse absurd ones unparsed.
+    if content_type == FORM && form_param_count(&body) > config.max_form_params {
+        return Err(Rejection::TooManyParameters(config.max_form_params));
+    }
     let incoming = Incoming {
         headers: &parts.headers,
         url: &url,
@@ -288,15 +366,7 @@ async fn accept(
         body: &body,
     };
     let verified = verify(&incoming)?;
-
     let label = route.name.unwrap_or(route.source.as_str());
-    if let Some(limiter) = &state.limiter
-        && let Err(not_until) = limiter.check_key(&label.to_owned())
-    {
-        return Err(Rejection::RateLimited {
-            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
-        });
-    }
 
     let envelope_request = EnvelopeRequest {
         source: route.source,
@@ -310,12 +380,32 @@ async fn accept(
     };
     let envelope = Envelope::new(verified, &envelope_request, route.extract)?;
     let event_id = envelope.event_id().to_owned();
+
+    // A replay of an event already stored costs neither a record nor the source's rate limit.
+    let claim = match &state.recent {
+        Some(recent) => match recent.claim(label, &event_id).await {
+            Claim::Seen => return Ok((envelope, Accepted::Duplicate)),
+            Claim::Claimed(pending) => Some(pending),
+        },
+        None => None,
+    };
+    if let Some(limiter) = &state.limiter
+        && let Err(not_until) = limiter.check_key(&label.to_owned())
+    {
+        return Err(Rejection::RateLimited {
+            retry_after: not_until.wait_time_from(DefaultClock::default().now()),
+        });
+    }
+
     let started = Instant::now();
     match state.publisher.publish(&envelope).await {
         Ok(()) => {
             metrics::produced(route.source.as_str(), started.elapsed());
             tracing::debug!(source = %route.source, %event_id, "webhook stored");
-            Ok(envelope)
+            if let Some(pending) = claim {
+                pending.stored();
+            }
+            Ok((envelope, Accepted::Stored))
         }
         Err(error) => {
             tracing::warn!(source = %route.source, %event_id, %error, "webhook not stored; answered with an error");
@@ -337,9 +427,7 @@ async fn read_body(
     limit: usize,
     timeout: std::time::Duration,
 ) -> Result<Bytes, Rejection> {
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|length| length > limit as u64) {
         return Err(Rejection::TooLarge(limit));
     }
@@ -351,6 +439,13 @@ async fn read_body(
         }
         Ok(Err(_)) => Err(Rejection::BodyUnreadable),
     }
+}
+
+/// The `Content-Length` header's value, if it is a number.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
 }
 
 fn json_reply(envelope: &Envelope) -> Response {

@@ -19,6 +19,7 @@ use crate::verify::{SecretSet, SharedKeys};
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
 pub const ENV_KEYS: &[&str] = &[
     "listen",
+    "admin_listen",
     "kafka_bootstrap",
     "schema_registry_url",
     "public_url",
@@ -41,6 +42,12 @@ pub const ENV_KEYS: &[&str] = &[
     "rate_limit_per_second",
     "rate_limit_burst",
     "envelope_drop_headers",
+    "idle_timeout",
+    "max_connections",
+    "max_in_flight_body_bytes",
+    "max_form_params",
+    "replay_cache_entries",
+    "replay_cache_ttl",
 ];
 
 /// librdkafka's default `message.max.bytes`: the largest record the producer sends.
@@ -86,8 +93,11 @@ pub use switchboard_service::config::KafkaProperties;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address the HTTP server binds.
+    /// Address the webhook server binds (the provider routes only).
     pub listen: SocketAddr,
+    /// Address of the admin server: `/healthz`, `/readyz`, `/metrics`. Loopback by default; never
+    /// expose it where providers (or anyone else) can reach it.
+    pub admin_listen: SocketAddr,
     /// Kafka bootstrap servers, comma-separated.
     pub kafka_bootstrap: String,
     /// Schema registry base URL.
@@ -126,10 +136,34 @@ pub struct Config {
     /// Deadline for Kafka to acknowledge a record; past it the request gets 503.
     #[serde(deserialize_with = "duration")]
     pub publish_timeout: Duration,
+    /// A connection must send its first complete request head within this time of being accepted
+    /// (covers idle sockets, protocol detection, the HTTP/2 preface and SETTINGS); later HTTP/1
+    /// heads too. Also the HTTP/2 ping interval and ping deadline.
     #[serde(deserialize_with = "duration")]
     pub header_read_timeout: Duration,
+    /// A connection with no request in progress (HTTP/1 keep-alive, HTTP/2 without streams) is
+    /// closed after this time. Keep it above the idle timeout of a load balancer in front.
+    #[serde(deserialize_with = "duration")]
+    pub idle_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub body_read_timeout: Duration,
+    /// Webhook connections served at once; further connections wait in the listen backlog. Lowered
+    /// at start-up (with a warning) to what the open files limit leaves.
+    pub max_connections: usize,
+    /// Request body bytes held in memory at once across all requests (being read, verified or
+    /// published); a request that would exceed it gets 503 with `Retry-After` at once. At least
+    /// `max_body_bytes`.
+    pub max_in_flight_body_bytes: usize,
+    /// Most parameters a form body may have (Twilio sends fewer than 100); more gets 413 before
+    /// any parsing or signature check.
+    pub max_form_params: usize,
+    /// Stored event ids remembered per instance, so that a replay of an event Kafka already
+    /// acknowledged is answered 200 without a second record and without spending the source's
+    /// rate limit; 0 turns it off.
+    pub replay_cache_entries: usize,
+    /// How long a stored event id is remembered.
+    #[serde(deserialize_with = "duration")]
+    pub replay_cache_ttl: Duration,
     /// How long SIGTERM waits for in-flight requests.
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
@@ -144,6 +178,7 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
             kafka_bootstrap: "127.0.0.1:9092".into(),
             schema_registry_url: "http://127.0.0.1:8081".into(),
             public_url: None,
@@ -166,7 +201,13 @@ impl Default for Config {
             max_body_bytes: 900 * 1024,
             publish_timeout: Duration::from_secs(5),
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(75),
             body_read_timeout: Duration::from_secs(10),
+            max_connections: 4096,
+            max_in_flight_body_bytes: 64 * 1024 * 1024,
+            max_form_params: 1000,
+            replay_cache_entries: 100_000,
+            replay_cache_ttl: Duration::from_secs(3600),
             drain_timeout: Duration::from_secs(20),
             rate_limit_per_second: 0,
             rate_limit_burst: 0,
@@ -349,6 +390,7 @@ impl Config {
                 ),
             ));
         }
+        self.check_limits()?;
         if !(Duration::from_millis(100)..=Duration::from_secs(14)).contains(&self.publish_timeout) {
             return Err(ConfigError::invalid(
                 "publish_timeout",
@@ -391,6 +433,35 @@ impl Config {
                 .parse()
                 .map_err(|_| ConfigError::invalid("kafka.message.max.bytes", "must be a number of bytes")),
         }
+    }
+}
+
+impl Config {
+    /// The connection, memory and replay limits.
+    fn check_limits(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("header_read_timeout", self.header_read_timeout.is_zero()),
+            ("idle_timeout", self.idle_timeout.is_zero()),
+            ("body_read_timeout", self.body_read_timeout.is_zero()),
+            ("max_connections", self.max_connections == 0),
+            ("max_form_params", self.max_form_params == 0),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, zero)| *zero) {
+            return Err(ConfigError::invalid(key, "must be positive"));
+        }
+        if self.max_in_flight_body_bytes < self.max_body_bytes {
+            return Err(ConfigError::invalid(
+                "max_in_flight_body_bytes",
+                "must be at least max_body_bytes, or a largest body could never be accepted",
+            ));
+        }
+        if self.replay_cache_entries > 0 && self.replay_cache_ttl.is_zero() {
+            return Err(ConfigError::invalid(
+                "replay_cache_ttl",
+                "must be positive (set replay_cache_entries = 0 to turn the cache off)",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -508,6 +579,11 @@ mod tests {
                 "scheme",
             ),
             ("listen = \"not an address\"", "listen"),
+            ("idle_timeout = \"0s\"", "idle_timeout"),
+            ("max_connections = 0", "max_connections"),
+            ("max_form_params = 0", "max_form_params"),
+            ("max_in_flight_body_bytes = 1000", "max_in_flight_body_bytes"),
+            ("replay_cache_ttl = \"0s\"", "replay_cache_ttl"),
             ("unknown_key = 1", "unknown_key"),
         ];
         for (toml, key) in cases {

@@ -37,6 +37,10 @@ pub enum Rejection {
     BodyUnreadable,
     #[error("rate limit exceeded")]
     RateLimited { retry_after: Duration },
+    #[error("form body has more than {0} parameters")]
+    TooManyParameters(usize),
+    #[error("too many requests in progress, retry later")]
+    Overloaded,
     #[error("could not store the webhook, retry later")]
     Unavailable,
     #[error("internal error")]
@@ -55,6 +59,8 @@ impl Rejection {
             Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::TooManyParameters(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -72,6 +78,8 @@ impl Rejection {
             Rejection::UnsupportedMediaType(_) => "unsupported_media_type",
             Rejection::BodyTimeout => "body_timeout",
             Rejection::RateLimited { .. } => "rate_limited",
+            Rejection::TooManyParameters(_) => "too_many_parameters",
+            Rejection::Overloaded => "overloaded",
             Rejection::Unavailable => "unavailable",
             Rejection::Internal => "internal_error",
         }
@@ -80,6 +88,8 @@ impl Rejection {
 
 /// Seconds to put in `Retry-After` when Kafka cannot take a record.
 const UNAVAILABLE_RETRY_AFTER_SECS: u64 = 5;
+/// Seconds to put in `Retry-After` when the in-flight body budget is used up.
+const OVERLOADED_RETRY_AFTER_SECS: u64 = 1;
 
 impl IntoResponse for Rejection {
     fn into_response(self) -> Response {
@@ -87,6 +97,7 @@ impl IntoResponse for Rejection {
         let retry_after = match &self {
             Rejection::RateLimited { retry_after } => Some(retry_after.as_secs_f64().ceil().max(1.0) as u64),
             Rejection::Unavailable => Some(UNAVAILABLE_RETRY_AFTER_SECS),
+            Rejection::Overloaded => Some(OVERLOADED_RETRY_AFTER_SECS),
             _ => None,
         };
         if let Some(seconds) = retry_after {

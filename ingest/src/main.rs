@@ -32,7 +32,9 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve => {
             let settings = Settings::load()?;
             let listener = tokio::net::TcpListener::bind(settings.config.listen).await?;
-            switchboard_ingest::run(settings, listener, switchboard_service::shutdown::signal()).await
+            let admin_listener = tokio::net::TcpListener::bind(settings.config.admin_listen).await?;
+            let shutdown = switchboard_service::shutdown::signal();
+            switchboard_ingest::run(settings, listener, admin_listener, shutdown).await
         }
         Command::Send(args) => switchboard_ingest::send::run(*args).await,
     }

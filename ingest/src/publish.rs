@@ -41,13 +41,33 @@ pub enum PublishError {
     TooLarge(String),
 }
 
+/// Why the publisher cannot publish right now. `Display` holds the internal detail (for logs);
+/// [`NotReady::summary`] is what may be shown to a caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NotReady {
+    #[error("schemas not registered: {0}")]
+    Registry(String),
+    #[error("kafka metadata unreachable: {0}")]
+    Kafka(String),
+}
+
+impl NotReady {
+    /// A fixed text naming what is not ready, without hosts or transport errors.
+    pub fn summary(&self) -> &'static str {
+        match self {
+            NotReady::Registry(_) => "schema registry: schemas not registered",
+            NotReady::Kafka(_) => "kafka: brokers unreachable",
+        }
+    }
+}
+
 /// Makes envelopes durable.
 pub trait Publisher: Send + Sync + 'static {
     /// Resolves once the envelope is durably stored.
     fn publish<'a>(&'a self, envelope: &'a Envelope) -> BoxFuture<'a, Result<(), PublishError>>;
 
     /// `Ok` when the publisher can currently publish (broker reachable, schemas registered).
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>>;
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>>;
 
     /// Waits until everything handed over has been delivered or `timeout` passes.
     fn flush(&self, timeout: Duration) -> BoxFuture<'_, ()>;
@@ -210,16 +230,16 @@ impl Publisher for KafkaPublisher {
         Box::pin(self.send(envelope))
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
         Box::pin(async move {
             if !self.schemas_registered.load(Ordering::Acquire) {
                 self.register_schemas()
                     .await
-                    .map_err(|e| format!("schemas not registered: {e}"))?;
+                    .map_err(|e| NotReady::Registry(e.to_string()))?;
             }
             kafka::check_metadata(&self.producer(), Duration::from_secs(2))
                 .await
-                .map_err(|e| format!("kafka metadata unreachable: {e}"))
+                .map_err(|e| NotReady::Kafka(e.to_string()))
         })
     }
 

@@ -1314,7 +1314,7 @@ mod tests {
             Box::pin(async { Ok(()) })
         }
 
-        fn ready(&self) -> futures::future::BoxFuture<'_, Result<(), String>> {
+        fn ready(&self) -> futures::future::BoxFuture<'_, Result<(), crate::publish::NotReady>> {
             Box::pin(async { Ok(()) })
         }
 

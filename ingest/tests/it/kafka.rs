@@ -44,7 +44,8 @@ impl RunningIngest {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel();
-        let task = tokio::spawn(switchboard_ingest::run(settings, listener, async {
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let task = tokio::spawn(switchboard_ingest::run(settings, listener, admin, async {
             let _ = stopped.await;
         }));
         Self {

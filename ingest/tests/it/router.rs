@@ -11,7 +11,7 @@ use http_body_util::BodyExt;
 use switchboard_ingest::app::{AppState, EMPTY_TWIML, app};
 use switchboard_ingest::config::{Config, GenericScheme, GenericSource, SecretStrings};
 use switchboard_ingest::envelope::Envelope;
-use switchboard_ingest::publish::{PublishError, Publisher};
+use switchboard_ingest::publish::{NotReady, PublishError, Publisher};
 use tower::ServiceExt;
 
 use crate::signing::{self, *};
@@ -35,8 +35,11 @@ impl Publisher for FakePublisher {
         })
     }
 
-    fn ready(&self) -> BoxFuture<'_, Result<(), String>> {
-        Box::pin(async move { self.not_ready.lock().unwrap().clone().map_or(Ok(()), Err) })
+    fn ready(&self) -> BoxFuture<'_, Result<(), NotReady>> {
+        Box::pin(async move {
+            let reason = self.not_ready.lock().unwrap().clone();
+            reason.map_or(Ok(()), |reason| Err(NotReady::Kafka(reason)))
+        })
     }
 
     fn flush(&self, _timeout: Duration) -> BoxFuture<'_, ()> {
@@ -69,6 +72,8 @@ pub(crate) fn config() -> Config {
             },
         ],
         max_body_bytes: 4096,
+        // These tests count what repeated requests publish; the replay cache has its own tests.
+        replay_cache_entries: 0,
         ..Config::default()
     }
 }
@@ -76,21 +81,36 @@ pub(crate) fn config() -> Config {
 pub(crate) struct Harness {
     pub(crate) publisher: Arc<FakePublisher>,
     router: axum::Router,
+    admin: axum::Router,
 }
 
 impl Harness {
     pub(crate) fn new(config: Config) -> Self {
         let publisher = Arc::new(FakePublisher::default());
         let settings = Arc::new(config.validate().unwrap());
-        let router = app(AppState::new(
-            settings,
-            Arc::clone(&publisher) as Arc<dyn Publisher>,
-        ));
-        Self { publisher, router }
+        let state = AppState::new(settings, Arc::clone(&publisher) as Arc<dyn Publisher>);
+        let admin = switchboard_ingest::admin_app(state.clone());
+        Self {
+            publisher,
+            router: app(state),
+            admin,
+        }
     }
 
     pub(crate) async fn send(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
-        let response = self.router.clone().oneshot(request).await.unwrap();
+        Self::answer(self.router.clone(), request).await
+    }
+
+    /// Sends to the admin listener's router.
+    async fn send_admin(&self, request: Request<Body>) -> (StatusCode, axum::http::HeaderMap, String) {
+        Self::answer(self.admin.clone(), request).await
+    }
+
+    async fn answer(
+        router: axum::Router,
+        request: Request<Body>,
+    ) -> (StatusCode, axum::http::HeaderMap, String) {
+        let response = router.oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
         let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -455,16 +475,16 @@ async fn kafka_trouble_is_503_with_retry_after() {
 async fn health_readiness_and_metrics() {
     let harness = Harness::new(config());
     let get = |path: &str| Request::get(path).body(Body::empty()).unwrap();
-    assert_eq!(harness.send(get("/healthz")).await.0, StatusCode::OK);
-    assert_eq!(harness.send(get("/readyz")).await.0, StatusCode::OK);
+    assert_eq!(harness.send_admin(get("/healthz")).await.0, StatusCode::OK);
+    assert_eq!(harness.send_admin(get("/readyz")).await.0, StatusCode::OK);
     *harness.publisher.not_ready.lock().unwrap() = Some("kafka metadata unreachable".into());
     assert_eq!(
-        harness.send(get("/readyz")).await.0,
+        harness.send_admin(get("/readyz")).await.0,
         StatusCode::SERVICE_UNAVAILABLE
     );
 
     harness.send(signed_twilio("/webhooks/twilio/calls")).await;
-    let (status, _, metrics) = harness.send(get("/metrics")).await;
+    let (status, _, metrics) = harness.send_admin(get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(
         metrics

@@ -14,8 +14,10 @@ use crate::signing::{PUBLIC_URL, TWILIO_TOKEN};
 async fn sigterm_finishes_in_flight_requests_and_exits_0() {
     let broker = PrivateBroker::start_pausable().unwrap();
     let port = switchboard_tests::free_port().unwrap();
+    let admin_port = switchboard_tests::free_port().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_switchboard-ingest"))
         .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{port}"))
+        .env("SWITCHBOARD_ADMIN_LISTEN", format!("127.0.0.1:{admin_port}"))
         .env("SWITCHBOARD_KAFKA_BOOTSTRAP", broker.bootstrap())
         .env(
             "SWITCHBOARD_SCHEMA_REGISTRY_URL",
@@ -32,7 +34,7 @@ async fn sigterm_finishes_in_flight_requests_and_exits_0() {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     while !client
-        .get(format!("{base}/readyz"))
+        .get(format!("http://127.0.0.1:{admin_port}/readyz"))
         .send()
         .await
         .is_ok_and(|r| r.status() == 200)

@@ -241,17 +241,22 @@ ConfigMap. Call with (list $ "ingest").
 
 {{/* Probes on the named port "http". */}}
 {{- define "switchboard.probes" -}}
+{{ include "switchboard.probesOn" "http" }}
+{{- end }}
+
+{{/* Probes on the named port given as the argument. */}}
+{{- define "switchboard.probesOn" -}}
 startupProbe:
-  httpGet: {path: /healthz, port: http}
+  httpGet: {path: /healthz, port: {{ . }}}
   periodSeconds: 2
   failureThreshold: 60
 livenessProbe:
-  httpGet: {path: /healthz, port: http}
+  httpGet: {path: /healthz, port: {{ . }}}
   periodSeconds: 10
   timeoutSeconds: 3
   failureThreshold: 3
 readinessProbe:
-  httpGet: {path: /readyz, port: http}
+  httpGet: {path: /readyz, port: {{ . }}}
   periodSeconds: 5
   timeoutSeconds: 3
   failureThreshold: 2

@@ -207,6 +207,7 @@ impl Stack {
         self.common(&mut command);
         let child = command
             .env("SWITCHBOARD_LISTEN", format!("127.0.0.1:{}", self.ingest_port))
+            .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_PUBLIC_URL", self.public_url())
             .env("SWITCHBOARD_TWILIO_AUTH_TOKENS", TWILIO_TOKEN)
             .env("SWITCHBOARD_PUBLISH_TIMEOUT", "3s")
