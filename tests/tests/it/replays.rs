@@ -52,10 +52,12 @@ async fn start_ingest(broker: &PrivateBroker) -> (Running, String) {
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
+    let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = oneshot::channel();
     let task = tokio::spawn(switchboard_ingest::run(
         config.validate().unwrap(),
         listener,
+        admin,
         async {
             let _ = stopped.await;
         },
