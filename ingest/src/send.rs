@@ -1380,10 +1380,12 @@ mod tests {
                 true,
                 &token,
             ),
+            // Another event: the same signed content would be the same event, answered from the
+            // recent-events cache without a second record.
             twilio_request(
                 target("/webhooks/twilio/calls"),
                 Some(&public),
-                &calls,
+                &twilio_params(now, &[]),
                 false,
                 &shared,
             ),
