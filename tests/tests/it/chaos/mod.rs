@@ -24,6 +24,10 @@ use switchboard_ingest::send::{TwilioKey, sign_twilio};
 use switchboard_ingest::verify::Secret;
 use switchboard_tests::broker::PrivateBroker;
 
+mod broker_pause_long;
+mod scale;
+mod supervise;
+
 const TWILIO_TOKEN: &str = "chaos-twilio-token";
 const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];
 const PARTITIONS: &str = "3";
@@ -125,6 +129,11 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    /// The stack, its processor (`chaos-0`) started with the extra environment `processor_env`.
+    async fn start_with(processor_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}", dir.path().join("chaos.db").display());
         let mut stack = Stack {
@@ -140,7 +149,7 @@ impl Stack {
         };
         stack.registry = Some(stack.spawn_registry().await);
         stack.ingest = Some(stack.spawn_ingest().await);
-        stack.processor = Some(stack.spawn("processor", &[]));
+        stack.processor = Some(stack.spawn_processor("chaos-0", processor_env));
         stack.sink = Some(stack.spawn("sink", &["sink"]));
         stack
     }
@@ -200,13 +209,29 @@ impl Stack {
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        self.spawn_instance(name, args, "chaos-0", &[])
+    }
+
+    /// One more processor instance: its own instance id (so its own transactional id), logging
+    /// to `processor-<instance_id>.log` (`chaos-0` to `processor.log`), with extra environment.
+    fn spawn_processor(&self, instance_id: &str, env: &[(&str, &str)]) -> Proc {
+        let name = if instance_id == "chaos-0" {
+            "processor".to_owned()
+        } else {
+            format!("processor-{instance_id}")
+        };
+        self.spawn_instance(&name, &[], instance_id, env)
+    }
+
+    fn spawn_instance(&self, name: &str, args: &[&str], instance_id: &str, env: &[(&str, &str)]) -> Proc {
         let mut command = Command::new(binary("switchboard-processor"));
         self.common(&mut command);
         command
             .args(args)
             .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_INSTANCE_ID", "chaos-0")
+            .env("SWITCHBOARD_INSTANCE_ID", instance_id)
             .env("SWITCHBOARD_DATABASE_URL", &self.database_url)
+            .envs(env.iter().copied())
             .stderr(self.log(name));
         Proc(command.spawn().unwrap())
     }
