@@ -1,8 +1,9 @@
 //! Processor scale-out and scale-in under load: one instance, then three (distinct instance ids,
 //! so distinct transactional ids), then one SIGKILLed mid-transaction and one SIGTERMed:
-//! rebalances, restores and fencing while records flow. Nothing lost, nothing doubled, and a
-//! partition whose committed offset cannot be read is held back (said in a WARN) rather than
-//! processed again from its beginning.
+//! rebalances, restores and fencing while records flow; the killed one comes back later under its
+//! id (as a StatefulSet's pod does), fencing its dead transaction. Nothing lost, nothing doubled,
+//! and a partition whose committed offset cannot be read is held back (said in a WARN) rather
+//! than processed again from its beginning.
 
 use std::time::Duration;
 
@@ -42,14 +43,24 @@ async fn chaos_processor_scale_out_and_in_under_load_loses_and_doubles_nothing()
     println!("chaos-2 SIGTERMed: exit {code:?}");
     assert_eq!(code, Some(0), "a SIGTERMed processor exits 0 after draining");
 
-    supervise::until_stored(&stack, &mut [&mut p0], callbacks.len() as i64, STALL).await;
+    // chaos-1's transaction stays open: Apache Kafka aborts it after the transaction timeout
+    // (10 s by default), the dev broker never does, and read_committed readers of its output
+    // partitions (the sink) wait for it until then. A supervisor (StatefulSet) restarts chaos-1
+    // with its id, which fences the dead producer and aborts its transaction: done here after
+    // the transaction timeout, as the broker would.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let mut p1 = Supervised::new("chaos-1", &[], stack.spawn_processor("chaos-1", &[]));
+    println!("chaos-1 restarted");
+
+    supervise::until_stored(&stack, &mut [&mut p0, &mut p1], callbacks.len() as i64, STALL).await;
     let sent = load.await.unwrap();
     let (records, ids, repeated) = supervise::emitted_calls(&stack);
     println!(
-        "scale out and in: p0 restarts {} / {} / switchboard.calls {records} records for {ids} event ids ({repeated} repeated: aborted or re-emitted)",
-        p0.restarts,
+        "scale out and in: restarts after a non-zero exit {} / {} / switchboard.calls {records} records for {ids} event ids ({repeated} repeated: aborted or re-emitted)",
+        p0.restarts + p1.restarts,
         supervise::failure_paths(&stack),
     );
     stack.processor = p0.process.take();
+    drop(p1);
     verify("scale out and in", &stack, &callbacks, &sent).await;
 }
