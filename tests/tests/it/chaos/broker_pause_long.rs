@@ -6,15 +6,17 @@
 use std::time::Duration;
 
 use super::supervise::{self, Supervised};
-use super::{LOAD, ONE_AT_A_TIME, Stack, callbacks, events, send_all, url, verify};
+use super::{LOAD, ONE_AT_A_TIME, Stack, callbacks, events, open, send_all, stored, url, verify};
 
 /// Short, so that the pause outlasts it by far while the scenario stays short.
 const TRANSACTION_TIMEOUT: &str = "3s";
 /// Long transactions, so that one is open when the broker freezes (under load, almost always).
 const COMMIT_INTERVAL: &str = "1s";
 /// Longer than the transaction timeout (and the deliveries' timeout, which librdkafka bounds by
-/// it) several times over.
-const PAUSE: Duration = Duration::from_secs(15);
+/// it) several times over, and than one attempt of a transactional call (a quarter of the
+/// processor's one-minute bound), so that a commit or an abort in flight times out and is made
+/// again.
+const PAUSE: Duration = Duration::from_secs(20);
 /// No new row for this long fails: above the processor's bound on a call that does not
 /// complete (one minute), a restart, a group join and a restore.
 const STALL: Duration = Duration::from_secs(150);
@@ -31,7 +33,16 @@ async fn chaos_broker_paused_longer_than_the_transaction_timeout_recovers_or_res
     let load = tokio::spawn(send_all(url(&stack), callbacks.clone(), LOAD, |_| {}));
     let mut processor = Supervised::new("chaos-0", &env, stack.processor.take().unwrap());
 
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Freeze the broker once records flow through the whole stack (so transactions are open).
+    let db = open(&stack.database_url).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while stored(&db).await < 50 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing stored before the pause"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stack.broker.pause().unwrap();
     tokio::time::sleep(PAUSE).await;
     stack.broker.resume().unwrap();
