@@ -64,6 +64,12 @@ pub struct Config {
     /// Most records in one transaction.
     pub max_batch_records: usize,
     /// `transaction.timeout.ms`: the broker aborts a transaction left open longer than this.
+    /// Default 10 s (as Kafka Streams under exactly-once): when an instance dies mid-transaction,
+    /// its partitions' new owner cannot read their committed offsets (unstable) until the broker
+    /// aborts that transaction, so this is how long they stall. It must exceed the longest
+    /// healthy transaction (`commit_interval` plus the commit itself) with room for a slow
+    /// broker; a transaction that outlives it is aborted and processed again (never lost, never
+    /// doubled). It also bounds librdkafka's delivery timeout for the outputs.
     #[serde(deserialize_with = "duration")]
     pub transaction_timeout: Duration,
     /// How long a provider event id is remembered for dedup.
@@ -101,7 +107,7 @@ impl Default for Config {
             processing_guarantee: Guarantee::ExactlyOnce,
             commit_interval: Duration::from_millis(100),
             max_batch_records: 5_000,
-            transaction_timeout: Duration::from_secs(60),
+            transaction_timeout: Duration::from_secs(10),
             dedup_window: Duration::from_secs(7 * 24 * 3600),
             create_topics: true,
             topic_partitions: 6,

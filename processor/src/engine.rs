@@ -54,8 +54,10 @@ pub struct Engine {
     pub(crate) stores: Stores,
     /// Where outputs go.
     topology: Topology,
-    /// Tasks assigned but not yet restored.
+    /// Tasks assigned but not yet restored (paused until they are).
     pub(crate) to_restore: Vec<Task>,
+    /// After a restore was deferred: when to try again, and the backoff that led there.
+    pub(crate) restore_retry: Option<(std::time::Instant, Duration)>,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
     pub(crate) failure: Option<LoopError>,
 }
@@ -80,6 +82,7 @@ impl Engine {
             exactly_once: config.processing_guarantee == Guarantee::ExactlyOnce,
             commit_interval: config.commit_interval,
             max_records: config.max_batch_records,
+            resolve_within: Batching::resolve_within(config.transaction_timeout),
         };
         Ok(Self {
             codec,
@@ -88,6 +91,7 @@ impl Engine {
             stores: Stores::default(),
             topology,
             to_restore: Vec::new(),
+            restore_retry: None,
             failure: None,
         })
     }
@@ -342,13 +346,14 @@ impl Engine {
     }
 
     /// Aborts the open transaction, forgets its state changes, and rewinds every owned partition
-    /// to its committed offset so that its records are processed again.
+    /// to its committed offset so that its records are processed again (partitions still to
+    /// restore are paused at no position yet: their restore positions them).
     pub fn abort_and_rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
         self.stores.abort();
-        if self.txn.abort_and_rewind(consumer)? {
+        if self.txn.abort_and_rewind(consumer, &self.to_restore)? {
             metrics::aborted();
         }
         Ok(())

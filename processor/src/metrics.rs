@@ -19,6 +19,9 @@ pub const LAG: &str = "switchboard_processor_consumer_lag";
 pub const REBALANCES: &str = "switchboard_processor_rebalances_total";
 /// Event ids remembered for dedup.
 pub const DEDUP_ENTRIES: &str = "switchboard_processor_dedup_entries";
+/// Restores of assigned partitions put off (the partition stays paused), by `reason`
+/// (offset_unknown, not_started, restore_failed).
+pub const RESTORE_DEFERRED: &str = "switchboard_processor_restore_deferred_total";
 
 pub(crate) fn counter_consumed(topic: &str) {
     metrics::counter!(CONSUMED, "topic" => topic.to_owned()).increment(1);
@@ -56,4 +59,8 @@ pub(crate) fn lag(name: &'static str, topic: &str, partition: i32, lag: i64) {
 
 pub(crate) fn dedup_entries(entries: usize) {
     metrics::gauge!(DEDUP_ENTRIES).set(entries as f64);
+}
+
+pub(crate) fn restore_deferred(reason: &'static str) {
+    metrics::counter!(RESTORE_DEFERRED, "reason" => reason).increment(1);
 }

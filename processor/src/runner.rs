@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::Codec;
 use tokio::runtime::Handle;
@@ -17,7 +18,7 @@ use crate::config::Config;
 use crate::engine::Engine;
 use crate::state::Task;
 use crate::topology::Topology;
-use crate::txn::{LoopError, ProducerContext, now_millis};
+use crate::txn::{self, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis};
 use crate::{kafka, metrics, restore};
 
 /// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
@@ -89,7 +90,7 @@ impl ConsumerContext for RebalanceContext {
         }
     }
 
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 metrics::rebalance("assign");
@@ -98,7 +99,16 @@ impl ConsumerContext for RebalanceContext {
                     partitions = assigned.len(),
                     "partitions assigned; restoring their state"
                 );
-                lock(&self.engine).to_restore.extend(assigned);
+                // Nothing is fetched from a partition before its state is restored and its
+                // position set from the same committed offset (`restore_assigned` resumes it):
+                // librdkafka's own start position is not trusted with exactly-once state.
+                if let Err(error) = consumer.pause(partitions) {
+                    let failure = LoopError::Fatal(format!("pausing assigned partitions: {error}"));
+                    lock(&self.engine).failure = Some(failure);
+                }
+                let mut engine = lock(&self.engine);
+                engine.to_restore.extend(assigned);
+                engine.restore_retry = None;
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -130,7 +140,7 @@ pub fn run(
     consumer.subscribe(&kafka::raw_topics())?;
     tracing::info!(transactional_id = %config.transactional_id(), guarantee = ?config.processing_guarantee, "processor started");
 
-    let mut backoff = BACKOFF_START;
+    let mut recovery = Recovery::new(BACKOFF_START, BACKOFF_MAX);
     let mut last_housekeeping = Instant::now();
     let result = loop {
         health.heartbeat_millis.store(now_millis(), Ordering::Relaxed);
@@ -142,22 +152,8 @@ pub fn run(
         health.ready.store(true, Ordering::Relaxed);
 
         let step = step(&config, &codec, &runtime, &engine, &consumer, polled);
-        match step {
-            Ok(()) => backoff = BACKOFF_START,
-            Err(LoopError::Fatal(reason)) => break Err(anyhow::anyhow!("fatal: {reason}")),
-            Err(LoopError::Retriable(reason)) => {
-                tracing::warn!(%reason, backoff = ?backoff, "transaction aborted; rewinding to the committed offsets");
-                if let Err(error) = lock(&engine).abort_and_rewind(&consumer) {
-                    match error {
-                        LoopError::Fatal(reason) => {
-                            break Err(anyhow::anyhow!("fatal while aborting: {reason}"));
-                        }
-                        LoopError::Retriable(reason) => tracing::warn!(%reason, "rewind failed; retrying"),
-                    }
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
+        if let Err(fatal) = recovery.after(step, || lock(&engine).abort_and_rewind(&consumer)) {
+            break Err(anyhow::Error::from(fatal));
         }
 
         if last_housekeeping.elapsed() >= HOUSEKEEPING_INTERVAL {
@@ -191,7 +187,14 @@ fn step(
     }
     match polled {
         Some(Ok(message)) => {
-            engine.process(&message)?;
+            let task = Task::new(message.topic(), message.partition());
+            if engine.to_restore.contains(&task) {
+                // Read before its pause took effect: its restore seeks back to the committed
+                // offset, so the record is read again then.
+                tracing::debug!(%task, offset = message.offset(), "record of a partition not restored yet; read again later");
+            } else {
+                engine.process(&message)?;
+            }
         }
         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
         None => {}
@@ -202,6 +205,12 @@ fn step(
     Ok(())
 }
 
+/// Restores the state of newly assigned partitions and positions each at the committed offset
+/// its state was restored from, then resumes it. A partition whose committed offset cannot be
+/// read (an error, an unstable offset held by another producer's open transaction), whose
+/// position cannot be set yet, or whose state does not restore stays paused and pending: it is
+/// tried again after a backoff, said in a WARN and counted, and never started from the beginning
+/// with empty state (which would emit its records a second time).
 fn restore_assigned(
     config: &Config,
     codec: &Codec,
@@ -209,39 +218,119 @@ fn restore_assigned(
     engine: &mut Engine,
     consumer: &BaseConsumer<RebalanceContext>,
 ) -> Result<(), LoopError> {
-    let pending = std::mem::take(&mut engine.to_restore);
-    let mut list = TopicPartitionList::new();
-    for task in &pending {
-        list.add_partition(&task.topic, task.partition);
+    if engine.restore_retry.is_some_and(|(at, _)| Instant::now() < at) {
+        return Ok(());
     }
-    let committed = consumer
-        .committed_offsets(list, Duration::from_secs(30))
-        .map_err(|e| LoopError::Retriable(format!("reading committed offsets: {e}")))?;
+    let pending = std::mem::take(&mut engine.to_restore);
+    let committed = match txn::committed_offsets(consumer, &pending, RESTORE_OFFSETS_TIMEOUT) {
+        Ok(committed) => committed,
+        Err(LoopError::Retriable(reason)) => pending
+            .iter()
+            .map(|task| (task.clone(), CommittedOffset::Unknown(reason.clone())))
+            .collect(),
+        Err(fatal) => {
+            engine.to_restore = pending;
+            return Err(fatal);
+        }
+    };
     let cutoff = now_millis() - config.dedup_window.as_millis() as i64;
-    let mut pending = pending.into_iter();
-    while let Some(task) = pending.next() {
-        let offset = committed
-            .find_partition(&task.topic, task.partition)
-            .and_then(|e| match e.offset() {
-                Offset::Offset(offset) => Some(offset),
-                _ => None,
-            });
+    let mut deferred = Vec::new();
+    for (task, committed) in committed {
         let started = Instant::now();
-        match restore::restore(config, engine.topology(), codec, runtime, &task, offset, cutoff) {
+        match restore_one(
+            config, codec, runtime, engine, consumer, &task, &committed, cutoff,
+        ) {
             Ok(state) => {
-                tracing::info!(%task, dedup = state.dedup.len(), calls = state.calls.len(), elapsed = ?started.elapsed(), "state restored");
-                engine.stores.install(task, state);
+                tracing::info!(%task, ?committed, dedup = state.0, calls = state.1, elapsed = ?started.elapsed(), "state restored");
             }
-            Err(error) => {
-                // Not processed until restored: keep it (and the rest) pending and retry.
-                let reason = format!("restoring {task}: {error:#}");
-                engine.to_restore.push(task);
-                engine.to_restore.extend(pending);
-                return Err(LoopError::Retriable(reason));
+            Err(deferral) => {
+                metrics::restore_deferred(deferral.kind());
+                match &deferral {
+                    // Normal right after an assignment: librdkafka is still fetching the
+                    // committed offset itself.
+                    Deferral::NotStarted(reason) => {
+                        tracing::debug!(%task, %reason, "partition not fetching yet; restoring it later")
+                    }
+                    _ => {
+                        tracing::warn!(%task, reason = %deferral, "partition not processed until it can be restored; retrying")
+                    }
+                }
+                deferred.push(task);
             }
         }
     }
+    engine.restore_retry = if deferred.is_empty() {
+        None
+    } else {
+        let backoff = engine
+            .restore_retry
+            .map_or(RESTORE_BACKOFF_START, |(_, backoff)| {
+                (backoff * 2).min(RESTORE_BACKOFF_MAX)
+            });
+        Some((Instant::now() + backoff, backoff))
+    };
+    engine.to_restore = deferred;
     Ok(())
+}
+
+/// How long reading the committed offsets of assigned partitions may take.
+const RESTORE_OFFSETS_TIMEOUT: Duration = Duration::from_secs(10);
+/// Backoff between attempts to restore deferred partitions.
+const RESTORE_BACKOFF_START: Duration = Duration::from_millis(100);
+const RESTORE_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a partition was not restored this time.
+#[derive(Debug, thiserror::Error)]
+enum Deferral {
+    #[error("committed offset unknown: {0}")]
+    OffsetUnknown(String),
+    #[error("consumer not fetching it yet: {0}")]
+    NotStarted(String),
+    #[error("restore failed: {0}")]
+    Restore(String),
+}
+
+impl Deferral {
+    fn kind(&self) -> &'static str {
+        match self {
+            Deferral::OffsetUnknown(_) => "offset_unknown",
+            Deferral::NotStarted(_) => "not_started",
+            Deferral::Restore(_) => "restore_failed",
+        }
+    }
+}
+
+/// Positions `task` at `committed`, restores its state from there, installs it and resumes the
+/// partition. The sizes of the restored state (dedup entries, calls).
+#[allow(clippy::too_many_arguments)]
+fn restore_one(
+    config: &Config,
+    codec: &Codec,
+    runtime: &Handle,
+    engine: &mut Engine,
+    consumer: &BaseConsumer<RebalanceContext>,
+    task: &Task,
+    committed: &CommittedOffset,
+    cutoff: i64,
+) -> Result<(usize, usize), Deferral> {
+    let (position, offset) = match committed {
+        CommittedOffset::At(offset) => (Offset::Offset(*offset), Some(*offset)),
+        CommittedOffset::Nothing => (Offset::Beginning, None),
+        CommittedOffset::Unknown(reason) => return Err(Deferral::OffsetUnknown(reason.clone())),
+    };
+    txn::seek(consumer, &[(task.clone(), position)], false).map_err(|e| match e {
+        LoopError::Retriable(reason) | LoopError::Fatal(reason) => Deferral::NotStarted(reason),
+    })?;
+    let state = restore::restore(config, engine.topology(), codec, runtime, task, offset, cutoff)
+        .map_err(|error| Deferral::Restore(format!("{error:#}")))?;
+    let sizes = (state.dedup.len(), state.calls.len());
+    engine.stores.install(task.clone(), state);
+    let mut list = TopicPartitionList::new();
+    list.add_partition(&task.topic, task.partition);
+    consumer
+        .resume(&list)
+        .map_err(|error| Deferral::Restore(format!("resuming: {error}")))?;
+    Ok(sizes)
 }
 
 /// Applies the dedup window and publishes positions for the lag reporter. Never blocks on the

@@ -3,10 +3,18 @@
 //! consumer's group metadata) or not at all. Shared by every transactional loop of the processor
 //! binary: the processor's [`Engine`](crate::engine::Engine) and the actions dispatcher.
 //!
-//! The error handling follows rust-rdkafka's transactional example: a retriable error retries the
-//! call, an error that requires abort aborts the transaction and rewinds every owned partition to
-//! its committed offset, a fatal error (e.g. fenced by a newer instance with the same
-//! transactional id) stops the loop so the orchestrator restarts the instance.
+//! The error handling follows rust-rdkafka's transactional example, in one place for every loop
+//! ([`Recovery`]): a retriable error retries the call, an error that requires abort aborts the
+//! transaction and rewinds every owned partition to its committed offset, a fatal error (e.g.
+//! fenced by a newer instance with the same transactional id) stops the loop so the orchestrator
+//! restarts the instance.
+//!
+//! librdkafka keeps a `commit_transaction` or `abort_transaction` that timed out *in progress*:
+//! the same call must be made again until it completes, and every other transactional call fails
+//! with `__CONFLICT` meanwhile. So the open transaction is forgotten only once its abort (or
+//! commit) has completed, and a call that does not complete within [`Batching::resolve_within`]
+//! stops the loop: the restarted instance's `init_transactions` fences the old producer and ends
+//! its transaction on the broker.
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
@@ -14,14 +22,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext as RdProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use crate::state::Task;
 
-/// How long a single transactional call may take.
+/// Longest time one attempt of a transactional call may take.
 pub(crate) const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Milliseconds since the Unix epoch.
@@ -43,6 +51,8 @@ pub enum LoopError {
     Fatal(String),
 }
 
+/// Classifies an error that is not (or no longer) retried: fatal errors stop the loop, every
+/// other error aborts the transaction and rewinds.
 pub(crate) fn classify(error: KafkaError) -> LoopError {
     match &error {
         KafkaError::Transaction(rd) if rd.is_fatal() => LoopError::Fatal(error.to_string()),
@@ -53,18 +63,160 @@ pub(crate) fn classify(error: KafkaError) -> LoopError {
     }
 }
 
-/// Retries a transactional call while librdkafka says it is retriable.
-fn with_retries(mut call: impl FnMut() -> Result<(), KafkaError>) -> Result<(), LoopError> {
-    for _ in 0..5 {
-        match call() {
-            Ok(()) => return Ok(()),
-            Err(KafkaError::Transaction(rd)) if rd.is_retriable() => {
-                std::thread::sleep(Duration::from_millis(200))
-            }
-            Err(error) => return Err(classify(error)),
+/// Whether librdkafka asks for the same call to be made again (a timeout, a coordinator change).
+fn is_retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(rd) if rd.is_retriable() && !rd.is_fatal())
+}
+
+/// The error policy of every transactional loop of the binary (the processor's and each action
+/// worker's), so that they cannot drift: after an iteration, nothing on success; on a retriable
+/// error abort the open transaction, rewind to the committed offsets and back off (doubling per
+/// consecutive failure); on a fatal error, or when the abort or the rewind fails, stop the loop
+/// (non-zero exit, the orchestrator restarts the instance).
+#[derive(Debug)]
+pub(crate) struct Recovery {
+    backoff: Duration,
+    start: Duration,
+    max: Duration,
+}
+
+impl Recovery {
+    pub(crate) fn new(start: Duration, max: Duration) -> Self {
+        Self {
+            backoff: start,
+            start,
+            max,
         }
     }
-    call().map_err(classify)
+
+    /// Handles one iteration's `outcome`; `abort_and_rewind` aborts the open transaction and
+    /// rewinds. `Err` (always [`LoopError::Fatal`]) means the loop must stop.
+    pub(crate) fn after(
+        &mut self,
+        outcome: Result<(), LoopError>,
+        abort_and_rewind: impl FnOnce() -> Result<(), LoopError>,
+    ) -> Result<(), LoopError> {
+        let reason = match outcome {
+            Ok(()) => {
+                self.backoff = self.start;
+                return Ok(());
+            }
+            Err(LoopError::Fatal(reason)) => return Err(LoopError::Fatal(reason)),
+            Err(LoopError::Retriable(reason)) => reason,
+        };
+        tracing::warn!(%reason, backoff = ?self.backoff, "transaction aborted; rewinding to the committed offsets");
+        // Nothing may run before the abort and the rewind have completed (both retry what can be
+        // retried): a transaction left in progress refuses every other transactional call, and a
+        // partition left past records of the aborted transaction would skip them.
+        if let Err(LoopError::Fatal(reason) | LoopError::Retriable(reason)) = abort_and_rewind() {
+            return Err(LoopError::Fatal(format!("aborting and rewinding: {reason}")));
+        }
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(self.max);
+        Ok(())
+    }
+}
+
+/// A partition's committed offset as the group coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum CommittedOffset {
+    /// The next offset to process.
+    At(i64),
+    /// The group never committed an offset for it (and no error): start from its beginning.
+    Nothing,
+    /// Not known: a partition error (e.g. `UNSTABLE_OFFSET_COMMIT` while another producer's
+    /// transaction holds pending offsets, a coordinator error, a timeout). The partition must not
+    /// be processed, from the beginning or anywhere else, until it is known.
+    Unknown(String),
+}
+
+impl CommittedOffset {
+    /// Where to position the consumer; `None` while unknown.
+    pub(crate) fn position(&self) -> Option<Offset> {
+        match self {
+            CommittedOffset::At(offset) => Some(Offset::Offset(*offset)),
+            CommittedOffset::Nothing => Some(Offset::Beginning),
+            CommittedOffset::Unknown(_) => None,
+        }
+    }
+}
+
+/// Reads the committed offsets of `tasks`, checking each partition's own error: librdkafka
+/// returns per-partition errors inside `Ok`, with an `Invalid` offset that must not be taken for
+/// "nothing committed".
+pub(crate) fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tasks: &[Task],
+    timeout: Duration,
+) -> Result<Vec<(Task, CommittedOffset)>, LoopError> {
+    let mut list = TopicPartitionList::new();
+    for task in tasks {
+        list.add_partition(&task.topic, task.partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, timeout)
+        .map_err(|e| LoopError::Retriable(format!("reading committed offsets: {e}")))?;
+    Ok(tasks
+        .iter()
+        .map(|task| {
+            let offset = match committed.find_partition(&task.topic, task.partition) {
+                None => CommittedOffset::Unknown("missing from the coordinator's answer".into()),
+                Some(element) => committed_offset(element.error(), element.offset()),
+            };
+            (task.clone(), offset)
+        })
+        .collect())
+}
+
+/// One partition of a committed-offsets answer: its error first, then its offset.
+pub(crate) fn committed_offset(error: KafkaResult<()>, offset: Offset) -> CommittedOffset {
+    match (error, offset) {
+        (Err(error), _) => CommittedOffset::Unknown(error.to_string()),
+        (Ok(()), Offset::Offset(offset)) if offset >= 0 => CommittedOffset::At(offset),
+        (Ok(()), Offset::Invalid) => CommittedOffset::Nothing,
+        (Ok(()), other) => CommittedOffset::Unknown(format!("unexpected committed offset {other:?}")),
+    }
+}
+
+/// Positions the consumer at `positions` with one `seek_partitions`, checking each partition's
+/// own error (returned inside `Ok`). With `accept_not_started`, a partition whose fetcher has not
+/// started yet (`__STATE`: librdkafka is still fetching its committed offset, and will start
+/// there) is not an error.
+pub(crate) fn seek<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    positions: &[(Task, Offset)],
+    accept_not_started: bool,
+) -> Result<(), LoopError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (task, offset) in positions {
+        list.add_partition_offset(&task.topic, task.partition, *offset)
+            .map_err(|e| LoopError::Retriable(format!("seeking {task}: {e}")))?;
+    }
+    let sought = consumer
+        .seek_partitions(list, TXN_CALL_TIMEOUT)
+        .map_err(|e| LoopError::Retriable(format!("seeking: {e}")))?;
+    seek_errors(&sought, accept_not_started)
+}
+
+/// The first partition error of a `seek_partitions` answer.
+pub(crate) fn seek_errors(sought: &TopicPartitionList, accept_not_started: bool) -> Result<(), LoopError> {
+    for element in sought.elements() {
+        if let Err(error) = element.error() {
+            if accept_not_started && error.rdkafka_error_code() == Some(RDKafkaErrorCode::State) {
+                continue;
+            }
+            return Err(LoopError::Retriable(format!(
+                "seeking {}[{}] to {:?}: {error}",
+                element.topic(),
+                element.partition(),
+                element.offset()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Hands `record` to `producer`, waiting for queue space (backpressure) up to
@@ -132,6 +284,22 @@ pub struct Batching {
     pub commit_interval: Duration,
     /// Most records in one transaction.
     pub max_records: usize,
+    /// How long a commit, an abort or a rewind that keeps failing with a retriable error (a
+    /// broker or coordinator out of reach) is retried, the same call each time, before the loop
+    /// stops (fatal, non-zero exit). Each attempt may take a quarter of it (at most
+    /// [`TXN_CALL_TIMEOUT`]).
+    pub resolve_within: Duration,
+}
+
+impl Batching {
+    /// [`Batching::resolve_within`] for a `transaction.timeout.ms` of `transaction_timeout`:
+    /// twice the timeout (by then a broker has aborted the transaction itself, and only a new
+    /// instance's `init_transactions` reliably clears the producer's state), at least a minute so
+    /// that a broker restart or a leader election is waited out in place rather than by a
+    /// restart (which restores every partition's state again).
+    pub fn resolve_within(transaction_timeout: Duration) -> Duration {
+        (transaction_timeout * 2).max(Duration::from_secs(60))
+    }
 }
 
 /// A committed transaction, for metrics.
@@ -146,6 +314,9 @@ pub struct Committed {
 struct OpenTxn {
     started: Instant,
     records: usize,
+    /// The consumed offsets were handed to the transaction (`send_offsets_to_transaction`):
+    /// a commit retried after a timeout must not send them again.
+    offsets_sent: bool,
 }
 
 /// The producer and the open transaction: outputs sent with [`Transactor::send`] and offsets
@@ -153,6 +324,7 @@ struct OpenTxn {
 pub struct Transactor {
     producer: ThreadedProducer<ProducerContext>,
     batching: Batching,
+    /// The open transaction: forgotten only once its commit or its abort has completed.
     txn: Option<OpenTxn>,
     /// Next offset to commit per consumed partition, for records of the open transaction.
     offsets: BTreeMap<Task, i64>,
@@ -171,26 +343,66 @@ impl Transactor {
     /// Under exactly-once, fences any older instance with the same transactional id and aborts
     /// its open transaction.
     pub fn new(producer: ThreadedProducer<ProducerContext>, batching: Batching) -> Result<Self, LoopError> {
-        if batching.exactly_once {
-            producer.init_transactions(TXN_CALL_TIMEOUT).map_err(classify)?;
-        }
-        Ok(Self {
+        let transactor = Self {
             producer,
             batching,
             txn: None,
             offsets: BTreeMap::new(),
-        })
+        };
+        if batching.exactly_once {
+            transactor.retrying("init_transactions", LoopError::Fatal, |timeout| {
+                transactor.producer.init_transactions(timeout)
+            })?;
+        }
+        Ok(transactor)
+    }
+
+    /// Makes a transactional call, and makes it again while librdkafka answers with a retriable
+    /// error (the same call, as librdkafka requires after a timeout), for up to
+    /// [`Batching::resolve_within`]; then `stuck` says what that means.
+    fn retrying(
+        &self,
+        what: &'static str,
+        stuck: fn(String) -> LoopError,
+        mut call: impl FnMut(Duration) -> KafkaResult<()>,
+    ) -> Result<(), LoopError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let remaining = self.batching.resolve_within.saturating_sub(started.elapsed());
+            let attempt = (self.batching.resolve_within / 4).clamp(Duration::from_secs(1), TXN_CALL_TIMEOUT);
+            let error = match call(attempt.min(remaining).max(Duration::from_secs(1))) {
+                Ok(()) => return Ok(()),
+                Err(error) if is_retriable(&error) => error,
+                Err(error) => return Err(classify(error)),
+            };
+            if started.elapsed() >= self.batching.resolve_within {
+                return Err(stuck(format!(
+                    "{what} has not completed within {:?}: {error}",
+                    self.batching.resolve_within
+                )));
+            }
+            tracing::warn!(call = what, %error, elapsed = ?started.elapsed(), "transactional call not completed; calling it again");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
     }
 
     /// Opens a transaction unless one is open.
     pub fn begin(&mut self) -> Result<(), LoopError> {
         if self.txn.is_none() {
             if self.batching.exactly_once {
-                self.producer.begin_transaction().map_err(classify)?;
+                self.producer.begin_transaction().map_err(|error| match error {
+                    // With every other call resolved first, a failing begin means a producer
+                    // that nothing but a restart can repair.
+                    error if is_retriable(&error) => classify(error),
+                    error => LoopError::Fatal(format!("beginning a transaction: {error}")),
+                })?;
             }
             self.txn = Some(OpenTxn {
                 started: Instant::now(),
                 records: 0,
+                offsets_sent: false,
             });
         }
         Ok(())
@@ -243,27 +455,20 @@ impl Transactor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Option<Committed>, LoopError> {
-        let Some(txn) = self.txn.take() else {
+        if self.txn.is_none() {
             return Ok(None);
-        };
-        let started = Instant::now();
-        let result = self.commit_offsets(consumer);
-        match result {
-            Ok(()) => {
-                self.offsets.clear();
-                Ok(Some(Committed {
-                    elapsed: started.elapsed(),
-                    records: txn.records,
-                }))
-            }
-            Err(error) => {
-                self.txn = Some(txn);
-                Err(error)
-            }
         }
+        let started = Instant::now();
+        self.commit_offsets(consumer)?;
+        self.offsets.clear();
+        let txn = self.txn.take().expect("checked above");
+        Ok(Some(Committed {
+            elapsed: started.elapsed(),
+            records: txn.records,
+        }))
     }
 
-    fn commit_offsets<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
+    fn commit_offsets<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
         let mut offsets = TopicPartitionList::new();
         for (task, next) in &self.offsets {
             offsets
@@ -282,60 +487,106 @@ impl Transactor {
             }
             return Ok(());
         }
-        let metadata = consumer
-            .group_metadata()
-            .ok_or_else(|| LoopError::Retriable("no consumer group metadata yet".into()))?;
-        if offsets.count() > 0 {
-            with_retries(|| {
+        let offsets_sent = self.txn.as_ref().is_some_and(|txn| txn.offsets_sent);
+        if !offsets_sent && offsets.count() > 0 {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| LoopError::Retriable("no consumer group metadata yet".into()))?;
+            // Not resumable in librdkafka: a retriable failure is simply called again, and one
+            // that cannot complete aborts (not fatal: no call is left in progress).
+            self.retrying("send_offsets_to_transaction", LoopError::Retriable, |timeout| {
                 self.producer
-                    .send_offsets_to_transaction(&offsets, &metadata, TXN_CALL_TIMEOUT)
+                    .send_offsets_to_transaction(&offsets, &metadata, timeout)
             })?;
         }
-        with_retries(|| self.producer.commit_transaction(TXN_CALL_TIMEOUT))
+        if let Some(txn) = &mut self.txn {
+            txn.offsets_sent = true;
+        }
+        self.retrying("commit_transaction", LoopError::Fatal, |timeout| {
+            self.producer.commit_transaction(timeout)
+        })
     }
 
     /// Aborts the open transaction (if any) and forgets its offsets. `true` when one was open.
+    /// The transaction is forgotten only once the abort has completed; an abort that cannot
+    /// complete is fatal.
     pub fn abort(&mut self) -> Result<bool, LoopError> {
         self.offsets.clear();
-        if self.txn.take().is_none() {
+        if self.txn.is_none() {
             return Ok(false);
         }
         if self.batching.exactly_once {
-            self.producer
-                .abort_transaction(TXN_CALL_TIMEOUT)
-                .map_err(classify)?;
+            self.retrying("abort_transaction", LoopError::Fatal, |timeout| {
+                self.producer.abort_transaction(timeout)
+            })
+            .map_err(|error| match error {
+                LoopError::Fatal(reason) | LoopError::Retriable(reason) => {
+                    LoopError::Fatal(format!("aborting the transaction: {reason}"))
+                }
+            })?;
         }
+        self.txn = None;
         Ok(true)
     }
 
-    /// Aborts the open transaction and rewinds every owned partition to its committed offset so
-    /// that its records are processed again. `true` when a transaction was open.
+    /// Aborts the open transaction and rewinds every owned partition but `except` (partitions
+    /// the caller has not started yet: nothing was consumed from them) to its committed offset
+    /// so that its records are processed again. `true` when a transaction was open. A rewind
+    /// that cannot complete (committed offsets unreadable, seek refused) is retried, then fatal:
+    /// a partition left past records of the aborted transaction would skip them.
     pub fn abort_and_rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
+        except: &[Task],
     ) -> Result<bool, LoopError> {
         let aborted = self.abort()?;
-        let assignment = consumer.assignment().map_err(classify)?;
-        if assignment.count() == 0 {
-            return Ok(aborted);
-        }
-        let committed = consumer
-            .committed_offsets(assignment, TXN_CALL_TIMEOUT)
-            .map_err(classify)?;
-        let mut rewind = TopicPartitionList::new();
-        for element in committed.elements() {
-            let offset = match element.offset() {
-                Offset::Offset(offset) => Offset::Offset(offset),
-                _ => Offset::Beginning,
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let error = match self.rewind(consumer, except) {
+                Ok(()) => return Ok(aborted),
+                Err(LoopError::Fatal(reason)) => return Err(LoopError::Fatal(reason)),
+                Err(LoopError::Retriable(reason)) => reason,
             };
-            rewind
-                .add_partition_offset(element.topic(), element.partition(), offset)
-                .map_err(classify)?;
+            if started.elapsed() >= self.batching.resolve_within {
+                return Err(LoopError::Fatal(format!(
+                    "rewinding to the committed offsets has not completed within {:?}: {error}",
+                    self.batching.resolve_within
+                )));
+            }
+            tracing::warn!(%error, "rewinding to the committed offsets failed; retrying");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
         }
-        consumer
-            .seek_partitions(rewind, TXN_CALL_TIMEOUT)
-            .map_err(classify)?;
-        Ok(aborted)
+    }
+
+    fn rewind<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        except: &[Task],
+    ) -> Result<(), LoopError> {
+        let assignment = consumer.assignment().map_err(classify)?;
+        let owned: Vec<Task> = crate::runner::tasks(&assignment)
+            .into_iter()
+            .filter(|task| !except.contains(task))
+            .collect();
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let mut positions = Vec::with_capacity(owned.len());
+        for (task, committed) in committed_offsets(consumer, &owned, TXN_CALL_TIMEOUT)? {
+            match committed.position() {
+                Some(offset) => positions.push((task, offset)),
+                None => {
+                    return Err(LoopError::Retriable(format!(
+                        "committed offset of {task} unknown: {committed:?}"
+                    )));
+                }
+            }
+        }
+        // A partition whose fetcher has not started has consumed nothing: librdkafka starts it
+        // at its committed offset.
+        seek(consumer, &positions, true)
     }
 
     /// Finishes the open transaction before partitions are revoked: commit, or abort when the
@@ -351,16 +602,17 @@ impl Transactor {
                 committed,
                 failure: None,
             },
+            // The loop stops; the next instance with this transactional id ends the
+            // transaction (and nothing else may be called while a commit is in progress).
+            Err(error @ LoopError::Fatal(_)) => Revoke {
+                committed: None,
+                failure: Some(error),
+            },
             Err(error) => {
                 tracing::warn!(%error, "commit before revoke failed; aborting");
-                let abort_failure = self.abort().err();
-                let failure = match error {
-                    LoopError::Fatal(_) => Some(error),
-                    LoopError::Retriable(_) => abort_failure,
-                };
                 Revoke {
                     committed: None,
-                    failure,
+                    failure: self.abort().err(),
                 }
             }
         };
@@ -380,3 +632,7 @@ pub struct Revoke {
     /// A failure that must stop the loop (fatal commit or abort error).
     pub failure: Option<LoopError>,
 }
+
+#[cfg(test)]
+#[path = "txn_tests.rs"]
+mod tests;

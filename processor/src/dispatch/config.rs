@@ -56,6 +56,10 @@ pub struct DispatchConfig {
     /// Deliveries in flight at once per action (records are read in batches of this size and
     /// delivered concurrently).
     pub max_in_flight: usize,
+    /// `transaction.timeout.ms` of every action's producer. Default 30 s: a transaction stays
+    /// open while a batch is delivered, so it must exceed `commit_interval` plus twice the
+    /// slowest action timeout (5 s by default); a dead instance's partitions stall this long on a
+    /// broker that aborts its transaction (retries wait, deliveries are late, nothing is lost).
     #[serde(deserialize_with = "duration")]
     pub transaction_timeout: Duration,
     /// Create the retry topics and the DLQ when missing.
@@ -90,7 +94,7 @@ impl Default for DispatchConfig {
             retry_delays: [1, 2, 4, 8, 16].into_iter().map(Duration::from_secs).collect(),
             commit_interval: Duration::from_millis(100),
             max_in_flight: 16,
-            transaction_timeout: Duration::from_secs(60),
+            transaction_timeout: Duration::from_secs(30),
             create_topics: true,
             retry_retention: DEFAULT_RETRY_RETENTION,
             topic_partitions: 6,

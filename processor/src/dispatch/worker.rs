@@ -37,7 +37,7 @@ use super::metrics;
 use crate::actions::{OutboundEvent, Outcome, Target};
 use crate::runner::{BACKOFF_MAX, BACKOFF_START, Health};
 use crate::state::Task;
-use crate::txn::{Batching, LoopError, ProducerContext, TXN_CALL_TIMEOUT, Transactor, now_millis};
+use crate::txn::{Batching, LoopError, ProducerContext, Recovery, TXN_CALL_TIMEOUT, Transactor, now_millis};
 
 /// Longest poll, so that paused partitions are resumed on time.
 const MAX_POLL: Duration = Duration::from_millis(200);
@@ -188,6 +188,7 @@ impl<'a> Worker<'a> {
             exactly_once: true,
             commit_interval: config.commit_interval,
             max_records: config.max_in_flight * 16,
+            resolve_within: Batching::resolve_within(config.transaction_timeout),
         };
         let state = Arc::new(Mutex::new(State {
             txn: Transactor::new(producer, batching)?,
@@ -226,7 +227,8 @@ impl<'a> Worker<'a> {
 
     /// Runs until `stop` is set (commits the open transaction, leaves the group) or a fatal error.
     pub fn run(self, stop: &AtomicBool, health: &Health) -> anyhow::Result<()> {
-        let mut backoff = BACKOFF_START;
+        let _span = tracing::info_span!("action", action = self.target.name()).entered();
+        let mut recovery = Recovery::new(BACKOFF_START, BACKOFF_MAX);
         let result = loop {
             health.heartbeat_millis.store(now_millis(), Ordering::Relaxed);
             if let Some(failure) = lock(&self.state).failure.take() {
@@ -244,25 +246,17 @@ impl<'a> Worker<'a> {
                 }
             });
             health.ready.store(true, Ordering::Relaxed);
-            match step {
-                Ok(()) => backoff = BACKOFF_START,
-                Err(LoopError::Fatal(reason)) => break Err(anyhow::anyhow!("fatal: {reason}")),
-                Err(LoopError::Retriable(reason)) => {
-                    tracing::warn!(action = self.target.name(), %reason, ?backoff, "transaction aborted; rewinding to the committed offsets");
-                    metrics::aborted(self.target.name());
-                    if let Err(error) = lock(&self.state).txn.abort_and_rewind(&self.consumer) {
-                        match error {
-                            LoopError::Fatal(reason) => {
-                                break Err(anyhow::anyhow!("fatal while aborting: {reason}"));
-                            }
-                            LoopError::Retriable(reason) => {
-                                tracing::warn!(%reason, "rewind failed; retrying")
-                            }
-                        }
-                    }
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
-                }
+            if matches!(step, Err(LoopError::Retriable(_))) {
+                metrics::aborted(self.target.name());
+            }
+            let recovered = recovery.after(step, || {
+                lock(&self.state)
+                    .txn
+                    .abort_and_rewind(&self.consumer, &[])
+                    .map(drop)
+            });
+            if let Err(fatal) = recovered {
+                break Err(anyhow::anyhow!("action {}: {fatal}", self.target.name()));
             }
             health.publish_positions(&self.consumer);
         };

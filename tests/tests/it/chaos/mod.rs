@@ -31,6 +31,10 @@ use switchboard_schemas::domain::CallEvent;
 use switchboard_tests::broker::PrivateBroker;
 use switchboard_tests::committed::{self, ExactlyOnce};
 
+mod broker_pause_long;
+mod scale;
+mod supervise;
+
 const TWILIO_TOKEN: &str = "chaos-twilio-token";
 const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];
 const PARTITIONS: &str = "3";
@@ -134,15 +138,21 @@ impl Stack {
     /// The stack on a broker of its own: the real Kafka under test when there is one (see
     /// `switchboard_tests::broker`), a private Tansu otherwise.
     async fn start() -> Self {
-        Self::on(PrivateBroker::start().unwrap()).await
+        Self::on(PrivateBroker::start().unwrap(), &[]).await
     }
 
     /// The stack on a private Tansu, for scenarios that pause or kill the broker.
     async fn start_pausable() -> Self {
-        Self::on(PrivateBroker::start_pausable().unwrap()).await
+        Self::on(PrivateBroker::start_pausable().unwrap(), &[]).await
     }
 
-    async fn on(broker: PrivateBroker) -> Self {
+    /// The stack on a private Tansu, its processor (`chaos-0`) started with the extra environment
+    /// `processor_env`.
+    async fn start_pausable_with(processor_env: &[(&str, &str)]) -> Self {
+        Self::on(PrivateBroker::start_pausable().unwrap(), processor_env).await
+    }
+
+    async fn on(broker: PrivateBroker, processor_env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let database_url = format!("sqlite://{}", dir.path().join("chaos.db").display());
         let mut stack = Stack {
@@ -158,7 +168,7 @@ impl Stack {
         };
         stack.registry = Some(stack.spawn_registry().await);
         stack.ingest = Some(stack.spawn_ingest().await);
-        stack.processor = Some(stack.spawn("processor", &[]));
+        stack.processor = Some(stack.spawn_processor("chaos-0", processor_env));
         stack.sink = Some(stack.spawn("sink", &["sink"]));
         stack
     }
@@ -219,13 +229,29 @@ impl Stack {
     }
 
     fn spawn(&self, name: &str, args: &[&str]) -> Proc {
+        self.spawn_instance(name, args, "chaos-0", &[])
+    }
+
+    /// One more processor instance: its own instance id (so its own transactional id), logging
+    /// to `processor-<instance_id>.log` (`chaos-0` to `processor.log`), with extra environment.
+    fn spawn_processor(&self, instance_id: &str, env: &[(&str, &str)]) -> Proc {
+        let name = if instance_id == "chaos-0" {
+            "processor".to_owned()
+        } else {
+            format!("processor-{instance_id}")
+        };
+        self.spawn_instance(&name, &[], instance_id, env)
+    }
+
+    fn spawn_instance(&self, name: &str, args: &[&str], instance_id: &str, env: &[(&str, &str)]) -> Proc {
         let mut command = Command::new(binary("switchboard-processor"));
         self.common(&mut command);
         command
             .args(args)
             .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-            .env("SWITCHBOARD_INSTANCE_ID", "chaos-0")
+            .env("SWITCHBOARD_INSTANCE_ID", instance_id)
             .env("SWITCHBOARD_DATABASE_URL", &self.database_url)
+            .envs(env.iter().copied())
             .stderr(self.log(name));
         Proc(command.spawn().unwrap())
     }

@@ -1,0 +1,193 @@
+//! What the fault scenarios of the transaction loop share: the test playing the processors'
+//! supervisor (restart on a non-zero exit; a clean exit nobody asked for, or no progress, fails),
+//! and a diagnostic count of records emitted more than once.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use switchboard_processor::kafka::headers;
+use switchboard_schemas::topics;
+
+use super::{Proc, Stack, open, stored};
+
+/// A processor instance the test supervises.
+pub(super) struct Supervised {
+    pub(super) id: &'static str,
+    pub(super) env: Vec<(&'static str, &'static str)>,
+    pub(super) process: Option<Proc>,
+    pub(super) restarts: usize,
+}
+
+impl Supervised {
+    pub(super) fn new(id: &'static str, env: &[(&'static str, &'static str)], process: Proc) -> Self {
+        Self {
+            id,
+            env: env.to_vec(),
+            process: Some(process),
+            restarts: 0,
+        }
+    }
+
+    /// Restarts the instance if it exited non-zero; panics if it exited 0 (nobody asked it to
+    /// stop).
+    fn check(&mut self, stack: &Stack) {
+        let Some(process) = &mut self.process else { return };
+        let Some(status) = process.0.try_wait().unwrap() else {
+            return;
+        };
+        assert!(
+            !status.success(),
+            "processor {} exited 0 without being asked to; logs in {}",
+            self.id,
+            stack.logs().display()
+        );
+        println!("processor {} exited with {status}: restarting it", self.id);
+        self.restarts += 1;
+        self.process = Some(stack.spawn_processor(self.id, &self.env));
+    }
+}
+
+/// Supervises `instances` until the database holds `expected` events. Fails when nothing new is
+/// stored for `stall` (an instance that stays up without progress).
+pub(super) async fn until_stored(
+    stack: &Stack,
+    instances: &mut [&mut Supervised],
+    expected: i64,
+    stall: Duration,
+) {
+    let db = open(&stack.database_url).await;
+    let mut last = (stored(&db).await, Instant::now());
+    loop {
+        for instance in instances.iter_mut() {
+            instance.check(stack);
+        }
+        let now = stored(&db).await;
+        if now >= expected {
+            return;
+        }
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+        assert!(
+            last.1.elapsed() < stall,
+            "no progress for {stall:?} at {now} of {expected} events; logs kept in {}",
+            keep_logs(stack).display()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Records of `switchboard.calls` per event id, read uncommitted: a diagnostic of re-emitted
+/// records (on the dev broker it includes records of aborted transactions, which a
+/// `read_committed` consumer there sees too). `(records, event ids, records beyond one per id)`.
+pub(super) fn emitted_calls(stack: &Stack) -> (usize, usize, usize) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", stack.broker.bootstrap())
+        .set("group.id", "chaos-diagnostic")
+        .set("isolation.level", "read_uncommitted")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let timeout = Duration::from_secs(10);
+    let metadata = consumer.fetch_metadata(Some(topics::CALLS), timeout).unwrap();
+    let mut assignment = TopicPartitionList::new();
+    let mut ends = HashMap::new();
+    for partition in metadata.topics()[0].partitions() {
+        let (_, high) = consumer
+            .fetch_watermarks(topics::CALLS, partition.id(), timeout)
+            .unwrap();
+        ends.insert(partition.id(), high);
+        assignment
+            .add_partition_offset(topics::CALLS, partition.id(), Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut ids: HashMap<String, usize> = HashMap::new();
+    let mut done: HashMap<i32, bool> = ends.iter().map(|(p, high)| (*p, *high == 0)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while done.values().any(|d| !d) && Instant::now() < deadline {
+        let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) else {
+            continue;
+        };
+        if message.offset() + 1 >= ends[&message.partition()] {
+            done.insert(message.partition(), true);
+        }
+        let id = message.headers().and_then(|h| {
+            h.iter()
+                .find(|h| h.key == headers::EVENT_ID)
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        });
+        if let Some(id) = id {
+            *ids.entry(id).or_default() += 1;
+        }
+    }
+    let records: usize = ids.values().sum();
+    (records, ids.len(), records - ids.len())
+}
+
+/// Lines of the processor logs (every instance, every restart) containing `pattern`.
+pub(super) fn processor_log_lines(stack: &Stack, pattern: &str) -> usize {
+    std::fs::read_dir(stack.logs())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("processor"))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap_or_default()
+                .lines()
+                .filter(|line| line.contains(pattern))
+                .count()
+        })
+        .sum()
+}
+
+/// Log lines of the transaction loop's failure paths, for the summary line.
+pub(super) fn failure_paths(stack: &Stack) -> String {
+    format!(
+        "calls made again {} / transactions aborted {} / partitions held back {}",
+        processor_log_lines(stack, "transactional call not completed; calling it again"),
+        processor_log_lines(stack, "transaction aborted; rewinding"),
+        processor_log_lines(stack, "partition not processed until it can be restored"),
+    )
+}
+
+/// Copies the stack's logs out of its temporary directory (removed when the test ends), for a
+/// failure message.
+fn keep_logs(stack: &Stack) -> std::path::PathBuf {
+    let kept = std::env::temp_dir().join(format!(
+        "switchboard-chaos-logs-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis()
+    ));
+    std::fs::create_dir_all(&kept).unwrap();
+    for entry in std::fs::read_dir(stack.logs()).unwrap().filter_map(Result::ok) {
+        if entry.file_name().to_string_lossy().ends_with(".log") {
+            let _ = std::fs::copy(entry.path(), kept.join(entry.file_name()));
+        }
+    }
+    kept
+}
+
+/// Waits until the log of processor `instance_id` contains `pattern` (at most `timeout`).
+pub(super) async fn wait_for_log(stack: &Stack, instance_id: &str, pattern: &str, timeout: Duration) {
+    let path = stack.logs().join(format!("processor-{instance_id}.log"));
+    let deadline = Instant::now() + timeout;
+    while !std::fs::read_to_string(&path)
+        .unwrap_or_default()
+        .contains(pattern)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "processor {instance_id} never logged {pattern:?}; logs kept in {}",
+            keep_logs(stack).display()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
