@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::Codec;
@@ -74,6 +75,7 @@ pub fn restore(
         config,
         &topology.topic(topics::DEDUP_CHANGELOG),
         task.partition,
+        Offset::Beginning,
         |message| {
             if !origin(message).is_some_and(|o| counts(&o)) {
                 return Ok(());
@@ -104,6 +106,7 @@ pub fn restore(
             config,
             &topology.topic(topics::CALL_STATE),
             task.partition,
+            Offset::Beginning,
             |message| {
                 if !origin(message).is_some_and(|o| counts(&o)) {
                     return Ok(());
@@ -121,20 +124,29 @@ pub fn restore(
     Ok(state)
 }
 
-/// Reads one partition of `topic` from the beginning to its current end.
-fn read_partition(
+/// Reads one partition of `topic` from `from` (the beginning, outside tests) to its current end.
+///
+/// If retention removes the segment being read (the position falls below the log's start), the
+/// read starts over from the earliest record, with a warning: the entries removed are gone
+/// anyway, and applying the rest again in offset order rebuilds the same state. (librdkafka's
+/// default would jump to the end, silently skipping every entry in between, which loses state:
+/// dedup entries, so duplicates; call state, so wrong transitions.)
+pub(crate) fn read_partition(
     config: &Config,
     topic: &str,
     partition: i32,
+    from: Offset,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = kafka::reader_config(config).create()?;
+    let consumer: BaseConsumer = kafka::reader_config(config)
+        .set("auto.offset.reset", "error")
+        .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
     if high <= low {
         return Ok(());
     }
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    assignment.add_partition_offset(topic, partition, from)?;
     consumer.assign(&assignment)?;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     loop {
@@ -144,6 +156,16 @@ fn read_partition(
         );
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => each(&message)?,
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "changelog records removed by retention while restoring; reading again from the earliest record"
+                );
+                let mut assignment = TopicPartitionList::new();
+                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+                consumer.assign(&assignment)?;
+            }
             Some(Err(error)) => return Err(error.into()),
             // The end: nothing more to fetch, and past the high watermark taken at the start. (The
             // watermark alone is not enough: transaction markers take offsets but are never
