@@ -183,3 +183,77 @@ pub(crate) fn read_partition(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{ClientConfig, Offset};
+    use switchboard_tests::broker::PrivateBroker;
+
+    use super::read_partition;
+    use crate::config::Config;
+
+    const TOPIC: &str = "restore.changelog";
+
+    /// A private broker with `TOPIC` holding 4 records, one batch each.
+    async fn changelog() -> (PrivateBroker, Config) {
+        let broker = PrivateBroker::start().unwrap();
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .clone();
+        let admin: AdminClient<DefaultClientContext> = client.create().unwrap();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
+        for result in admin.create_topics([&topic], &options).await.unwrap() {
+            result.unwrap();
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> = client.create().unwrap();
+        for i in 0..4 {
+            let payload = format!("entry {i}");
+            producer
+                .send(BaseRecord::<str, str>::to(TOPIC).partition(0).key("k").payload(&payload))
+                .map_err(|(e, _)| e)
+                .unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        }
+        let config = Config {
+            kafka_bootstrap: broker.bootstrap(),
+            instance_id: Some("restore-test".into()),
+            ..Config::default()
+        };
+        (broker, config)
+    }
+
+    async fn offsets_read(config: Config, from: Offset) -> Vec<i64> {
+        tokio::task::spawn_blocking(move || {
+            let mut offsets = Vec::new();
+            read_partition(&config, TOPIC, 0, from, |message| {
+                offsets.push(message.offset());
+                Ok(())
+            })
+            .unwrap();
+            offsets
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A position librdkafka must reset (here: the reader group's committed offset, of which there
+    /// is none; the same reset as for a position below the log's start after retention removed
+    /// the segment being read) starts the read over from the earliest record. librdkafka's
+    /// default (`latest`) would reset to the end and return nothing, silently.
+    ///
+    /// The dev broker cannot produce the retention case itself: it does not implement
+    /// DeleteRecords, and answers a fetch past the end with no records instead of
+    /// OFFSET_OUT_OF_RANGE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_to_reset_reads_again_from_the_earliest_record() {
+        let (_broker, config) = changelog().await;
+        assert_eq!(offsets_read(config, Offset::Stored).await, [0, 1, 2, 3]);
+    }
+}
