@@ -216,7 +216,12 @@ mod tests {
         for i in 0..4 {
             let payload = format!("entry {i}");
             producer
-                .send(BaseRecord::<str, str>::to(TOPIC).partition(0).key("k").payload(&payload))
+                .send(
+                    BaseRecord::<str, str>::to(TOPIC)
+                        .partition(0)
+                        .key("k")
+                        .payload(&payload),
+                )
                 .map_err(|(e, _)| e)
                 .unwrap();
             producer.flush(Duration::from_secs(10)).unwrap();

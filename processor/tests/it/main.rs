@@ -5,6 +5,7 @@
 mod actions;
 mod crash;
 mod dlq;
+mod encode;
 mod flow;
 mod harness;
 mod observe;
