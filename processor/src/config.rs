@@ -272,6 +272,7 @@ mod tests {
         assert_eq!(config.transactional_id(), "switchboard-processor-p-0");
         assert_eq!(config.dedup_window, Duration::from_secs(604_800));
         assert_eq!(config.admin_listen.port(), 9090);
+        assert_eq!(config.stall_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -297,6 +298,12 @@ mod tests {
             ("group_id = \" \"", "group_id"),
             ("schema_registry_url = \"::\"", "schema_registry_url"),
             ("actions_admin_url = \"ftp://x\"", "actions_admin_url"),
+            ("stall_timeout = \"500ms\"", "stall_timeout"),
+            (
+                "[kafka]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"",
+                "partition.assignment.strategy",
+            ),
+            ("[kafka]\n\"group.protocol\" = \"consumer\"", "group.protocol"),
         ];
         for (toml, key) in cases {
             let err = config(&format!("instance_id = \"p-0\"\n{toml}")).expect_err(toml);
