@@ -14,7 +14,9 @@ use switchboard_processor::progress::{Measured, Monitor};
 use switchboard_processor::state::Task;
 use switchboard_tests::broker::PrivateBroker;
 
-use crate::harness::{InProcess, RawProducer, config, create_raw_topics, twilio_call};
+use crate::harness::{
+    InProcess, RawProducer, completed_call, config, create_raw_topics, produce_calls, twilio_call,
+};
 
 const STALL: Duration = Duration::from_secs(3);
 
@@ -350,4 +352,43 @@ async fn a_processor_that_cannot_make_progress_turns_red_and_green_again_when_it
     wait_for(processor.admin, "/readyz", 200, Duration::from_secs(15)).await;
     eprintln!("healthy again {recovered:?} after the registry came back");
     processor.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_that_cannot_store_turns_red_and_green_again_when_it_can() {
+    let broker = PrivateBroker::start().unwrap();
+    let events: Vec<_> = (0..5)
+        .map(|n| completed_call(&format!("EV-sink-stall-{n}"), n))
+        .collect();
+    produce_calls(&broker, &events).await;
+    let gate = RegistryGate::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = switchboard_processor::sink::config::SinkConfig {
+        kafka_bootstrap: broker.bootstrap(),
+        schema_registry_url: gate.url.clone(),
+        database_url: format!("sqlite://{}", dir.path().join("sink.db").display()),
+        session_timeout: Duration::from_secs(6),
+        stall_timeout: STALL,
+        ..Default::default()
+    }
+    .validate()
+    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    // The registry is down: the sink reads the records again and again, stores nothing.
+    wait_for(admin, "/healthz", 200, Duration::from_secs(30)).await;
+    let (_, reason) = wait_for(admin, "/healthz", 503, Duration::from_secs(60)).await;
+    assert!(reason.contains("no committed progress"), "{reason}");
+    wait_for(admin, "/readyz", 503, Duration::from_secs(5)).await;
+
+    gate.up.store(true, Ordering::Relaxed);
+    wait_for(admin, "/healthz", 200, Duration::from_secs(60)).await;
+    wait_for(admin, "/readyz", 200, Duration::from_secs(15)).await;
+    let _ = stop.send(());
+    sink.await.unwrap().unwrap();
 }
