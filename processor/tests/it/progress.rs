@@ -392,3 +392,50 @@ async fn a_sink_that_cannot_store_turns_red_and_green_again_when_it_can() {
     let _ = stop.send(());
     sink.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_action_worker_that_cannot_make_progress_turns_the_dispatcher_red_and_green_again() {
+    let broker = PrivateBroker::start().unwrap();
+    let events: Vec<_> = (0..5)
+        .map(|n| completed_call(&format!("EV-action-stall-{n}"), n))
+        .collect();
+    produce_calls(&broker, &events).await;
+    let gate = RegistryGate::start().await;
+    let receiver = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let receiver_url = format!("http://{}/hook", receiver.local_addr().unwrap());
+    tokio::spawn(async move {
+        let ok = axum::Router::new().fallback(|| async { "ok" });
+        axum::serve(receiver, ok).await
+    });
+    let toml = format!("[[action]]\nname = \"stall\"\non = [\"call.completed\"]\nurl = \"{receiver_url}\"\n");
+    let mut config: switchboard_processor::dispatch::config::DispatchConfig = figment::Figment::from(
+        <figment::providers::Toml as figment::providers::Format>::string(&toml),
+    )
+    .extract()
+    .unwrap();
+    config.kafka_bootstrap = broker.bootstrap();
+    config.schema_registry_url = gate.url.clone();
+    config.instance_id = Some("stall-0".into());
+    config.session_timeout = Duration::from_secs(6);
+    config.topic_partitions = 3;
+    config.stall_timeout = STALL;
+    let config = config.validate().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let admin = listener.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = tokio::spawn(switchboard_processor::dispatch::run(config, listener, async {
+        let _ = stopped.await;
+    }));
+
+    // The registry is down: no domain record decodes, nothing commits.
+    wait_for(admin, "/healthz", 200, Duration::from_secs(30)).await;
+    let (_, reason) = wait_for(admin, "/healthz", 503, Duration::from_secs(60)).await;
+    assert!(reason.contains("no committed progress"), "{reason}");
+    wait_for(admin, "/readyz", 503, Duration::from_secs(5)).await;
+
+    gate.up.store(true, Ordering::Relaxed);
+    wait_for(admin, "/healthz", 200, Duration::from_secs(90)).await;
+    wait_for(admin, "/readyz", 200, Duration::from_secs(15)).await;
+    let _ = stop.send(());
+    dispatcher.await.unwrap().unwrap();
+}
