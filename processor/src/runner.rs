@@ -73,7 +73,7 @@ impl Health {
             tasks(&assignment).into_iter().collect();
     }
 
-    /// Whether any owned partition is stalled (lag and no committed progress).
+    /// How many owned partitions are stalled (lag and no committed progress).
     pub fn stalled_partitions(&self) -> usize {
         self.stalled.load(Ordering::Relaxed)
     }
@@ -268,8 +268,8 @@ fn restore_assigned(
     Ok(())
 }
 
-/// Applies the dedup window and publishes the assignment and positions for the progress monitor. Never blocks on the
-/// network: the processing loop must not stall behind metadata requests.
+/// Applies the dedup window and publishes the assignment and positions for the progress monitor.
+/// Never blocks on the network: the processing loop must not stall behind metadata requests.
 fn housekeeping(
     config: &Config,
     engine: &Mutex<Engine>,
