@@ -32,7 +32,7 @@ pub fn processor_router(health: Arc<Health>, observe: crate::observe::Observe) -
 }
 
 async fn healthz(State(health): State<Arc<Health>>) -> Response {
-    liveness(alive(health.heartbeat_millis.load(Ordering::Relaxed)))
+    liveness([health.as_ref()])
 }
 
 /// Whether a loop whose last iteration was at `heartbeat_millis` (0: not started yet) is alive.
@@ -40,17 +40,32 @@ pub(crate) fn alive(heartbeat_millis: i64) -> bool {
     heartbeat_millis == 0 || now_millis() - heartbeat_millis < STALL_LIMIT.as_millis() as i64
 }
 
-/// `/healthz`'s answer, shared by the processor's commands.
-pub(crate) fn liveness(alive: bool) -> Response {
-    if alive {
-        (StatusCode::OK, "ok").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "processing loop stalled").into_response()
+/// Why loops are not healthy, in fixed words (no topics, hosts or client errors).
+fn unhealthy<'a>(healths: impl IntoIterator<Item = &'a Health>) -> Option<String> {
+    let mut stalled = 0;
+    for health in healths {
+        if !alive(health.heartbeat_millis.load(Ordering::Relaxed)) {
+            return Some("processing loop stalled".to_owned());
+        }
+        stalled += health.stalled_partitions();
+    }
+    (stalled > 0).then(|| {
+        format!("no committed progress: {stalled} owned partition(s) have lag and made no progress for stall_timeout")
+    })
+}
+
+/// `/healthz`'s answer for the loops of a process (the processor's, the sink's, each action
+/// worker's): 503 while one's loop has not turned for [`STALL_LIMIT`] or has stalled
+/// partitions (the liveness probe then restarts the process).
+pub(crate) fn liveness<'a>(healths: impl IntoIterator<Item = &'a Health>) -> Response {
+    match unhealthy(healths) {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
     }
 }
 
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    readiness(health.ready.load(Ordering::Relaxed))
+    readiness([health.as_ref()])
 }
 
 /// `{"error": reason}` with `status` (and `WWW-Authenticate: Bearer` on a 401): the error body of
@@ -66,12 +81,19 @@ pub(crate) fn json_error(status: StatusCode, reason: &str) -> Response {
     response
 }
 
-/// `/readyz`'s answer, shared by the processor and the sink.
-pub(crate) fn readiness(ready: bool) -> Response {
-    if ready {
-        (StatusCode::OK, "ready").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready").into_response()
+/// `/readyz`'s answer for the loops of a process: 503 with the reason until every loop has
+/// joined its group, and while [`liveness`] fails.
+pub(crate) fn readiness<'a>(healths: impl IntoIterator<Item = &'a Health> + Clone) -> Response {
+    if !healths
+        .clone()
+        .into_iter()
+        .all(|h| h.ready.load(Ordering::Relaxed))
+    {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready: not consuming yet").into_response();
+    }
+    match unhealthy(healths) {
+        None => (StatusCode::OK, "ready").into_response(),
+        Some(reason) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {reason}")).into_response(),
     }
 }
 

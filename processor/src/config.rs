@@ -26,6 +26,7 @@ pub const ENV_KEYS: &[&str] = &[
     "topic_replication_factor",
     "drain_timeout",
     "session_timeout",
+    "stall_timeout",
     "admin_token",
     "actions_admin_url",
 ];
@@ -87,6 +88,10 @@ pub struct Config {
     /// moving its partitions. Some brokers (Tansu) also take about half of it to complete a join.
     #[serde(deserialize_with = "duration")]
     pub session_timeout: Duration,
+    /// How long an owned partition may have lag without committed progress before `/healthz`
+    /// and `/readyz` answer 503 (the liveness probe then restarts the instance).
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
     /// Bearer token of `/debug/webhooks` (refused while unset) and of the dashboard (open while
     /// unset). `Debug` prints `[redacted]`.
     pub admin_token: Option<AdminToken>,
@@ -114,6 +119,7 @@ impl Default for Config {
             topic_replication_factor: 1,
             drain_timeout: Duration::from_secs(20),
             session_timeout: Duration::from_secs(45),
+            stall_timeout: DEFAULT_STALL_TIMEOUT,
             admin_token: None,
             actions_admin_url: None,
             kafka: KafkaProperties::default(),
@@ -162,6 +168,7 @@ impl Config {
             return Err(ConfigError::invalid("dedup_window", "must be at least 1m"));
         }
         validate_session_timeout(self.session_timeout)?;
+        validate_stall_timeout(self.stall_timeout)?;
         validate_topic_settings(self.topic_partitions, self.topic_replication_factor)?;
         self.admin_token = self.admin_token.filter(|token| !token.is_blank());
         self.actions_admin_url = self.actions_admin_url.filter(|url| !url.trim().is_empty());
@@ -186,6 +193,19 @@ impl Config {
     pub fn transactional_id(&self) -> String {
         format!("{}-{}", self.group_id, self.instance_id())
     }
+}
+
+/// Default `stall_timeout` of every consuming loop: above the transaction timeout (60 s), the
+/// longest retry backoff (30 s) and the time a dead instance's open transaction holds its
+/// partitions on Apache Kafka, so that only a loop that cannot recover by itself is restarted.
+pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `stall_timeout`, checked alike by the processor, the sink and the actions.
+pub(crate) fn validate_stall_timeout(stall_timeout: Duration) -> Result<(), ConfigError> {
+    if stall_timeout < Duration::from_secs(1) {
+        return Err(ConfigError::invalid("stall_timeout", "must be at least 1s"));
+    }
+    Ok(())
 }
 
 pub(crate) fn hostname() -> Option<String> {
@@ -258,6 +278,7 @@ mod tests {
         assert_eq!(config.transactional_id(), "switchboard-processor-p-0");
         assert_eq!(config.dedup_window, Duration::from_secs(604_800));
         assert_eq!(config.admin_listen.port(), 9090);
+        assert_eq!(config.stall_timeout, Duration::from_secs(300));
     }
 
     #[test]
@@ -283,6 +304,12 @@ mod tests {
             ("group_id = \" \"", "group_id"),
             ("schema_registry_url = \"::\"", "schema_registry_url"),
             ("actions_admin_url = \"ftp://x\"", "actions_admin_url"),
+            ("stall_timeout = \"500ms\"", "stall_timeout"),
+            (
+                "[kafka]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"",
+                "partition.assignment.strategy",
+            ),
+            ("[kafka]\n\"group.protocol\" = \"consumer\"", "group.protocol"),
         ];
         for (toml, key) in cases {
             let err = config(&format!("instance_id = \"p-0\"\n{toml}")).expect_err(toml);

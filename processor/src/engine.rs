@@ -182,6 +182,12 @@ impl Engine {
         Ok(Processed::Emitted)
     }
 
+    /// Encodes one of the processor's own outputs. A failure is never the raw record's fault (it
+    /// decoded and normalized): it is transient — abort, retry — and never dead-letters the
+    /// record. Dead-lettering it would also commit what the transaction already holds for the
+    /// record (its domain event, when the call state or the dedup entry fails to encode), so a
+    /// redrive would emit the event a second time. A failure that persists (a schema the
+    /// registry refuses) stalls the partition, which `/healthz` reports.
     fn encode<T: serde::Serialize>(
         &self,
         topic: &str,
@@ -190,13 +196,7 @@ impl Engine {
     ) -> Result<Vec<u8>, Failure> {
         self.runtime
             .block_on(self.codec.encode(topic, def, value))
-            .map_err(|e| {
-                if e.is_transient() {
-                    Failure::Transient(e.to_string())
-                } else {
-                    Failure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
-                }
-            })
+            .map_err(|e| Failure::Transient(format!("encoding a record for {topic}: {e}")))
     }
 
     fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), Failure> {

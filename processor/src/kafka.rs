@@ -96,14 +96,18 @@ pub fn producer_config(config: &Config) -> ClientConfig {
     client
 }
 
-/// A standalone reader (no group) for restoring state from changelogs.
+/// A standalone reader (no group) for restoring state from changelogs, and for the operator
+/// tools. A position outside the log (retention removed the segment being read) resets to the
+/// earliest record, never to the end: librdkafka's default (`latest`) would silently skip every
+/// record in between. (Restore asks for an error instead, see [`crate::restore`].)
 pub fn reader_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     client
         .set("group.id", format!("{}-restore", config.group_id))
         .set("isolation.level", "read_committed")
         .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest");
     client
 }
 

@@ -23,6 +23,7 @@ pub mod kafka;
 pub mod metrics;
 pub mod normalize;
 pub mod observe;
+pub mod progress;
 pub mod replay;
 pub mod reset;
 pub mod restore;
@@ -43,9 +44,6 @@ use tokio::net::TcpListener;
 
 use config::Config;
 use runner::Health;
-
-/// How often consumer lag is measured.
-pub(crate) const LAG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Runs the processor until `shutdown` completes (then finishes the open transaction, leaves the
 /// group, and returns `Ok`) or until a fatal error (returned; exit non-zero so the orchestrator
@@ -89,12 +87,12 @@ pub async fn run(
     let lag_reporter = {
         let (config, health, stop) = (Arc::clone(&config), Arc::clone(&health), Arc::clone(&stop));
         tokio::task::spawn_blocking(move || {
-            runner::report_lag(
-                kafka::reader_config(&config),
-                &health.positions,
+            progress::run(
+                &kafka::consumer_config(&config),
+                &health,
                 &stop,
-                LAG_INTERVAL,
-                metrics::LAG,
+                config.stall_timeout,
+                Some(metrics::LAG),
             )
         })
     };

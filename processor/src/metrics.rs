@@ -13,7 +13,8 @@ pub const DLQ: &str = "switchboard_processor_dlq_total";
 pub const COMMIT_SECONDS: &str = "switchboard_processor_transaction_commit_seconds";
 /// Transactions by `outcome` (committed, aborted).
 pub const TRANSACTIONS: &str = "switchboard_processor_transactions_total";
-/// Consumer lag, by `topic` and `partition` (bounded by the partition count).
+/// Consumer lag (end offset - committed offset, every owned partition; see [`crate::progress`]),
+/// by `topic` and `partition` (bounded by the partition count).
 pub const LAG: &str = "switchboard_processor_consumer_lag";
 /// Rebalances by `kind` (assign, revoke).
 pub const REBALANCES: &str = "switchboard_processor_rebalances_total";

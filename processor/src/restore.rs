@@ -10,6 +10,7 @@
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use switchboard_schemas::Codec;
@@ -74,6 +75,7 @@ pub fn restore(
         config,
         &topology.topic(topics::DEDUP_CHANGELOG),
         task.partition,
+        Offset::Beginning,
         |message| {
             if !origin(message).is_some_and(|o| counts(&o)) {
                 return Ok(());
@@ -104,6 +106,7 @@ pub fn restore(
             config,
             &topology.topic(topics::CALL_STATE),
             task.partition,
+            Offset::Beginning,
             |message| {
                 if !origin(message).is_some_and(|o| counts(&o)) {
                     return Ok(());
@@ -121,20 +124,29 @@ pub fn restore(
     Ok(state)
 }
 
-/// Reads one partition of `topic` from the beginning to its current end.
-fn read_partition(
+/// Reads one partition of `topic` from `from` (the beginning, outside tests) to its current end.
+///
+/// If retention removes the segment being read (the position falls below the log's start), the
+/// read starts over from the earliest record, with a warning: the entries removed are gone
+/// anyway, and applying the rest again in offset order rebuilds the same state. (librdkafka's
+/// default would jump to the end, silently skipping every entry in between, which loses state:
+/// dedup entries, so duplicates; call state, so wrong transitions.)
+pub(crate) fn read_partition(
     config: &Config,
     topic: &str,
     partition: i32,
+    from: Offset,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = kafka::reader_config(config).create()?;
+    let consumer: BaseConsumer = kafka::reader_config(config)
+        .set("auto.offset.reset", "error")
+        .create()?;
     let (low, high) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
     if high <= low {
         return Ok(());
     }
     let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+    assignment.add_partition_offset(topic, partition, from)?;
     consumer.assign(&assignment)?;
     let deadline = Instant::now() + RESTORE_TIMEOUT;
     loop {
@@ -144,6 +156,16 @@ fn read_partition(
         );
         match consumer.poll(Duration::from_millis(200)) {
             Some(Ok(message)) => each(&message)?,
+            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                tracing::warn!(
+                    topic,
+                    partition,
+                    "changelog records removed by retention while restoring; reading again from the earliest record"
+                );
+                let mut assignment = TopicPartitionList::new();
+                assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
+                consumer.assign(&assignment)?;
+            }
             Some(Err(error)) => return Err(error.into()),
             // The end: nothing more to fetch, and past the high watermark taken at the start. (The
             // watermark alone is not enough: transaction markers take offsets but are never
@@ -159,5 +181,84 @@ fn read_partition(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::message::Message;
+    use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+    use rdkafka::{ClientConfig, Offset};
+    use switchboard_tests::broker::PrivateBroker;
+
+    use super::read_partition;
+    use crate::config::Config;
+
+    const TOPIC: &str = "restore.changelog";
+
+    /// A private broker with `TOPIC` holding 4 records, one batch each.
+    async fn changelog() -> (PrivateBroker, Config) {
+        let broker = PrivateBroker::start().unwrap();
+        let client = ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .clone();
+        let admin: AdminClient<DefaultClientContext> = client.create().unwrap();
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let topic = NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1));
+        for result in admin.create_topics([&topic], &options).await.unwrap() {
+            result.unwrap();
+        }
+        let producer: ThreadedProducer<DefaultProducerContext> = client.create().unwrap();
+        for i in 0..4 {
+            let payload = format!("entry {i}");
+            producer
+                .send(
+                    BaseRecord::<str, str>::to(TOPIC)
+                        .partition(0)
+                        .key("k")
+                        .payload(&payload),
+                )
+                .map_err(|(e, _)| e)
+                .unwrap();
+            producer.flush(Duration::from_secs(10)).unwrap();
+        }
+        let config = Config {
+            kafka_bootstrap: broker.bootstrap(),
+            instance_id: Some("restore-test".into()),
+            ..Config::default()
+        };
+        (broker, config)
+    }
+
+    async fn offsets_read(config: Config, from: Offset) -> Vec<i64> {
+        tokio::task::spawn_blocking(move || {
+            let mut offsets = Vec::new();
+            read_partition(&config, TOPIC, 0, from, |message| {
+                offsets.push(message.offset());
+                Ok(())
+            })
+            .unwrap();
+            offsets
+        })
+        .await
+        .unwrap()
+    }
+
+    /// A position librdkafka must reset (here: the reader group's committed offset, of which there
+    /// is none; the same reset as for a position below the log's start after retention removed
+    /// the segment being read) starts the read over from the earliest record. librdkafka's
+    /// default (`latest`) would reset to the end and return nothing, silently.
+    ///
+    /// The dev broker cannot produce the retention case itself: it does not implement
+    /// DeleteRecords, and answers a fetch past the end with no records instead of
+    /// OFFSET_OUT_OF_RANGE.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_position_to_reset_reads_again_from_the_earliest_record() {
+        let (_broker, config) = changelog().await;
+        assert_eq!(offsets_read(config, Offset::Stored).await, [0, 1, 2, 3]);
     }
 }

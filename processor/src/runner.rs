@@ -2,7 +2,8 @@
 //! [`Engine`], committing on the commit interval, and finishing the open transaction before a
 //! rebalance takes partitions away.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -29,20 +30,29 @@ pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Liveness, readiness and progress of a consuming loop (processor, sink, action worker), shared
-/// with the admin server and the lag or depth reporter.
+/// with the admin server, the progress monitor ([`crate::progress`]) and the depth reporter.
 #[derive(Debug, Default)]
 pub struct Health {
     /// Milliseconds since the epoch of the loop's last iteration.
     pub heartbeat_millis: AtomicI64,
     /// The loop is running and has joined the group.
     pub ready: AtomicBool,
-    /// Position (next offset to consume) of every owned partition.
-    pub positions: Mutex<std::collections::BTreeMap<Task, i64>>,
+    /// Position (next offset to consume) of every owned partition that has one.
+    pub positions: Mutex<BTreeMap<Task, i64>>,
+    /// Every owned partition (the consumer's assignment), with or without a position.
+    pub assignment: Mutex<BTreeSet<Task>>,
+    /// Offsets committed outside Kafka (the sink's database), per partition; empty otherwise.
+    pub committed: Mutex<BTreeMap<Task, i64>>,
+    /// Owned partitions with lag and no committed progress for `stall_timeout` (set by the
+    /// progress monitor).
+    pub stalled: AtomicUsize,
 }
 
 impl Health {
-    /// Records `consumer`'s positions (local: no network) for the lag or depth reporter.
+    /// Records `consumer`'s assignment and positions (local: no network) for the progress
+    /// monitor and the depth reporter.
     pub(crate) fn publish_positions<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        self.publish_assignment(consumer);
         let Ok(position) = consumer.position() else { return };
         let positions = position
             .elements()
@@ -53,6 +63,20 @@ impl Health {
             })
             .collect();
         *self.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
+    }
+
+    /// Records `consumer`'s assignment (local: no network) for the progress monitor.
+    pub(crate) fn publish_assignment<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
+        let Ok(assignment) = consumer.assignment() else {
+            return;
+        };
+        *self.assignment.lock().unwrap_or_else(PoisonError::into_inner) =
+            tasks(&assignment).into_iter().collect();
+    }
+
+    /// How many owned partitions are stalled (lag and no committed progress).
+    pub fn stalled_partitions(&self) -> usize {
+        self.stalled.load(Ordering::Relaxed)
     }
 }
 
@@ -333,8 +357,8 @@ fn restore_one(
     Ok(sizes)
 }
 
-/// Applies the dedup window and publishes positions for the lag reporter. Never blocks on the
-/// network: the processing loop must not stall behind metadata requests.
+/// Applies the dedup window and publishes the assignment and positions for the progress monitor.
+/// Never blocks on the network: the processing loop must not stall behind metadata requests.
 fn housekeeping(
     config: &Config,
     engine: &Mutex<Engine>,
@@ -350,32 +374,4 @@ fn housekeeping(
     metrics::dedup_entries(engine.stores.dedup_entries());
     drop(engine);
     health.publish_positions(consumer);
-}
-
-/// Reports consumer lag (end offset - position) per owned partition, from its own client built
-/// from `client`, every `interval`, until `stop` is set. Runs on a blocking thread of its own.
-pub fn report_lag(
-    client: rdkafka::ClientConfig,
-    positions: &Mutex<std::collections::BTreeMap<Task, i64>>,
-    stop: &AtomicBool,
-    interval: Duration,
-    metric: &'static str,
-) {
-    let Ok(client) = client.create::<BaseConsumer>() else {
-        return;
-    };
-    while !stop.load(Ordering::Relaxed) {
-        let positions = positions.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        for (task, position) in positions {
-            if let Ok((_, high)) =
-                client.fetch_watermarks(&task.topic, task.partition, Duration::from_secs(2))
-            {
-                metrics::lag(metric, &task.topic, task.partition, (high - position).max(0));
-            }
-        }
-        let deadline = Instant::now() + interval;
-        while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-    }
 }

@@ -226,6 +226,45 @@ mod tests {
         });
     }
 
+    #[derive(Debug, serde::Deserialize)]
+    struct WithKafka {
+        #[serde(default)]
+        kafka: KafkaProperties,
+    }
+
+    fn kafka_table(toml: &str) -> Result<KafkaProperties, String> {
+        Figment::new()
+            .merge(Toml::string(toml))
+            .extract::<WithKafka>()
+            .map(|c| c.kafka)
+            .map_err(describe)
+    }
+
+    #[test]
+    fn kafka_properties_refuse_cooperative_rebalancing() {
+        let err =
+            kafka_table("[kafka]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"").unwrap_err();
+        assert!(
+            err.contains("partition.assignment.strategy") && err.contains("eager"),
+            "{err}"
+        );
+        let err = kafka_table("[kafka]\n\"partition.assignment.strategy\" = \"range, Cooperative-Sticky\"")
+            .unwrap_err();
+        assert!(err.contains("partition.assignment.strategy"), "{err}");
+        let kept = kafka_table("[kafka]\n\"partition.assignment.strategy\" = \"range,roundrobin\"").unwrap();
+        assert_eq!(kept.0["partition.assignment.strategy"], "range,roundrobin");
+    }
+
+    #[test]
+    fn kafka_properties_refuse_the_consumer_group_protocol() {
+        let err = kafka_table("[kafka]\n\"group.protocol\" = \"consumer\"").unwrap_err();
+        assert!(err.contains("group.protocol") && err.contains("classic"), "{err}");
+        let kept =
+            kafka_table("[kafka]\n\"group.protocol\" = \"classic\"\n\"security.protocol\" = \"SASL_SSL\"")
+                .unwrap();
+        assert_eq!(kept.0.len(), 2);
+    }
+
     #[test]
     fn durations_parse_with_units() {
         assert_eq!(parse_duration("5s"), Some(Duration::from_secs(5)));
@@ -241,9 +280,59 @@ mod tests {
 /// Extra librdkafka properties (the `[kafka]` table, e.g. `"security.protocol" = "SASL_SSL"`),
 /// applied to every Kafka client of a service. `Debug` shows the keys only: values may be SASL
 /// passwords or key material.
+///
+/// Properties that change the consumer group protocol are refused when the configuration is
+/// loaded ([`KafkaProperties::check`]): every consumer of switchboard (processor, sink, actions)
+/// relies on the eager rebalance protocol, where a rebalance revokes every partition and the next
+/// assignment starts each one again from its committed offset. Under incremental
+/// (`cooperative-sticky`) or KIP-848 (`group.protocol=consumer`) rebalances, kept partitions are
+/// not rewound after an aborted transaction and the sink's assign/unassign is invalid: records
+/// would be lost.
 #[derive(Clone, Default, serde::Deserialize)]
-#[serde(transparent)]
+#[serde(try_from = "BTreeMap<String, String>")]
 pub struct KafkaProperties(pub BTreeMap<String, String>);
+
+impl TryFrom<BTreeMap<String, String>> for KafkaProperties {
+    type Error = ConfigError;
+
+    fn try_from(properties: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let properties = KafkaProperties(properties);
+        properties.check()?;
+        Ok(properties)
+    }
+}
+
+impl KafkaProperties {
+    /// Refuses the properties under which switchboard's consumers would lose records (see the
+    /// type's documentation). The error names the key and the value (these two are never secret).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if let Some(strategies) = self.0.get("partition.assignment.strategy")
+            && strategies
+                .split(',')
+                .any(|s| s.trim().eq_ignore_ascii_case("cooperative-sticky"))
+        {
+            return Err(ConfigError::invalid(
+                "kafka.\"partition.assignment.strategy\"",
+                format!(
+                    "{strategies:?} is not supported: switchboard's consumers need an eager strategy \
+                     (range, roundrobin); incremental rebalances would lose records"
+                ),
+            ));
+        }
+        if let Some(protocol) = self.0.get("group.protocol")
+            && !protocol.trim().eq_ignore_ascii_case("classic")
+        {
+            return Err(ConfigError::invalid(
+                "kafka.\"group.protocol\"",
+                format!(
+                    "{protocol:?} is not supported: switchboard's consumers need the classic group \
+                     protocol (its eager rebalances); the consumer protocol would lose records"
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
 
 impl fmt::Debug for KafkaProperties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

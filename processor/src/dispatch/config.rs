@@ -26,6 +26,7 @@ pub const ENV_KEYS: &[&str] = &[
     "topic_partitions",
     "topic_replication_factor",
     "session_timeout",
+    "stall_timeout",
     "drain_timeout",
 ];
 
@@ -75,6 +76,10 @@ pub struct DispatchConfig {
     pub topic_replication_factor: i32,
     #[serde(deserialize_with = "duration")]
     pub session_timeout: Duration,
+    /// How long an owned partition may have lag without committed progress before `/healthz`
+    /// and `/readyz` answer 503 (see the processor's `stall_timeout`).
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
     /// The outbound actions (`[[action]]` tables).
@@ -100,6 +105,7 @@ impl Default for DispatchConfig {
             topic_partitions: 6,
             topic_replication_factor: 1,
             session_timeout: Duration::from_secs(45),
+            stall_timeout: crate::config::DEFAULT_STALL_TIMEOUT,
             drain_timeout: Duration::from_secs(20),
             actions: Vec::new(),
             kafka: KafkaProperties::default(),
@@ -124,6 +130,7 @@ impl DispatchConfig {
     pub fn validate(mut self) -> Result<Self, ConfigError> {
         crate::config::validate_endpoints(&self.kafka_bootstrap, &self.schema_registry_url)?;
         crate::config::validate_session_timeout(self.session_timeout)?;
+        crate::config::validate_stall_timeout(self.stall_timeout)?;
         if self.actions_group_prefix.trim().is_empty() {
             return Err(ConfigError::invalid("actions_group_prefix", "must not be empty"));
         }

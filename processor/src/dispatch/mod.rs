@@ -89,6 +89,19 @@ pub async fn run(
         let (config, healths, stop) = (Arc::clone(&config), healths.clone(), Arc::clone(&stop));
         tokio::task::spawn_blocking(move || report_depth(&config, &healths, &stop))
     };
+    // One progress monitor per action: each worker is its own consumer group.
+    let progress_monitors: Vec<_> = healths
+        .iter()
+        .map(|(action, health)| {
+            let mut client = worker::reader_config(&config);
+            crate::kafka::group_member(&mut client, &config.group_id(action), config.session_timeout);
+            let (health, stop) = (Arc::clone(health), Arc::clone(&stop));
+            let stall_timeout = config.stall_timeout;
+            tokio::task::spawn_blocking(move || {
+                crate::progress::run(&client, &health, &stop, stall_timeout, None)
+            })
+        })
+        .collect();
 
     let mut workers = tokio::task::JoinSet::new();
     for (target, (_, health)) in targets.into_iter().zip(&healths) {
@@ -128,6 +141,9 @@ pub async fn run(
     let _ = stop_admin.send(());
     let _ = server.await;
     let _ = depth_reporter.await;
+    for monitor in progress_monitors {
+        let _ = monitor.await;
+    }
     match &result {
         Ok(()) => tracing::info!("actions dispatcher stopped"),
         Err(error) => {
@@ -178,14 +194,11 @@ fn admin(healths: Arc<Vec<Arc<Health>>>) -> Router {
 }
 
 async fn healthz(State(healths): State<Arc<Vec<Arc<Health>>>>) -> Response {
-    let alive = healths
-        .iter()
-        .all(|h| crate::admin::alive(h.heartbeat_millis.load(Ordering::Relaxed)));
-    crate::admin::liveness(alive)
+    crate::admin::liveness(healths.iter().map(Arc::as_ref))
 }
 
 async fn readyz(State(healths): State<Arc<Vec<Arc<Health>>>>) -> Response {
-    crate::admin::readiness(healths.iter().all(|h| h.ready.load(Ordering::Relaxed)))
+    crate::admin::readiness(healths.iter().map(Arc::as_ref))
 }
 
 /// Measures, every [`DEPTH_INTERVAL`] until `stop`: per action and retry topic, the records not

@@ -20,6 +20,7 @@ pub const ENV_KEYS: &[&str] = &[
     "batch_max_records",
     "batch_interval",
     "session_timeout",
+    "stall_timeout",
     "drain_timeout",
 ];
 
@@ -44,6 +45,10 @@ pub struct SinkConfig {
     pub batch_interval: Duration,
     #[serde(deserialize_with = "duration")]
     pub session_timeout: Duration,
+    /// How long an owned partition may have lag without committed progress before `/healthz`
+    /// and `/readyz` answer 503 (see the processor's `stall_timeout`).
+    #[serde(deserialize_with = "duration")]
+    pub stall_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
     pub kafka: KafkaProperties,
@@ -76,6 +81,7 @@ impl Default for SinkConfig {
             batch_max_records: 1_000,
             batch_interval: Duration::from_millis(100),
             session_timeout: Duration::from_secs(45),
+            stall_timeout: crate::config::DEFAULT_STALL_TIMEOUT,
             drain_timeout: Duration::from_secs(20),
             kafka: KafkaProperties::default(),
         }
@@ -107,6 +113,7 @@ impl SinkConfig {
             ));
         }
         crate::config::validate_session_timeout(self.session_timeout)?;
+        crate::config::validate_stall_timeout(self.stall_timeout)?;
         self.api_token = self.api_token.filter(|token| !token.trim().is_empty());
         Ok(self)
     }

@@ -37,6 +37,8 @@ pub const TOPICS: [&str; 4] = [topics::CALLS, topics::MESSAGES, topics::BILLING,
 /// does not poll meanwhile).
 const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 const SEEK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the loop tells the progress monitor which partitions it owns.
+const ASSIGNMENT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Records decoded but not yet written, with the offsets they advance.
 #[derive(Debug, Default)]
@@ -267,8 +269,13 @@ pub fn run(
     tracing::info!(group = %config.sink_group_id, "sink started");
 
     let mut registry_backoff = BACKOFF_START;
+    let mut assignment_published = Instant::now();
     let result = loop {
         health.heartbeat_millis.store(now_millis(), Ordering::Relaxed);
+        if assignment_published.elapsed() >= ASSIGNMENT_PUBLISH_INTERVAL {
+            assignment_published = Instant::now();
+            health.publish_assignment(&consumer);
+        }
         if let Some(failure) = shared
             .failure
             .lock()
@@ -347,20 +354,24 @@ pub fn run(
     result
 }
 
-/// After a batch is in the database: positions for the lag reporter, and the offsets committed to
-/// Kafka as well so that `kafka-consumer-groups` shows the sink's progress.
+/// After a batch is in the database: its offsets for the progress monitor (the database is the
+/// sink's committed progress), and committed to Kafka as well so that `kafka-consumer-groups`
+/// shows the sink's progress.
 fn publish_progress(consumer: &BaseConsumer<SinkContext>, offsets: &[ConsumedOffset], health: &Health) {
     let mut list = TopicPartitionList::new();
     let mut positions = health.positions.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut committed = health.committed.lock().unwrap_or_else(PoisonError::into_inner);
     for offset in offsets {
-        positions.insert(Task::new(&offset.topic, offset.partition), offset.next_offset);
+        let task = Task::new(&offset.topic, offset.partition);
+        positions.insert(task.clone(), offset.next_offset);
+        committed.insert(task, offset.next_offset);
         let _ = list.add_partition_offset(
             &offset.topic,
             offset.partition,
             Offset::Offset(offset.next_offset),
         );
     }
-    drop(positions);
+    drop((positions, committed));
     if list.count() > 0
         && let Err(error) = consumer.commit(&list, CommitMode::Async)
     {

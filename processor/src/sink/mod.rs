@@ -56,18 +56,13 @@ pub async fn run(
 
     let lag_reporter = {
         let (client, health, stop) = (
-            consumer::base_config(&config),
+            consumer::consumer_config(&config),
             Arc::clone(&health),
             Arc::clone(&stop),
         );
+        let stall_timeout = config.stall_timeout;
         tokio::task::spawn_blocking(move || {
-            crate::runner::report_lag(
-                client,
-                &health.positions,
-                &stop,
-                crate::LAG_INTERVAL,
-                metrics::LAG,
-            )
+            crate::progress::run(&client, &health, &stop, stall_timeout, Some(metrics::LAG))
         })
     };
     let mut processing = {
@@ -102,12 +97,16 @@ pub async fn run(
 fn admin(health: Arc<Health>) -> Router {
     switchboard_service::telemetry::prometheus();
     Router::new()
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(crate::admin::metrics_text))
         .with_state(health)
 }
 
+async fn healthz(State(health): State<Arc<Health>>) -> Response {
+    crate::admin::liveness([health.as_ref()])
+}
+
 async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    crate::admin::readiness(health.ready.load(Ordering::Relaxed))
+    crate::admin::readiness([health.as_ref()])
 }
