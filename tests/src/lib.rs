@@ -1,5 +1,5 @@
 //! Helpers for switchboard's end-to-end tests: where the broker and registry are, unique names,
-//! topic creation, and the broker capability probe.
+//! topic creation, the broker capability probe, and a fault-injecting schema registry proxy.
 //!
 //! The broker comes from `SWITCHBOARD_TEST_KAFKA` (`make test` points it at the Tansu broker it
 //! starts; point it at a real Kafka to run every test in full), the registry from
@@ -8,6 +8,7 @@
 pub mod broker;
 pub mod consume;
 pub mod probe;
+pub mod registry_proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -8,5 +8,6 @@ mod dlq;
 mod flow;
 mod harness;
 mod observe;
+mod registry_flap;
 mod replay;
 mod sink;
