@@ -178,3 +178,63 @@ async fn wait_for_ids(broker: &PrivateBroker, ids: &[String]) {
     })
     .await;
 }
+
+/// The other side of the line: a domain record whose bytes are not a record (not a registry
+/// failure) is not skipped either. The sink stores what came before it, stops before it with an
+/// error naming it, and stores no offset past it, so a restarted sink stops there again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_stops_before_an_undecodable_domain_record_instead_of_skipping_it() {
+    let broker = PrivateBroker::start().unwrap();
+    let before: Vec<CallEvent> = (0..3).map(|n| completed_call(&format!("EV-before-{n}"), n)).collect();
+    let after: Vec<CallEvent> = (3..5).map(|n| completed_call(&format!("EV-after-{n}"), n)).collect();
+    produce_calls(&broker, &before).await;
+    // Same key as the events: the same partition, after them.
+    RawProducer::new(&broker)
+        .send_bytes(topics::CALLS, &before[0].phone_id, b"not an avro record", "EV-junk", "twilio")
+        .await;
+    produce_calls(&broker, &after).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("sink.db").display());
+    for life in 0..2 {
+        let config = SinkConfig {
+            kafka_bootstrap: broker.bootstrap(),
+            schema_registry_url: switchboard_tests::registry_url(),
+            database_url: database_url.clone(),
+            session_timeout: Duration::from_secs(6),
+            ..SinkConfig::default()
+        }
+        .validate()
+        .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let sink = switchboard_processor::sink::run(config, listener, std::future::pending());
+        let error = tokio::time::timeout(WAIT, sink)
+            .await
+            .expect("the sink neither stopped nor skipped")
+            .expect_err("the sink must stop at the undecodable record");
+        assert!(
+            format!("{error:#}").contains("undecodable domain record switchboard.calls["),
+            "life {life}: {error:#}"
+        );
+        sqlx::any::install_default_drivers();
+        let db = AnyPoolOptions::new()
+            .max_connections(1)
+            .connect(&database_url)
+            .await
+            .unwrap();
+        let ids: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM call_events")
+            .fetch_all(&db)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+        let expected: HashSet<String> = before.iter().map(|e| e.event_id.clone()).collect();
+        assert_eq!(ids, expected, "life {life}: what came before, nothing after");
+        let next: Vec<i64> = sqlx::query_scalar("SELECT next_offset FROM sink_offsets")
+            .fetch_all(&db)
+            .await
+            .unwrap();
+        assert_eq!(next, [3], "life {life}: the stored offset is the undecodable record's");
+        db.close().await;
+    }
+}
