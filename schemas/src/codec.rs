@@ -20,9 +20,10 @@
 //!   has not replicated it yet (or a registry being restored), 429 is rate limiting (Confluent
 //!   Cloud), 401/403 a credential an operator must fix, 5xx and transport errors an outage. None of
 //!   these make the record bad, and none may turn it into poison.
-//! - **Registering and encoding**, the registry's verdict on *our schema* is permanent
-//!   ([`CodecError::Registry`]: 400, 409 incompatible, 422 invalid); every other failure to get an
-//!   answer (transport, timeouts, 401, 403, 404, 408, 429, 5xx, an unreadable answer) is transient.
+//! - **Registering and encoding** (a subject's id is asked for once, then cached), the registry's
+//!   verdict on *our schema* is permanent ([`CodecError::Registry`]: 400, 409 incompatible, 422
+//!   invalid), and so is a local failure before anything is sent; every other failure to get an
+//!   answer (transport, timeouts, 401, 403, 404, 408, 429, 5xx) is transient.
 //!
 //! `schema_registry_converter` caches the errors it considers permanent (any HTTP status but 502
 //! and 503) per schema id and subject, and would replay a cached 500 forever. This codec never

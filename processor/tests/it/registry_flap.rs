@@ -81,14 +81,11 @@ async fn a_sink_with_a_cold_cache_stores_every_record_read_during_a_registry_fla
         .await
         .unwrap();
     let deadline = Instant::now() + WAIT;
-    while count(&db, "call_events").await < EVENTS as i64 {
-        assert!(
-            Instant::now() < deadline,
-            "records read during the flap were not stored afterwards ({} of {EVENTS})",
-            count(&db, "call_events").await
-        );
+    while count(&db, "call_events").await < EVENTS as i64 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    let _ = stop.send(());
+    sink.await.unwrap().unwrap();
     let ids: HashSet<String> = sqlx::query_scalar("SELECT event_id FROM call_events")
         .fetch_all(&db)
         .await
@@ -98,9 +95,6 @@ async fn a_sink_with_a_cold_cache_stores_every_record_read_during_a_registry_fla
     let expected: HashSet<String> = events.iter().map(|e| e.event_id.clone()).collect();
     assert_eq!(ids, expected, "every record stored, none skipped");
     println!("sink: {failed} registry requests refused during the flap; {EVENTS} of {EVENTS} stored");
-
-    let _ = stop.send(());
-    sink.await.unwrap().unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,12 +179,22 @@ async fn wait_for_ids(broker: &PrivateBroker, ids: &[String]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sink_stops_before_an_undecodable_domain_record_instead_of_skipping_it() {
     let broker = PrivateBroker::start().unwrap();
-    let before: Vec<CallEvent> = (0..3).map(|n| completed_call(&format!("EV-before-{n}"), n)).collect();
-    let after: Vec<CallEvent> = (3..5).map(|n| completed_call(&format!("EV-after-{n}"), n)).collect();
+    let before: Vec<CallEvent> = (0..3)
+        .map(|n| completed_call(&format!("EV-before-{n}"), n))
+        .collect();
+    let after: Vec<CallEvent> = (3..5)
+        .map(|n| completed_call(&format!("EV-after-{n}"), n))
+        .collect();
     produce_calls(&broker, &before).await;
     // Same key as the events: the same partition, after them.
     RawProducer::new(&broker)
-        .send_bytes(topics::CALLS, &before[0].phone_id, b"not an avro record", "EV-junk", "twilio")
+        .send_bytes(
+            topics::CALLS,
+            &before[0].phone_id,
+            b"not an avro record",
+            "EV-junk",
+            "twilio",
+        )
         .await;
     produce_calls(&broker, &after).await;
 
@@ -207,10 +211,20 @@ async fn a_sink_stops_before_an_undecodable_domain_record_instead_of_skipping_it
         .validate()
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let sink = switchboard_processor::sink::run(config, listener, std::future::pending());
-        let error = tokio::time::timeout(WAIT, sink)
-            .await
-            .expect("the sink neither stopped nor skipped")
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let mut sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        let ended = tokio::time::timeout(WAIT, &mut sink).await;
+        if ended.is_err() {
+            // Stop it (its loop runs on a blocking thread) before failing.
+            let _ = stop.send(());
+            let _ = sink.await;
+            panic!("life {life}: the sink neither stopped nor skipped");
+        }
+        let error = ended
+            .unwrap()
+            .unwrap()
             .expect_err("the sink must stop at the undecodable record");
         assert!(
             format!("{error:#}").contains("undecodable domain record switchboard.calls["),
@@ -234,7 +248,11 @@ async fn a_sink_stops_before_an_undecodable_domain_record_instead_of_skipping_it
             .fetch_all(&db)
             .await
             .unwrap();
-        assert_eq!(next, [3], "life {life}: the stored offset is the undecodable record's");
+        assert_eq!(
+            next,
+            [3],
+            "life {life}: the stored offset is the undecodable record's"
+        );
         db.close().await;
     }
 }
