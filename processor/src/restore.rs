@@ -20,6 +20,7 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::kafka::{self, headers};
+use crate::runner::BACKOFF_START;
 use crate::state::{Task, TaskState};
 use crate::topology::Topology;
 
@@ -27,6 +28,11 @@ use crate::topology::Topology;
 /// orchestrator restarts it).
 const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one restore waits, in place, for a schema registry that cannot serve a changelog
+/// entry's schema (retrying the entry with backoff) before it fails and the loop retries the
+/// restore later (polling meanwhile, so the group keeps the member).
+const REGISTRY_WAIT: Duration = Duration::from_secs(30);
+const REGISTRY_BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 /// Where a changelog entry came from.
 #[derive(Debug, PartialEq, Eq)]
@@ -114,7 +120,7 @@ pub fn restore(
                 let Some(value) = message.payload() else {
                     return Ok(());
                 };
-                let call: CallState = runtime.block_on(codec.decode(CallState::schema_def(), value))?;
+                let call = decode_call_state(codec, runtime, value)?;
                 // Later offsets are later states of the same call.
                 state.calls.insert(call.call_sid.clone(), call);
                 Ok(())
@@ -122,6 +128,25 @@ pub fn restore(
         )?;
     }
     Ok(state)
+}
+
+/// Decodes a call-state changelog entry, retrying it while the registry cannot serve its schema
+/// (a cold cache after a restart meets a registry flap): never cached, never skipped. An entry
+/// that does not decode fails the restore, which the loop retries.
+fn decode_call_state(codec: &Codec, runtime: &Handle, value: &[u8]) -> anyhow::Result<CallState> {
+    let give_up = Instant::now() + REGISTRY_WAIT;
+    let mut backoff = BACKOFF_START;
+    loop {
+        match runtime.block_on(codec.decode(CallState::schema_def(), value)) {
+            Ok(call) => return Ok(call),
+            Err(error) if error.is_transient() && Instant::now() + backoff < give_up => {
+                tracing::warn!(%error, ?backoff, "restoring: schema registry unavailable; retrying the entry");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(REGISTRY_BACKOFF_MAX);
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
 }
 
 /// Reads one partition of `topic` from `from` (the beginning, outside tests) to its current end.

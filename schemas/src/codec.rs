@@ -5,6 +5,30 @@
 //! after start-up does not stop encoding. Readers fetch writer schemas by id (cached) and resolve
 //! each record against the reader's own schema, which is what makes schema evolution work: a
 //! reader with an added optional field reads records written before the field existed.
+//!
+//! # Transient or permanent: decided here, once
+//!
+//! Every service that talks to the registry goes through this codec, and [`CodecError::is_transient`]
+//! is the one classification they all act on (the processor rewinds and retries, the sink re-reads
+//! the record, restore retries; only permanent errors are poison).
+//!
+//! - **Reading a record**, the record is to blame only for its own bytes: no Confluent frame
+//!   (bad magic byte, too short) or a body that does not match its writer schema
+//!   ([`CodecError::Decode`], permanent). *Any* failure to fetch the writer schema is
+//!   [`CodecError::RegistryUnavailable`] (transient), whatever the registry answered: the id in a
+//!   record we read was registered when the record was written, so a 404 means a follower that
+//!   has not replicated it yet (or a registry being restored), 429 is rate limiting (Confluent
+//!   Cloud), 401/403 a credential an operator must fix, 5xx and transport errors an outage. None of
+//!   these make the record bad, and none may turn it into poison.
+//! - **Registering and encoding** (a subject's id is asked for once, then cached), the registry's
+//!   verdict on *our schema* is permanent ([`CodecError::Registry`]: 400, 409 incompatible, 422
+//!   invalid), and so is a local failure before anything is sent; every other failure to get an
+//!   answer (transport, timeouts, 401, 403, 404, 408, 429, 5xx) is transient.
+//!
+//! `schema_registry_converter` caches the errors it considers permanent (any HTTP status but 502
+//! and 503) per schema id and subject, and would replay a cached 500 forever. This codec never
+//! lets an error stay in the converter's caches: it clears them whenever a call fails, so the next
+//! attempt asks the registry again. Successful lookups stay cached for the life of the process.
 
 use std::fmt;
 use std::time::Duration;
@@ -25,16 +49,19 @@ const REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Why a record could not be encoded or decoded.
 #[derive(Debug, thiserror::Error)]
 pub enum CodecError {
-    /// The registry could not be reached or answered with a server error; trying again may work.
+    /// The registry could not give the answer now (see the module docs for what counts); the same
+    /// call may succeed later, so retry it: never skip or dead-letter the record.
     #[error("schema registry unavailable: {0}")]
     RegistryUnavailable(String),
-    /// The registry refused the schema or does not know the id; trying again will not help.
+    /// The registry refused our schema (400, 409 incompatible, 422 invalid) or its URL is invalid;
+    /// trying again will not help.
     #[error("schema registry rejected the request: {0}")]
     Registry(String),
     /// The value does not match the schema it is written with.
     #[error("value does not match schema {schema}: {reason}")]
     Encode { schema: &'static str, reason: String },
-    /// The bytes are not a Confluent-framed Avro record of a compatible schema.
+    /// The bytes are not a Confluent-framed Avro record, or do not match their writer schema (or
+    /// the writer schema cannot be read as the reader's): poison.
     #[error("undecodable record: {0}")]
     Decode(String),
 }
@@ -66,20 +93,44 @@ impl CodecError {
         matches!(self, CodecError::RegistryUnavailable(_))
     }
 
+    /// A failed registration or encoding: permanent only when the registry judged the schema
+    /// (or nothing was sent: a local error such as a schema the converter cannot parse).
     fn from_registry(err: SRCError) -> Self {
-        let message = match &err.cause {
-            Some(cause) => format!("{}: {cause}", err.error),
-            None => err.error.clone(),
-        };
-        if err.retriable {
-            CodecError::RegistryUnavailable(message)
-        } else {
-            CodecError::Registry(message)
+        let message = describe(&err);
+        match http_status(&err) {
+            Some(400 | 409 | 422) => CodecError::Registry(message),
+            Some(_) => CodecError::RegistryUnavailable(message),
+            None if err.retriable => CodecError::RegistryUnavailable(message),
+            None => CodecError::Registry(message),
         }
+    }
+
+    /// A failed lookup of the writer schema of a record being read: always transient (module docs).
+    fn from_lookup(id: u32, err: &SRCError) -> Self {
+        CodecError::RegistryUnavailable(format!("fetching writer schema {id}: {}", describe(err)))
     }
 }
 
-/// Encodes and decodes records in the Confluent wire format. Cheap to share behind an `Arc`.
+/// The converter's error with its cause, without its retriable/cached flags (which this module
+/// overrides). Never holds credentials: a transport error names the URL, from which
+/// [`Codec::new`] moved them to basic auth.
+fn describe(err: &SRCError) -> String {
+    match &err.cause {
+        Some(cause) => format!("{}: {cause}", err.error),
+        None => err.error.clone(),
+    }
+}
+
+/// The HTTP status the registry answered with, when the failure was an error status. The converter
+/// only says it in its message (`HTTP request to schema registry failed with status 404 Not
+/// Found`); the unit tests below pin that wording against a real HTTP exchange.
+fn http_status(err: &SRCError) -> Option<u16> {
+    let (_, rest) = err.error.split_once("failed with status ")?;
+    rest.get(..3)?.parse().ok()
+}
+
+/// Encodes and decodes records in the Confluent wire format. Cheap to share behind an `Arc`;
+/// every clone of the `Arc` shares one schema cache.
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
@@ -127,7 +178,7 @@ impl Codec {
             .encoder
             .get_schema_and_id(&subject, strategy)
             .await
-            .map_err(CodecError::from_registry)?;
+            .map_err(|e| self.registry_failed(e))?;
         Ok(registered.id)
     }
 
@@ -148,23 +199,47 @@ impl Codec {
         self.encoder
             .encode_value(avro, &Self::strategy(topic, def))
             .await
-            .map_err(CodecError::from_registry)
+            .map_err(|e| self.registry_failed(e))
+    }
+
+    /// Classifies a failed registration and makes sure the converter does not keep it.
+    fn registry_failed(&self, err: SRCError) -> CodecError {
+        self.encoder.remove_errors_from_cache();
+        CodecError::from_registry(err)
     }
 
     /// Decodes a Confluent-framed record and reads it as `T`, whose schema is `def`.
+    ///
+    /// Errors: [`CodecError::Decode`] when the bytes themselves are bad (poison),
+    /// [`CodecError::RegistryUnavailable`] when the writer schema cannot be fetched now, whatever
+    /// the registry answered (retry the same record later; nothing is cached).
     pub async fn decode<T: DeserializeOwned>(&self, def: &SchemaDef, bytes: &[u8]) -> Result<T, CodecError> {
-        let decoded = self.decoder.decode(Some(bytes)).await.map_err(|err| {
-            if err.retriable {
-                CodecError::from_registry(err)
-            } else {
-                CodecError::Decode(err.error)
-            }
-        })?;
+        let id = schema_id(bytes).ok_or_else(|| CodecError::Decode(not_a_frame(bytes)))?;
+        // The lookup first, on its own, so that a registry failure can never be mistaken for a bad
+        // record (the converter's `decode` mixes both into one non-retriable error).
+        if let Err(err) = self.decoder.get_schema(id).await {
+            self.decoder.remove_errors_from_cache();
+            return Err(CodecError::from_lookup(id, &err));
+        }
+        // The writer schema is cached now: what fails from here on is the body.
+        let decoded = self
+            .decoder
+            .decode(Some(bytes))
+            .await
+            .map_err(|e| CodecError::Decode(format!("with writer schema {id}: {}", describe(&e))))?;
         let value = decoded
             .value
             .resolve(def.schema())
-            .map_err(|e| CodecError::Decode(e.to_string()))?;
+            .map_err(|e| CodecError::Decode(format!("writer schema {id} as {}: {e}", def.name)))?;
         from_value(&value).map_err(|e| CodecError::Decode(e.to_string()))
+    }
+}
+
+fn not_a_frame(bytes: &[u8]) -> String {
+    match bytes.first() {
+        None => "empty record".to_owned(),
+        Some(0) => format!("{} bytes: too short for a Confluent frame", bytes.len()),
+        Some(magic) => format!("magic byte {magic}, not 0: not a Confluent frame"),
     }
 }
 
@@ -208,5 +283,204 @@ mod tests {
             )
         );
         assert!(split_credentials("not a url").is_err());
+    }
+
+    /// A registry that answers each request with the next scripted response (`connection:
+    /// close`, so that each is its own exchange) and records the request lines.
+    struct Scripted {
+        url: String,
+        requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    }
+
+    impl Scripted {
+        async fn start(responses: Vec<(u16, String)>) -> Self {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}", listener.local_addr().unwrap());
+            let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let seen = std::sync::Arc::clone(&requests);
+            tokio::spawn(async move {
+                for (status, body) in responses {
+                    let (mut socket, _) = listener.accept().await.unwrap();
+                    let mut request = Vec::new();
+                    let mut buffer = [0u8; 4096];
+                    let head_end = loop {
+                        if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break at + 4;
+                        }
+                        let n = socket.read(&mut buffer).await.unwrap();
+                        assert!(n > 0, "connection closed before the request head");
+                        request.extend_from_slice(&buffer[..n]);
+                    };
+                    let head = String::from_utf8_lossy(&request[..head_end]).into_owned();
+                    let length: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    while request.len() < head_end + length {
+                        let n = socket.read(&mut buffer).await.unwrap();
+                        request.extend_from_slice(&buffer[..n]);
+                    }
+                    seen.lock()
+                        .unwrap()
+                        .push(head.lines().next().unwrap_or_default().to_owned());
+                    let response = format!(
+                        "HTTP/1.1 {status} Scripted\r\ncontent-type: application/vnd.schemaregistry.v1+json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    socket.write_all(response.as_bytes()).await.unwrap();
+                }
+            });
+            Self { url, requests }
+        }
+
+        fn requests(&self) -> Vec<String> {
+            self.requests.lock().unwrap().clone()
+        }
+    }
+
+    fn error(status: u16, code: u32) -> (u16, String) {
+        (status, format!(r#"{{"error_code":{code},"message":"scripted"}}"#))
+    }
+
+    fn webhook() -> crate::RawWebhook {
+        crate::RawWebhook {
+            event_id: "CA0123".into(),
+            source: "twilio".into(),
+            phone_id: "+15550001111".into(),
+            received_at: 1_764_000_000_123,
+            url: "https://hooks.example.com/webhooks/twilio".into(),
+            content_type: "application/x-www-form-urlencoded".into(),
+            headers: Default::default(),
+            body: b"CallSid=CA01&CallStatus=completed".to_vec(),
+            signature_scheme: "twilio-hmac-sha1".into(),
+            source_name: None,
+        }
+    }
+
+    /// `webhook()` in the Confluent frame with schema id 7.
+    fn framed() -> Vec<u8> {
+        let def = crate::RawWebhook::schema_def();
+        let value = to_value(webhook()).unwrap().resolve(def.schema()).unwrap();
+        let body = apache_avro::writer::datum::GenericDatumWriter::builder(def.schema())
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap();
+        [&[0, 0, 0, 0, 7][..], &body].concat()
+    }
+
+    fn schema_7() -> (u16, String) {
+        let json = serde_json::json!({ "schema": crate::RawWebhook::schema_def().json });
+        (200, json.to_string())
+    }
+
+    /// The flap of issue 12: a follower that has not replicated the schema (404), an outage (500,
+    /// 503), rate limiting (429), a credential being rotated (401). Each is transient, none is
+    /// cached (every attempt asks again), and the record decodes once the registry answers.
+    #[tokio::test]
+    async fn a_writer_schema_the_registry_cannot_serve_now_is_transient_and_never_cached() {
+        let registry = Scripted::start(vec![
+            error(500, 50001),
+            error(404, 40403),
+            error(429, 42901),
+            error(503, 50003),
+            error(401, 40101),
+            schema_7(),
+        ])
+        .await;
+        let codec = Codec::new(&registry.url).unwrap();
+        let def = crate::RawWebhook::schema_def();
+        for status in [500, 404, 429, 503, 401] {
+            let err = codec
+                .decode::<crate::RawWebhook>(def, &framed())
+                .await
+                .expect_err("the registry does not answer");
+            assert!(err.is_transient(), "{status}: {err}");
+            assert!(err.to_string().contains(&status.to_string()), "{err}");
+        }
+        assert_eq!(
+            codec.decode::<crate::RawWebhook>(def, &framed()).await.unwrap(),
+            webhook()
+        );
+        // A schema that was served stays cached: no further request (the script is exhausted).
+        assert_eq!(
+            codec.decode::<crate::RawWebhook>(def, &framed()).await.unwrap(),
+            webhook()
+        );
+        assert_eq!(
+            registry.requests(),
+            vec!["GET /schemas/ids/7?deleted=true HTTP/1.1"; 6]
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_registry_is_transient() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let codec = Codec::new(&format!("http://127.0.0.1:{port}")).unwrap();
+        let err = codec
+            .decode::<crate::RawWebhook>(crate::RawWebhook::schema_def(), &framed())
+            .await
+            .expect_err("nothing listens");
+        assert!(err.is_transient(), "{err}");
+    }
+
+    /// Bad bytes are the record's fault, whatever the registry does: poison.
+    #[tokio::test]
+    async fn bytes_that_are_not_a_record_of_their_schema_are_poison() {
+        let registry = Scripted::start(vec![schema_7()]).await;
+        let codec = Codec::new(&registry.url).unwrap();
+        let def = crate::RawWebhook::schema_def();
+        let mut truncated = framed();
+        truncated.truncate(12);
+        for bytes in [vec![], vec![1, 0, 0, 0, 7, 2], vec![0, 0, 0], truncated] {
+            let err = codec
+                .decode::<crate::RawWebhook>(def, &bytes)
+                .await
+                .expect_err("poison");
+            assert!(matches!(err, CodecError::Decode(_)), "{bytes:?}: {err}");
+        }
+        // Only the truncated record, which has a frame, made the codec ask for its schema.
+        assert_eq!(registry.requests().len(), 1);
+    }
+
+    /// Registering: the registry's verdict on the schema is permanent, failing to get one is not,
+    /// and neither is cached.
+    #[tokio::test]
+    async fn registering_is_permanent_only_when_the_registry_judged_the_schema() {
+        let registry = Scripted::start(vec![
+            error(500, 50001),
+            error(429, 42901),
+            error(404, 40401),
+            error(409, 409),
+            error(422, 42201),
+            (200, r#"{"id":7}"#.to_owned()),
+        ])
+        .await;
+        let codec = Codec::new(&registry.url).unwrap();
+        let def = crate::RawWebhook::schema_def();
+        for (status, transient) in [(500, true), (429, true), (404, true), (409, false), (422, false)] {
+            let err = codec
+                .register("switchboard.raw.twilio", def)
+                .await
+                .expect_err("no id");
+            assert_eq!(err.is_transient(), transient, "{status}: {err}");
+        }
+        assert_eq!(codec.register("switchboard.raw.twilio", def).await.unwrap(), 7);
+        // Encoding uses the registered id without asking again.
+        let bytes = codec
+            .encode("switchboard.raw.twilio", def, &webhook())
+            .await
+            .unwrap();
+        assert_eq!(bytes, framed());
+        assert_eq!(registry.requests().len(), 6);
     }
 }

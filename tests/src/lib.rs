@@ -1,6 +1,7 @@
 //! Helpers for switchboard's end-to-end tests: where the broker and registry are, unique names,
-//! topic creation, the broker capability probe, and the committed view of a topic that every
-//! exactly-once assertion reads output topics through ([`committed`]).
+//! topic creation, the broker capability probe, a fault-injecting schema registry proxy, and the
+//! committed view of a topic that every exactly-once assertion reads output topics through
+//! ([`committed`]).
 //!
 //! The broker comes from `SWITCHBOARD_TEST_KAFKA` (`make test` points it at the Tansu broker it
 //! starts; point it at a real Kafka to run every test in full), the registry from
@@ -11,6 +12,7 @@ pub mod committed;
 pub mod consume;
 pub mod fetch;
 pub mod probe;
+pub mod registry_proxy;
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -206,11 +206,12 @@ pub fn base_config(config: &SinkConfig) -> ClientConfig {
     client
 }
 
-/// Why a domain record did not decode.
+/// Why a domain record did not decode (classified by [`CodecError::is_transient`]).
 enum DecodeError {
-    /// The registry is unreachable: the same record decodes later.
+    /// The registry cannot serve the record's writer schema now (any answer but the schema): the
+    /// same record is read again after a pause, and no offset moves past it.
     Transient(String),
-    /// The record is not a domain event of its topic's schema.
+    /// The record is not a domain event of its topic's schema: the sink stops before it.
     Permanent(String),
 }
 
@@ -298,14 +299,26 @@ pub fn run(
                 let task = Task::new(message.topic(), message.partition());
                 let offset = message.offset();
                 let event = match decode(codec, &runtime, &message) {
-                    Ok(event) => Some(event),
+                    Ok(event) => event,
                     Err(DecodeError::Permanent(reason)) => {
                         // Domain topics are written by the processor with registered schemas: a
-                        // record that does not decode needs an operator. It is skipped, loudly
-                        // (it stays in the topic, for a replay once fixed).
-                        tracing::error!(topic = %task.topic, partition = task.partition, offset, %reason, "undecodable domain record skipped");
+                        // record that does not decode means a sink older than the schema it reads,
+                        // or a corrupted topic. Skipping it would leave the database wrong for
+                        // good, so the sink stores what came before it and stops, exiting
+                        // non-zero, without storing an offset past it: an operator deploys a sink
+                        // that reads it (or, to give the record up deliberately, moves the
+                        // partition's `sink_offsets` row past it), and the sink resumes there.
                         metrics::undecodable(&task.topic);
-                        None
+                        drop(message);
+                        if let Err(error) = shared.flush() {
+                            break Err(anyhow::anyhow!(error));
+                        }
+                        tracing::error!(topic = %task.topic, partition = task.partition, offset, %reason, "undecodable domain record; the sink stops before it rather than skip it");
+                        break Err(anyhow::anyhow!(
+                            "undecodable domain record {}[{}] at offset {offset}: {reason}",
+                            task.topic,
+                            task.partition
+                        ));
                     }
                     Err(DecodeError::Transient(reason)) => {
                         // Keep what came before it and read this record again after a pause.
@@ -326,7 +339,7 @@ pub fn run(
                 };
                 registry_backoff = BACKOFF_START;
                 let mut batch = shared.batch();
-                batch.events.extend(event);
+                batch.events.push(event);
                 batch.offsets.insert(task, offset + 1);
                 batch.started.get_or_insert_with(Instant::now);
             }

@@ -11,6 +11,7 @@ mod flow;
 mod harness;
 mod observe;
 mod progress;
+mod registry_flap;
 mod replay;
 mod replay_faults;
 mod sink;

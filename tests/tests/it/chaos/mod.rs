@@ -15,6 +15,8 @@
 //! refused) is sent again until it is accepted. "2xx" counts first attempts accepted; every event must end up accepted, stored, and
 //! stored once.
 
+mod registry_flap;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
