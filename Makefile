@@ -27,8 +27,13 @@ bench-processor:
 	cargo bench -p switchboard-processor --bench eos_vs_alo
 
 # The chaos suite at full size (10,000 events per scenario; make test runs it with 2,000): the
-# stack as processes under signed load, with SIGKILLs, a paused broker, a registry outage and an
-# ingest SIGTERM. Prints `events sent / 2xx / rows / duplicates / lost` per scenario.
+# stack as processes under signed load, with SIGKILLs, a paused broker (10 s, and 20 s beyond the
+# transaction timeout), a registry outage and a registry flap (404/500/429), an ingest SIGTERM and
+# processor scale-out/in; then the processor-level fault tests of the actions' retry ladder (a
+# rebalance while retry partitions are paused, slow targets) and of replay (idle partitions, a
+# live replay while the processor lags). Each scenario prints the database's and the committed
+# view's `duplicates / lost`.
 chaos:
 	cargo build --workspace --bins
-	SWITCHBOARD_CHAOS_EVENTS=10000 cargo test -p switchboard-tests --test it chaos -- --nocapture --test-threads 1
+	SWITCHBOARD_CHAOS_EVENTS=10000 scripts/test -p switchboard-tests --test it chaos -- --nocapture --test-threads 1
+	scripts/test -p switchboard-processor --test it -- --nocapture --test-threads 1 actions_faults replay_faults
