@@ -204,7 +204,8 @@ async fn http(args: HttpArgs) -> anyhow::Result<()> {
     let (webhooks, path) = match args.batch {
         None => (args.workload.presign(), workload::PATH),
         Some(batch) => {
-            let webhooks: Arc<[Webhook]> = workload::presign_event_streams(&args.workload.spec(), batch).into();
+            let webhooks: Arc<[Webhook]> =
+                workload::presign_event_streams(&args.workload.spec(), batch).into();
             eprintln!("pre-signed {} Event Streams batches of {batch}", webhooks.len());
             (webhooks, workload::EVENTS_PATH)
         }

@@ -103,9 +103,13 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
             continue;
         }
         batches.sort_unstable();
-        event_runs.push(read::<Run>(&dir.join(throughput_file(INGEST, concurrency as usize)))?);
+        event_runs.push(read::<Run>(
+            &dir.join(throughput_file(INGEST, concurrency as usize)),
+        )?);
         for batch in batches {
-            event_runs.push(read(&dir.join(events_file(batch as usize, concurrency as usize)))?);
+            event_runs.push(read(
+                &dir.join(events_file(batch as usize, concurrency as usize)),
+            )?);
         }
     }
     if event_runs.is_empty() {

@@ -377,7 +377,10 @@ mod tests {
         let url = format!("{}{EVENTS_PATH}", spec.public_url);
         for batch in &batches {
             let mut headers = HeaderMap::new();
-            headers.insert("x-twilio-signature", HeaderValue::from_str(&batch.signature).unwrap());
+            headers.insert(
+                "x-twilio-signature",
+                HeaderValue::from_str(&batch.signature).unwrap(),
+            );
             let verified = switchboard_ingest::verify::twilio_events::verify(
                 &SecretSet::from_strings([spec.auth_token.as_str()]).unwrap(),
                 &SharedKeys::default(),
