@@ -203,6 +203,11 @@ mod tests {
             &run("raw rdkafka producer", 8_000.0),
         );
         write(&throughput_file(INGEST, 64), &run("switchboard-ingest", 6_000.0));
+        let batch = Run {
+            events_per_request: Some(100),
+            ..run("switchboard-ingest (Event Streams)", 150.0)
+        };
+        write(&events_file(100, 64), &batch);
         let mut e2e = EndToEnd::default();
         e2e.ingest.offered_rate = Some(500.0);
         e2e.ingest.elapsed_secs = 30.0;
@@ -211,6 +216,14 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(text.contains("| 64 | **0.60×** | **0.75×** |"), "{text}");
         assert!(text.contains("| 500/s for 30 s |"), "{text}");
+        assert!(
+            text.contains("| `/webhooks/twilio/calls` | 1 | concurrency 64 | 6,000 | **6,000** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| `/webhooks/twilio-events` | 100 | concurrency 64 | 150 | **15,000** |"),
+            "{text}"
+        );
         assert!(text.contains("EOS/ALO ratio  1.02"), "{text}");
     }
 

@@ -623,6 +623,15 @@ mod tests {
             ("idle_timeout = \"0s\"", "idle_timeout"),
             ("max_connections = 0", "max_connections"),
             ("max_form_params = 0", "max_form_params"),
+            (
+                "twilio_events_basic_auth = \"no-password:\"",
+                "twilio_events_basic_auth",
+            ),
+            ("twilio_events_max_events = 0", "twilio_events_max_events"),
+            (
+                "[twilio_events_phone_id_pointers]\n\"com.twilio.messaging.*\" = \"data/to\"",
+                "twilio_events_phone_id_pointers",
+            ),
             ("max_in_flight_body_bytes = 1000", "max_in_flight_body_bytes"),
             ("replay_cache_ttl = \"0s\"", "replay_cache_ttl"),
             ("unknown_key = 1", "unknown_key"),
