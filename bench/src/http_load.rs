@@ -15,7 +15,6 @@ use crate::pacing::Pacer;
 use crate::report::{self, Run};
 use crate::workload::Webhook;
 
-const FORM: &str = "application/x-www-form-urlencoded";
 /// Open-loop runs never have more requests than this in flight (a dead server must not make the
 /// generator run out of memory); beyond it the generator falls behind, which the latencies show.
 const MAX_IN_FLIGHT: usize = 8192;
@@ -36,9 +35,13 @@ pub type Outcome = Result<(), String>;
 
 /// POSTs one webhook to `url` and reads the answer.
 pub async fn send(client: &reqwest::Client, url: &str, webhook: &Webhook) -> Outcome {
-    let response = client
-        .post(url)
-        .header(CONTENT_TYPE, FORM)
+    let response = if webhook.query.is_empty() {
+        client.post(url)
+    } else {
+        client.post(format!("{url}{}", webhook.query))
+    };
+    let response = response
+        .header(CONTENT_TYPE, webhook.content_type)
         .header("x-twilio-signature", &webhook.signature)
         .header("i-twilio-idempotency-token", &webhook.event_id)
         .body(webhook.body.clone())

@@ -81,14 +81,18 @@ struct WorkloadArgs {
 }
 
 impl WorkloadArgs {
-    fn presign(&self) -> Arc<[Webhook]> {
-        let started = std::time::Instant::now();
-        let webhooks = workload::presign(&Spec {
+    fn spec(&self) -> Spec {
+        Spec {
             requests: self.requests,
             seed: self.seed,
             public_url: self.public_url.clone(),
             auth_token: self.auth_token.clone(),
-        });
+        }
+    }
+
+    fn presign(&self) -> Arc<[Webhook]> {
+        let started = std::time::Instant::now();
+        let webhooks = workload::presign(&self.spec());
         eprintln!(
             "pre-signed {} webhooks in {:.1?}",
             webhooks.len(),
@@ -124,6 +128,10 @@ struct HttpArgs {
     /// Name in the report.
     #[arg(long, default_value = "switchboard-ingest")]
     target: String,
+    /// Sends Twilio Event Streams batches of this many CloudEvents to /webhooks/twilio-events
+    /// instead of status callbacks; --requests then counts events, and the figures add events/s.
+    #[arg(long)]
+    batch: Option<usize>,
     #[command(flatten)]
     workload: WorkloadArgs,
     #[command(flatten)]
@@ -193,9 +201,17 @@ fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> anyhow::R
 }
 
 async fn http(args: HttpArgs) -> anyhow::Result<()> {
-    let webhooks = args.workload.presign();
-    let url = format!("{}{}", args.url.trim_end_matches('/'), workload::PATH);
-    let run = match args.load.rate {
+    let (webhooks, path) = match args.batch {
+        None => (args.workload.presign(), workload::PATH),
+        Some(batch) => {
+            let webhooks: Arc<[Webhook]> =
+                workload::presign_event_streams(&args.workload.spec(), batch).into();
+            eprintln!("pre-signed {} Event Streams batches of {batch}", webhooks.len());
+            (webhooks, workload::EVENTS_PATH)
+        }
+    };
+    let url = format!("{}{path}", args.url.trim_end_matches('/'));
+    let mut run = match args.load.rate {
         None => {
             http_load::closed_loop(
                 &args.target,
@@ -215,6 +231,9 @@ async fn http(args: HttpArgs) -> anyhow::Result<()> {
                 .0
         }
     };
+    if let Some(batch) = args.batch {
+        run.events_per_request = Some(batch as u64);
+    }
     println!("{}", run.line());
     write_json(args.load.out.as_ref(), &run)
 }

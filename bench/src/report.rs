@@ -68,6 +68,17 @@ pub struct Run {
     /// For fixed-rate runs: the rate asked for.
     pub offered_rate: Option<f64>,
     pub latency: Latency,
+    /// Event Streams runs: CloudEvents per request (the batch size); events/s is
+    /// `throughput` times this. Absent for callbacks (one event per request).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub events_per_request: Option<u64>,
+}
+
+impl Run {
+    /// Events stored per second: requests/s times the events each carries.
+    pub fn events_per_second(&self) -> f64 {
+        self.throughput * self.events_per_request.unwrap_or(1) as f64
+    }
 }
 
 impl Run {
@@ -88,6 +99,7 @@ impl Run {
             },
             offered_rate: None,
             latency: Latency::of(histogram),
+            events_per_request: None,
         }
     }
 
@@ -185,6 +197,30 @@ pub fn throughput_table(runs: &[Run]) -> String {
             ms(run.latency.p90),
             ms(run.latency.p99),
             ms(run.latency.p999),
+            errors(&run.errors)
+        );
+    }
+    out
+}
+
+/// Ingest's events/s through the per-callback route and through Event Streams batches.
+pub fn events_table(runs: &[Run]) -> String {
+    let mut out = String::from(
+        "| route | events per request | mode | requests/s | events/s | p50 ms | p99 ms | errors |\n|---|---:|---|---:|---:|---:|---:|---|\n",
+    );
+    for run in runs {
+        let (route, batch) = match run.events_per_request {
+            Some(batch) => ("`/webhooks/twilio-events`", batch),
+            None => ("`/webhooks/twilio/calls`", 1),
+        };
+        let _ = writeln!(
+            out,
+            "| {route} | {batch} | {} | {} | **{}** | {} | {} | {} |",
+            run.mode,
+            thousands(run.throughput),
+            thousands(run.events_per_second()),
+            ms(run.latency.p50),
+            ms(run.latency.p99),
             errors(&run.errors)
         );
     }

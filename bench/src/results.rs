@@ -16,6 +16,11 @@ pub fn throughput_file(target: &str, concurrency: usize) -> String {
 pub const HTTP_BASELINE: &str = "http-baseline";
 pub const KAFKA_BASELINE: &str = "kafka-baseline";
 pub const INGEST: &str = "ingest";
+/// Event Streams runs through ingest: `ingest-events-b<batch>-c<concurrency>.json`.
+pub fn events_file(batch: usize, concurrency: usize) -> String {
+    format!("{INGEST_EVENTS}-b{batch}-c{concurrency}.json")
+}
+pub const INGEST_EVENTS: &str = "ingest-events";
 /// End-to-end runs: `e2e-<rate>.json`.
 pub const E2E_PREFIX: &str = "e2e-";
 
@@ -82,6 +87,41 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
     out.push_str("| in flight | ingest / bare axum (HTTP ceiling) | ingest / raw rdkafka producer (Kafka ceiling) |\n|---:|---:|---:|\n");
     out.push_str(&ratios);
     out.push('\n');
+
+    out.push_str("## Twilio Event Streams through ingest\n\n");
+    let mut event_runs = Vec::new();
+    for concurrency in numbered(&names, &format!("{INGEST}-c"), ".json") {
+        let mut batches: Vec<u64> = names
+            .iter()
+            .filter_map(|name| {
+                let rest = name.strip_prefix(&format!("{INGEST_EVENTS}-b"))?;
+                let (batch, tail) = rest.split_once("-c")?;
+                (tail == format!("{concurrency}.json")).then(|| batch.parse().ok())?
+            })
+            .collect();
+        if batches.is_empty() {
+            continue;
+        }
+        batches.sort_unstable();
+        event_runs.push(read::<Run>(
+            &dir.join(throughput_file(INGEST, concurrency as usize)),
+        )?);
+        for batch in batches {
+            event_runs.push(read(
+                &dir.join(events_file(batch as usize, concurrency as usize)),
+            )?);
+        }
+    }
+    if event_runs.is_empty() {
+        out.push_str("No Event Streams run.\n\n");
+    } else {
+        out.push_str(&report::events_table(&event_runs));
+        out.push_str(
+            "\nThe same calls' status events, one per callback request or as CloudEvents in one Event Streams \
+             request (one signature check and one HTTP exchange per batch; one Kafka record per event, the \
+             answer waiting for all of them).\n\n",
+        );
+    }
 
     out.push_str("## End-to-end latency at a fixed rate\n\n");
     if e2e.is_empty() {
@@ -163,6 +203,11 @@ mod tests {
             &run("raw rdkafka producer", 8_000.0),
         );
         write(&throughput_file(INGEST, 64), &run("switchboard-ingest", 6_000.0));
+        let batch = Run {
+            events_per_request: Some(100),
+            ..run("switchboard-ingest (Event Streams)", 150.0)
+        };
+        write(&events_file(100, 64), &batch);
         let mut e2e = EndToEnd::default();
         e2e.ingest.offered_rate = Some(500.0);
         e2e.ingest.elapsed_secs = 30.0;
@@ -171,6 +216,14 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
         assert!(text.contains("| 64 | **0.60×** | **0.75×** |"), "{text}");
         assert!(text.contains("| 500/s for 30 s |"), "{text}");
+        assert!(
+            text.contains("| `/webhooks/twilio/calls` | 1 | concurrency 64 | 6,000 | **6,000** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| `/webhooks/twilio-events` | 100 | concurrency 64 | 150 | **15,000** |"),
+            "{text}"
+        );
         assert!(text.contains("EOS/ALO ratio  1.02"), "{text}");
     }
 

@@ -11,7 +11,7 @@
 //! the sorted parameters.
 
 use bytes::Bytes;
-use switchboard_ingest::send::{TwilioKey, sign_twilio};
+use switchboard_ingest::send::{self, TwilioKey, sign_twilio};
 use switchboard_ingest::verify::{Secret, twilio};
 
 /// Calls whose callbacks are interleaved.
@@ -20,6 +20,10 @@ pub const WINDOW: usize = 64;
 pub const STATUSES: [&str; 4] = ["initiated", "ringing", "in-progress", "completed"];
 /// The route ingest serves Twilio voice callbacks on.
 pub const PATH: &str = "/webhooks/twilio/calls";
+/// Ingest's Event Streams route.
+pub const EVENTS_PATH: &str = "/webhooks/twilio-events";
+/// The Event Streams event type suffix of each of [`STATUSES`].
+const TRANSITIONS: [&str; 4] = ["initiated", "ringing", "answered", "completed"];
 const ACCOUNT_SID: &str = "AC3f1e9c2b7d4a4e6f8b0c1d2e3f4a5b6c";
 /// The receptionist's numbers: inbound calls are keyed by `To`, so this is the phone id space.
 const PHONES: u64 = 500;
@@ -47,8 +51,14 @@ pub struct Webhook {
     /// Ingest's event id ([`twilio::event_id`] of the signed URL and parameters), and the `event-id`
     /// header downstream; also sent as the `I-Twilio-Idempotency-Token`.
     pub event_id: String,
-    /// The form body.
+    /// The form body (callbacks) or the JSON array of CloudEvents (Event Streams).
     pub body: Bytes,
+    /// `Content-Type`.
+    pub content_type: &'static str,
+    /// Appended to the route's URL: empty for callbacks, `?bodySHA256=…` for Event Streams.
+    pub query: String,
+    /// Events the request carries: 1 for a callback, the batch size for Event Streams.
+    pub events: u32,
     /// `X-Twilio-Signature`.
     pub signature: String,
     /// The parameters the body encodes, in body order (for verification and for envelopes).
@@ -191,7 +201,61 @@ pub fn presign(spec: &Spec) -> Vec<Webhook> {
                 event_id: twilio::event_id(&url, &params),
                 signature: sign_twilio(&key, &url, &params),
                 body: Bytes::from(body),
+                content_type: FORM,
+                query: String::new(),
+                events: 1,
                 params,
+            }
+        })
+        .collect()
+}
+
+const FORM: &str = "application/x-www-form-urlencoded";
+
+/// The same calls as [`presign`], delivered as Twilio Event Streams batches of `batch` CloudEvents
+/// (`com.twilio.voice.status-callback.call.*`, each embedding the callback's parameters), signed
+/// as Twilio signs webhook sinks. `spec.requests` counts events (rounded up to whole batches).
+pub fn presign_event_streams(spec: &Spec, batch: usize) -> Vec<Webhook> {
+    let batch = batch.max(1);
+    let callbacks = presign(&Spec {
+        requests: spec.requests.div_ceil(batch) * batch,
+        ..spec.clone()
+    });
+    let callback_url = signed_url(&spec.public_url);
+    let key = TwilioKey::AuthToken(Secret::new(spec.auth_token.as_str()));
+    let events_url = url::Url::parse(&format!("{}{EVENTS_PATH}", spec.public_url.trim_end_matches('/')))
+        .expect("the public URL is a URL");
+    callbacks
+        .chunks(batch)
+        .filter(|chunk| chunk.len() == batch)
+        .map(|chunk| {
+            let events: Vec<serde_json::Value> = chunk
+                .iter()
+                .map(|callback| {
+                    let stage = STATUSES.iter().position(|s| *s == callback.status).unwrap_or(0);
+                    let at = BASE_TIME + stage as i64;
+                    send::twilio_call_event(at, TRANSITIONS[stage], &callback_url, &callback.params)
+                })
+                .collect();
+            let body = serde_json::to_vec(&events).expect("JSON values serialize");
+            // Ingest's own sample builder: `bodySHA256` appended, the URL signed.
+            let signed = send::twilio_events_body_request(events_url.clone(), None, body, &key, None);
+            let query = format!("?{}", signed.url.query().unwrap_or_default());
+            let signature = signed.headers[twilio::SIGNATURE_HEADER]
+                .to_str()
+                .expect("base64 is ASCII")
+                .to_owned();
+            let first = &chunk[0];
+            Webhook {
+                call_sid: first.call_sid.clone(),
+                status: first.status,
+                event_id: format!("batch:{}", first.event_id),
+                signature,
+                body: Bytes::from(signed.body),
+                content_type: "application/json",
+                query,
+                events: batch as u32,
+                params: Vec::new(),
             }
         })
         .collect()
@@ -302,5 +366,33 @@ mod tests {
         assert_eq!(position(WINDOW - 1), (WINDOW - 1, 0));
         assert_eq!(position(WINDOW), (0, 1));
         assert_eq!(position(4 * WINDOW), (WINDOW, 0));
+    }
+
+    #[test]
+    fn event_streams_batches_pass_ingest_verifier_and_carry_every_callback() {
+        let spec = spec(40);
+        let batches = presign_event_streams(&spec, 10);
+        // Whole windows of calls, as for callbacks: every callback in exactly one batch.
+        assert_eq!(batches.len() * 10, presign(&spec).len() / 10 * 10);
+        let url = format!("{}{EVENTS_PATH}", spec.public_url);
+        for batch in &batches {
+            let mut headers = HeaderMap::new();
+            headers.insert(
+                "x-twilio-signature",
+                HeaderValue::from_str(&batch.signature).unwrap(),
+            );
+            let verified = switchboard_ingest::verify::twilio_events::verify(
+                &SecretSet::from_strings([spec.auth_token.as_str()]).unwrap(),
+                &SharedKeys::default(),
+                &Default::default(),
+                &headers,
+                &format!("{url}{}", batch.query),
+                &batch.body,
+            );
+            assert!(verified.is_ok(), "{verified:?}");
+            let events = switchboard_ingest::verify::twilio_events::split(&batch.body, 100).unwrap();
+            assert_eq!(events.len(), 10);
+            assert_eq!(batch.events, 10);
+        }
     }
 }

@@ -36,8 +36,10 @@ use crate::error::Rejection;
 use crate::limits::{BodyBudget, LogSampler, form_param_count};
 use crate::metrics;
 use crate::publish::{PublishError, Publisher};
-use crate::replay::{Claim, RecentEvents};
+use crate::replay::{Claim, Pending, RecentEvents};
 use crate::verify::{self, Verified, VerifyError};
+
+mod twilio_events;
 
 /// The empty TwiML document Twilio expects in answer to a status callback.
 pub const EMPTY_TWIML: &str = r#"<?xml version="1.0" encoding="UTF-8"?><Response></Response>"#;
@@ -103,7 +105,9 @@ pub fn app(state: AppState) -> Router {
     let settings = &state.settings;
     let mut router = Router::new();
     if settings.twilio_enabled() {
-        router = router.route("/webhooks/twilio/{*rest}", post(twilio));
+        router = router
+            .route("/webhooks/twilio/{*rest}", post(twilio))
+            .route("/webhooks/twilio-events", post(twilio_events::handle));
     }
     if !settings.stripe_secrets.is_empty() {
         router = router.route("/webhooks/stripe", post(stripe));
@@ -276,24 +280,27 @@ async fn pipeline(
             metrics::request(&label, outcome.label());
             reply(&envelope)
         }
-        Err(rejection) => {
-            metrics::request(&label, rejection.outcome());
-            if let Rejection::Verification(error) = &rejection {
-                metrics::verification_failure(&label, error.reason());
-            }
-            // Refusals are the attacker's lever on the log: a few lines a second, the rest counted.
-            if !matches!(rejection, Rejection::Unavailable | Rejection::Internal)
-                && let Some(suppressed) = state.rejection_logs.admit()
-            {
-                let reason = match &rejection {
-                    Rejection::Verification(error) => error.reason(),
-                    other => other.outcome(),
-                };
-                tracing::info!(%source, source_name = %label, reason, suppressed, "webhook rejected");
-            }
-            rejection.into_response()
-        }
+        Err(rejection) => refuse(state, source, &label, rejection),
     }
+}
+
+/// Records a refused request (metrics, a sampled log line) and answers it.
+fn refuse(state: &AppState, source: Source, label: &str, rejection: Rejection) -> Response {
+    metrics::request(label, rejection.outcome());
+    if let Rejection::Verification(error) = &rejection {
+        metrics::verification_failure(label, error.reason());
+    }
+    // Refusals are the attacker's lever on the log: a few lines a second, the rest counted.
+    if !matches!(rejection, Rejection::Unavailable | Rejection::Internal)
+        && let Some(suppressed) = state.rejection_logs.admit()
+    {
+        let reason = match &rejection {
+            Rejection::Verification(error) => error.reason(),
+            other => other.outcome(),
+        };
+        tracing::info!(%source, source_name = %label, reason, suppressed, "webhook rejected");
+    }
+    rejection.into_response()
 }
 
 /// How an accepted request ended.
@@ -320,16 +327,86 @@ async fn accept(
     request: Request,
     verify: impl FnOnce(&Incoming<'_>) -> Result<Verified, VerifyError>,
 ) -> Result<(Envelope, Accepted), Rejection> {
+    let received = receive(state, route.accepts, request, verify).await?;
+    let label = route.name.unwrap_or(route.source.as_str());
+    let envelope = received.envelope(
+        state,
+        route.source,
+        route.name,
+        route.extract,
+        &received.body,
+        &received.content_type,
+    )?;
+
+    // A replay of an event already stored costs neither a record nor the source's rate limit.
+    let claim = match &state.recent {
+        Some(recent) => match recent.claim(label, envelope.event_id()).await {
+            Claim::Seen => return Ok((envelope, Accepted::Duplicate)),
+            Claim::Claimed(pending) => Some(pending),
+        },
+        None => None,
+    };
+    check_rate_limit(state, label)?;
+    publish(state, &envelope, claim).await?;
+    Ok((envelope, Accepted::Stored))
+}
+
+/// A request whose body is read and whose signature is verified.
+struct Received {
+    parts: axum::http::request::Parts,
+    /// The public URL the provider called.
+    url: String,
+    /// The request's `Content-Type`, as sent.
+    content_type: String,
+    body: Bytes,
+    verified: Verified,
+    /// The body's share of the in-flight budget, held until the request is answered.
+    _reservation: crate::limits::Reservation,
+}
+
+impl Received {
+    /// The envelope of `body` (the request's body, or one event of it) under `content_type`.
+    fn envelope(
+        &self,
+        state: &AppState,
+        source: Source,
+        source_name: Option<&str>,
+        extract: Extract<'_>,
+        body: &[u8],
+        content_type: &str,
+    ) -> Result<Envelope, InvalidJson> {
+        let request = EnvelopeRequest {
+            source,
+            url: &self.url,
+            content_type,
+            headers: &self.parts.headers,
+            body,
+            received_at_millis: millis_now(),
+            source_name,
+            dropped_headers: &state.settings.dropped_headers,
+        };
+        Envelope::new(self.verified.clone(), &request, extract)
+    }
+}
+
+/// The pipeline up to and including the signature check.
+async fn receive(
+    state: &AppState,
+    accepts: &'static [&'static str],
+    request: Request,
+    verify: impl FnOnce(&Incoming<'_>) -> Result<Verified, VerifyError>,
+) -> Result<Received, Rejection> {
     let config = &state.settings.config;
     let (parts, body) = request.into_parts();
     let raw_content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let content_type = media_type::essence(raw_content_type);
-    if !route.accepts.contains(&content_type.as_str()) {
-        return Err(Rejection::UnsupportedMediaType(route.accepts));
+        .unwrap_or("")
+        .to_owned();
+    let content_type = media_type::essence(&raw_content_type);
+    if !accepts.contains(&content_type.as_str()) {
+        return Err(Rejection::UnsupportedMediaType(accepts));
     }
     let path_and_query = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     let url = match &state.settings.public_url {
@@ -362,33 +439,22 @@ async fn accept(
     let incoming = Incoming {
         headers: &parts.headers,
         url: &url,
-        content_type: raw_content_type,
+        content_type: &raw_content_type,
         body: &body,
     };
     let verified = verify(&incoming)?;
-    let label = route.name.unwrap_or(route.source.as_str());
-
-    let envelope_request = EnvelopeRequest {
-        source: route.source,
-        url: &url,
+    Ok(Received {
+        parts,
+        url,
         content_type: raw_content_type,
-        headers: &parts.headers,
-        body: &body,
-        received_at_millis: millis_now(),
-        source_name: route.name,
-        dropped_headers: &state.settings.dropped_headers,
-    };
-    let envelope = Envelope::new(verified, &envelope_request, route.extract)?;
-    let event_id = envelope.event_id().to_owned();
+        body,
+        verified,
+        _reservation: reservation,
+    })
+}
 
-    // A replay of an event already stored costs neither a record nor the source's rate limit.
-    let claim = match &state.recent {
-        Some(recent) => match recent.claim(label, &event_id).await {
-            Claim::Seen => return Ok((envelope, Accepted::Duplicate)),
-            Claim::Claimed(pending) => Some(pending),
-        },
-        None => None,
-    };
+/// 429 when `label` is over its rate limit.
+fn check_rate_limit(state: &AppState, label: &str) -> Result<(), Rejection> {
     if let Some(limiter) = &state.limiter
         && let Err(not_until) = limiter.check_key(&label.to_owned())
     {
@@ -396,19 +462,25 @@ async fn accept(
             retry_after: not_until.wait_time_from(DefaultClock::default().now()),
         });
     }
+    Ok(())
+}
 
+/// Publishes `envelope` and, once Kafka acknowledged it, marks its replay-cache claim stored.
+async fn publish(state: &AppState, envelope: &Envelope, claim: Option<Pending<'_>>) -> Result<(), Rejection> {
+    let source = envelope.source();
+    let event_id = envelope.event_id();
     let started = Instant::now();
-    match state.publisher.publish(&envelope).await {
+    match state.publisher.publish(envelope).await {
         Ok(()) => {
-            metrics::produced(route.source.as_str(), started.elapsed());
-            tracing::debug!(source = %route.source, %event_id, "webhook stored");
+            metrics::produced(source.as_str(), started.elapsed());
+            tracing::debug!(%source, %event_id, "webhook stored");
             if let Some(pending) = claim {
                 pending.stored();
             }
-            Ok((envelope, Accepted::Stored))
+            Ok(())
         }
         Err(error) => {
-            tracing::warn!(source = %route.source, %event_id, %error, "webhook not stored; answered with an error");
+            tracing::warn!(%source, %event_id, %error, "webhook not stored; answered with an error");
             Err(match error {
                 PublishError::Encode(_) => Rejection::Internal,
                 PublishError::TooLarge(_) => Rejection::Unstorable,

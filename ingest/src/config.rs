@@ -14,6 +14,7 @@ use url::Url;
 
 use crate::envelope::ENVELOPE_OVERHEAD_BYTES;
 use crate::tenants::Tenants;
+use crate::verify::twilio_events::BasicCredentials;
 use crate::verify::{SecretSet, SharedKeys};
 
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
@@ -25,6 +26,8 @@ pub const ENV_KEYS: &[&str] = &[
     "public_url",
     "twilio_auth_tokens",
     "twilio_shared_keys",
+    "twilio_events_basic_auth",
+    "twilio_events_max_events",
     "stripe_webhook_secrets",
     "calendly_signing_keys",
     "stripe_tolerance",
@@ -108,6 +111,15 @@ pub struct Config {
     pub twilio_auth_tokens: SecretStrings,
     /// Twilio SharedKey signing keys as `id:secret`.
     pub twilio_shared_keys: SecretStrings,
+    /// `user:password` pairs an Event Streams sink URL carries (`https://user:password@host/…`);
+    /// when set, `/webhooks/twilio-events` requires one of them in `Authorization: Basic`.
+    pub twilio_events_basic_auth: SecretStrings,
+    /// Most CloudEvents one Event Streams request may carry; more: 413, nothing published.
+    pub twilio_events_max_events: usize,
+    /// Event Streams phone ids per event type, TOML only: event type (exact, or a prefix ending in
+    /// `*`) -> JSON pointer into the CloudEvent (e.g. `"/data/to"`). Used when the callback URL's
+    /// `phone_id` and the `[tenants]` mapping give none; the longest matching pattern wins.
+    pub twilio_events_phone_id_pointers: BTreeMap<String, String>,
     pub stripe_webhook_secrets: SecretStrings,
     pub calendly_signing_keys: SecretStrings,
     #[serde(deserialize_with = "duration")]
@@ -184,6 +196,9 @@ impl Default for Config {
             public_url: None,
             twilio_auth_tokens: SecretStrings::default(),
             twilio_shared_keys: SecretStrings::default(),
+            twilio_events_basic_auth: SecretStrings::default(),
+            twilio_events_max_events: 1000,
+            twilio_events_phone_id_pointers: BTreeMap::new(),
             stripe_webhook_secrets: SecretStrings::default(),
             calendly_signing_keys: SecretStrings::default(),
             stripe_tolerance: Duration::from_secs(300),
@@ -232,6 +247,7 @@ pub struct Settings {
     pub public_url: Option<Url>,
     pub twilio_auth_tokens: SecretSet,
     pub twilio_shared_keys: SharedKeys,
+    pub twilio_events_basic: BasicCredentials,
     pub stripe_secrets: SecretSet,
     pub calendly_keys: SecretSet,
     pub generic: BTreeMap<String, GenericSettings>,
@@ -256,6 +272,7 @@ impl Settings {
         let mut enabled = Vec::new();
         if self.twilio_enabled() {
             enabled.push("twilio".to_owned());
+            enabled.push("twilio-events".to_owned());
         }
         if !self.stripe_secrets.is_empty() {
             enabled.push("stripe".to_owned());
@@ -277,6 +294,22 @@ impl Config {
         let twilio_auth_tokens = secrets("twilio_auth_tokens", &self.twilio_auth_tokens)?;
         let twilio_shared_keys = SharedKeys::from_strings(&self.twilio_shared_keys.0)
             .map_err(|e| ConfigError::invalid("twilio_shared_keys", e))?;
+        let twilio_events_basic = BasicCredentials::from_strings(&self.twilio_events_basic_auth.0)
+            .map_err(|e| ConfigError::invalid("twilio_events_basic_auth", e))?;
+        if self.twilio_events_max_events == 0 {
+            return Err(ConfigError::invalid(
+                "twilio_events_max_events",
+                "must be positive",
+            ));
+        }
+        for (event_type, pointer) in &self.twilio_events_phone_id_pointers {
+            if event_type.is_empty() || !(pointer.starts_with('/')) {
+                return Err(ConfigError::invalid(
+                    "twilio_events_phone_id_pointers",
+                    "entries are `\"<event type or prefix*>\" = \"/json/pointer\"`",
+                ));
+            }
+        }
         let stripe_secrets = secrets("stripe_webhook_secrets", &self.stripe_webhook_secrets)?;
         let calendly_keys = secrets("calendly_signing_keys", &self.calendly_signing_keys)?;
 
@@ -416,6 +449,7 @@ impl Config {
             public_url,
             twilio_auth_tokens,
             twilio_shared_keys,
+            twilio_events_basic,
             stripe_secrets,
             calendly_keys,
             generic,
@@ -541,7 +575,14 @@ mod tests {
         .unwrap();
         assert_eq!(
             settings.enabled_sources(),
-            ["twilio", "stripe", "calendly", "generic/acme", "generic/gh"]
+            [
+                "twilio",
+                "twilio-events",
+                "stripe",
+                "calendly",
+                "generic/acme",
+                "generic/gh"
+            ]
         );
         assert_eq!(settings.twilio_auth_tokens.len(), 2);
         assert_eq!(
@@ -582,6 +623,15 @@ mod tests {
             ("idle_timeout = \"0s\"", "idle_timeout"),
             ("max_connections = 0", "max_connections"),
             ("max_form_params = 0", "max_form_params"),
+            (
+                "twilio_events_basic_auth = \"no-password:\"",
+                "twilio_events_basic_auth",
+            ),
+            ("twilio_events_max_events = 0", "twilio_events_max_events"),
+            (
+                "[twilio_events_phone_id_pointers]\n\"com.twilio.messaging.*\" = \"data/to\"",
+                "twilio_events_phone_id_pointers",
+            ),
             ("max_in_flight_body_bytes = 1000", "max_in_flight_body_bytes"),
             ("replay_cache_ttl = \"0s\"", "replay_cache_ttl"),
             ("unknown_key = 1", "unknown_key"),

@@ -9,6 +9,10 @@
 //!   the account's number ([`Tenants::twilio`]); else [`twilio_phone_id`].
 //! - Stripe: the `[tenants]` mapping of `account`; `data.object.metadata.phone_id`; `account`.
 //! - Calendly: the `[tenants]` mapping of the event type or an organizer; the configured pointer.
+//! - Twilio Event Streams (one record per CloudEvent): the `phone_id` query parameter of the
+//!   callback URL a voice event records; the `[tenants]` mapping of the event's parameters; the
+//!   `twilio_events_phone_id_pointers` entry for its type; else [`twilio_phone_id`] of its
+//!   parameters ([`CloudEvent::params`]).
 //! - Generic: the source's pointer.
 //! - Otherwise, or when the value is longer than [`MAX_PHONE_ID_BYTES`]: [`UNASSIGNED`].
 //!
@@ -16,6 +20,7 @@
 //! replayed request cannot become a "new" event by changing one:
 //! - Twilio: [`twilio::event_id`], `sha256:` of the URL and the canonical parameters. The
 //!   `I-Twilio-Idempotency-Token` header is kept in the envelope's headers as metadata only.
+//! - Twilio Event Streams: `twilio-events:` + the CloudEvent `id` (inside the signed body).
 //! - Stripe: the event's `id`.
 //! - Calendly: `<event>:<payload.uri>` (e.g. `invitee.created:https://api.calendly.com/…/invitees/…`),
 //!   stable across redeliveries and distinct for a created and a canceled invitee.
@@ -36,6 +41,7 @@ use sha2::{Digest, Sha256};
 use switchboard_schemas::{RawWebhook, Source, media_type};
 
 use crate::tenants::Tenants;
+use crate::verify::twilio_events::CloudEvent;
 use crate::verify::{Verified, twilio};
 
 pub use crate::tenants::MAX_PHONE_ID_BYTES;
@@ -151,6 +157,13 @@ pub enum Extract<'a> {
     Generic {
         phone_id_pointer: Option<&'a str>,
     },
+    /// One CloudEvent of a Twilio Event Streams batch; the request's body is the event's bytes.
+    TwilioEvent {
+        tenants: &'a Tenants,
+        /// `twilio_events_phone_id_pointers`.
+        phone_id_pointers: &'a BTreeMap<String, String>,
+        event: &'a CloudEvent<'a>,
+    },
 }
 
 /// The body was not the JSON the source sends.
@@ -203,6 +216,23 @@ impl Envelope {
                 };
                 (phone_id, event_id)
             }
+            Extract::TwilioEvent {
+                tenants,
+                phone_id_pointers,
+                event,
+            } => {
+                let params = event.params();
+                let phone_id = event
+                    .callback_url()
+                    .and_then(url_phone_id)
+                    .or_else(|| tenants.twilio(&params))
+                    .or_else(|| {
+                        type_pointer(phone_id_pointers, &event.event_type)
+                            .and_then(|pointer| string_at(&event.json, pointer))
+                    })
+                    .or_else(|| twilio_phone_id(&params));
+                (phone_id, event.event_id())
+            }
             Extract::Generic { phone_id_pointer } => {
                 // A generic body need not be JSON; only a configured pointer requires it.
                 let phone_id = match phone_id_pointer {
@@ -254,6 +284,24 @@ impl Envelope {
     pub fn record(&self) -> &RawWebhook {
         &self.record
     }
+}
+
+/// The pointer configured for `event_type`: an exact entry, else the longest `prefix*` entry that
+/// matches.
+fn type_pointer<'a>(pointers: &'a BTreeMap<String, String>, event_type: &str) -> Option<&'a str> {
+    if let Some(pointer) = pointers.get(event_type) {
+        return Some(pointer);
+    }
+    pointers
+        .iter()
+        .filter_map(|(pattern, pointer)| {
+            let prefix = pattern.strip_suffix('*')?;
+            event_type
+                .starts_with(prefix)
+                .then_some((prefix.len(), pointer.as_str()))
+        })
+        .max_by_key(|(length, _)| *length)
+        .map(|(_, pointer)| pointer)
 }
 
 /// `sha256:<hex>` of `bytes`.

@@ -11,6 +11,7 @@ use serde_json::json;
 
 use crate::envelope::HeadTooLarge;
 use crate::verify::VerifyError;
+use crate::verify::twilio_events::BatchError;
 
 /// A refused request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -21,6 +22,9 @@ pub enum Rejection {
     Verification(VerifyError),
     #[error("body is not valid JSON")]
     InvalidJson,
+    /// A verified Event Streams body that is not a batch ingest stores.
+    #[error("{0}")]
+    Batch(BatchError),
     #[error("body exceeds {0} bytes")]
     TooLarge(usize),
     /// A delivery-id header or the whole request head is larger than the envelope keeps.
@@ -54,6 +58,8 @@ impl Rejection {
             Rejection::Verification(e) if e.is_bad_request() => StatusCode::BAD_REQUEST,
             Rejection::Verification(_) => StatusCode::UNAUTHORIZED,
             Rejection::InvalidJson | Rejection::BodyUnreadable => StatusCode::BAD_REQUEST,
+            Rejection::Batch(BatchError::TooManyEvents(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::Batch(_) => StatusCode::BAD_REQUEST,
             Rejection::TooLarge(_) | Rejection::Unstorable => StatusCode::PAYLOAD_TOO_LARGE,
             Rejection::HeadTooLarge(_) => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Rejection::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -73,6 +79,8 @@ impl Rejection {
             Rejection::Verification(e) if e.is_bad_request() => "bad_request",
             Rejection::Verification(_) => "unauthorized",
             Rejection::InvalidJson | Rejection::BodyUnreadable => "bad_request",
+            Rejection::Batch(BatchError::TooManyEvents(_)) => "too_many_events",
+            Rejection::Batch(_) => "bad_request",
             Rejection::TooLarge(_) | Rejection::Unstorable => "too_large",
             Rejection::HeadTooLarge(_) => "head_too_large",
             Rejection::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -106,5 +114,11 @@ impl IntoResponse for Rejection {
                 .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
+    }
+}
+
+impl From<BatchError> for Rejection {
+    fn from(error: BatchError) -> Self {
+        Rejection::Batch(error)
     }
 }

@@ -34,6 +34,7 @@ const STRIPE_API_VERSION: &str = "2024-06-20";
 
 const TWILIO_AUTH_TOKENS_ENV: &str = "SWITCHBOARD_TWILIO_AUTH_TOKENS";
 const TWILIO_SHARED_KEYS_ENV: &str = "SWITCHBOARD_TWILIO_SHARED_KEYS";
+const TWILIO_EVENTS_BASIC_AUTH_ENV: &str = "SWITCHBOARD_TWILIO_EVENTS_BASIC_AUTH";
 const STRIPE_SECRETS_ENV: &str = "SWITCHBOARD_STRIPE_WEBHOOK_SECRETS";
 const CALENDLY_KEYS_ENV: &str = "SWITCHBOARD_CALENDLY_SIGNING_KEYS";
 
@@ -52,6 +53,9 @@ pub struct SendArgs {
 enum Provider {
     /// A voice status callback, signed with an auth token (HMAC-SHA1) or a shared key (HMAC-SHA256).
     Twilio(TwilioArgs),
+    /// An Event Streams webhook sink delivery: a JSON array of CloudEvents (by default one call's
+    /// initiated, ringing, answered and completed events), signed as Twilio signs sinks.
+    TwilioEvents(TwilioEventsArgs),
     /// An event (`invoice.paid` by default) with a `Stripe-Signature` header.
     Stripe(StripeArgs),
     /// An `invitee.created` (by default) event with a `Calendly-Webhook-Signature` header.
@@ -81,6 +85,30 @@ struct TwilioArgs {
     auth_token: Option<Secret>,
     /// Shared key to sign with (HMAC-SHA256); wins over any auth token. Default when no auth token is
     /// found: the first of SWITCHBOARD_TWILIO_SHARED_KEYS.
+    #[arg(long, value_name = "ID:SECRET", value_parser = parse_shared_key)]
+    shared_key: Option<TwilioKey>,
+}
+
+#[derive(Debug, Args)]
+struct TwilioEventsArgs {
+    /// Where to send, e.g. http://127.0.0.1:8080/webhooks/twilio-events.
+    #[arg(long)]
+    url: Url,
+    /// The public base URL ingest is configured with; see `send twilio --help`.
+    #[arg(long, env = "SWITCHBOARD_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<Url>,
+    /// Number of events in the batch: call status events cycling initiated, ringing, answered,
+    /// completed over as many calls as needed.
+    #[arg(long, default_value_t = 4)]
+    events: usize,
+    /// `user:password` for `Authorization: Basic`, as a sink URL with userinfo makes Twilio send.
+    /// Default: the first of SWITCHBOARD_TWILIO_EVENTS_BASIC_AUTH, if set.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    basic_auth: Option<String>,
+    /// Auth token to sign with. Default: the first of SWITCHBOARD_TWILIO_AUTH_TOKENS.
+    #[arg(long, value_name = "TOKEN", value_parser = parse_secret)]
+    auth_token: Option<Secret>,
+    /// Shared key to sign with (HMAC-SHA256); wins over any auth token.
     #[arg(long, value_name = "ID:SECRET", value_parser = parse_shared_key)]
     shared_key: Option<TwilioKey>,
 }
@@ -149,6 +177,26 @@ pub async fn run(args: SendArgs) -> anyhow::Result<()> {
             let params = twilio_params(now, &args.params);
             let request = twilio_request(args.url, args.public_url.as_ref(), &params, args.json, &key);
             ("twilio", request)
+        }
+        Provider::TwilioEvents(args) => {
+            let key = twilio_key(args.auth_token, args.shared_key, env)?;
+            if let Some(base) = &args.public_url {
+                check_public_url(base)?;
+            }
+            let basic = args.basic_auth.or_else(|| {
+                env(TWILIO_EVENTS_BASIC_AUTH_ENV).and_then(|list| first_entry(&list).map(str::to_owned))
+            });
+            let callback_url = twilio_signed_url(&args.url, args.public_url.as_ref())
+                .replace("twilio-events", "twilio/calls");
+            let events = twilio_events_batch(now, args.events, &callback_url);
+            let request = twilio_events_request(
+                args.url,
+                args.public_url.as_ref(),
+                &events,
+                &key,
+                basic.as_deref(),
+            );
+            ("twilio-events", request)
         }
         Provider::Stripe(args) => {
             let secret = secret_or_env(args.secret, STRIPE_SECRETS_ENV, "--secret", env)?;
@@ -445,6 +493,136 @@ pub fn twilio_request(
     if let TwilioKey::SharedKey { id, .. } = key {
         let settings = format!("key={id},algorithm={}", twilio::SHARED_KEY_ALGORITHM);
         insert(&mut headers, twilio::SETTINGS_HEADER, &settings);
+    }
+    Outgoing {
+        url,
+        headers,
+        body,
+        signed_url: Some(signed_url),
+    }
+}
+
+/// The call status transitions an Event Streams sample cycles through, with the `CallStatus` and
+/// `SequenceNumber` their callbacks carry.
+const CALL_TRANSITIONS: [(&str, &str, &str); 4] = [
+    ("initiated", "initiated", "0"),
+    ("ringing", "ringing", "1"),
+    ("answered", "in-progress", "2"),
+    ("completed", "completed", "3"),
+];
+
+/// One Event Streams voice status event (`Voice.WebhookEvent`): `transition` (`initiated`,
+/// `ringing`, `answered` or `completed`) of `params`' call, embedding the status callback request
+/// to `callback_url` with `params` as its parameters, and a random CloudEvent id.
+pub fn twilio_call_event(
+    now: i64,
+    transition: &str,
+    callback_url: &str,
+    params: &[(String, String)],
+) -> Value {
+    let call_sid = params
+        .iter()
+        .find(|(name, _)| name == "CallSid")
+        .map_or("", |(_, value)| value.as_str());
+    let parameters: Map<String, Value> = params
+        .iter()
+        .map(|(name, value)| (name.clone(), Value::String(value.clone())))
+        .collect();
+    json!({
+        "specversion": "1.0",
+        "type": format!("com.twilio.voice.status-callback.call.{transition}"),
+        "source": format!("/2010-04-01/Accounts/{SAMPLE_TWILIO_ACCOUNT}/Calls/{call_sid}.json"),
+        "id": format!("EZ{}", random_hex(16)),
+        "dataschema": "https://events-schemas.twilio.com/Voice.WebhookEvent/2",
+        "datacontenttype": "application/json",
+        "time": rfc3339(now),
+        "data": {
+            "sid": call_sid,
+            "requestDateCreated": rfc2822(now),
+            "timestamp": rfc3339(now),
+            "eventSid": format!("VW{}", random_hex(16)),
+            "request": {"method": "POST", "url": callback_url, "parameters": parameters},
+            "response": {"responseCode": 200, "requestDuration": 120, "contentType": "text/xml", "dateCreated": rfc2822(now)},
+        },
+    })
+}
+
+/// `events` call status events: each call's initiated, ringing, answered and completed events in
+/// turn (the last call may stop early), each call with a random sid.
+pub fn twilio_events_batch(now: i64, events: usize, callback_url: &str) -> Vec<Value> {
+    let mut batch = Vec::with_capacity(events);
+    let mut call = Vec::new();
+    for index in 0..events {
+        let (transition, status, sequence) = CALL_TRANSITIONS[index % CALL_TRANSITIONS.len()];
+        if index % CALL_TRANSITIONS.len() == 0 {
+            call = twilio_params(now, &[]);
+        }
+        let overrides = [
+            ("CallStatus".to_owned(), status.to_owned()),
+            ("SequenceNumber".to_owned(), sequence.to_owned()),
+        ];
+        let sid = [("CallSid".to_owned(), param_value(&call, "CallSid"))];
+        let params = twilio_params(now, &[&sid[..], &overrides[..]].concat());
+        batch.push(twilio_call_event(now, transition, callback_url, &params));
+    }
+    batch
+}
+
+fn param_value(params: &[(String, String)], name: &str) -> String {
+    params
+        .iter()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_default()
+}
+
+/// An Event Streams delivery of `events` to `url`: the JSON array as the body, `bodySHA256` of it
+/// appended to the URL, `X-Twilio-Signature` over [`twilio_signed_url`], and `Authorization: Basic`
+/// when `basic` (`user:password`) is given.
+pub fn twilio_events_request(
+    url: Url,
+    public_url: Option<&Url>,
+    events: &[Value],
+    key: &TwilioKey,
+    basic: Option<&str>,
+) -> Outgoing {
+    twilio_events_body_request(
+        url,
+        public_url,
+        to_json(&Value::Array(events.to_vec())),
+        key,
+        basic,
+    )
+}
+
+/// [`twilio_events_request`] for a body already serialized (the load generator reuses bodies).
+pub fn twilio_events_body_request(
+    mut url: Url,
+    public_url: Option<&Url>,
+    body: Vec<u8>,
+    key: &TwilioKey,
+    basic: Option<&str>,
+) -> Outgoing {
+    url.query_pairs_mut()
+        .append_pair("bodySHA256", &hex::encode(Sha256::digest(&body)));
+    let signed_url = twilio_signed_url(&url, public_url);
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    insert(
+        &mut headers,
+        twilio::SIGNATURE_HEADER,
+        &sign_twilio(key, &signed_url, &[]),
+    );
+    if let TwilioKey::SharedKey { id, .. } = key {
+        let settings = format!("key={id},algorithm={}", twilio::SHARED_KEY_ALGORITHM);
+        insert(&mut headers, twilio::SETTINGS_HEADER, &settings);
+    }
+    if let Some(basic) = basic {
+        insert(
+            &mut headers,
+            "authorization",
+            &format!("Basic {}", STANDARD.encode(basic)),
+        );
     }
     Outgoing {
         url,
@@ -1016,6 +1194,53 @@ mod tests {
     }
 
     #[test]
+    fn twilio_events_request_passes_the_verifier_and_splits_into_its_events() {
+        let token = TwilioKey::AuthToken(Secret::new("tok"));
+        let callback = "https://hooks.example.com/webhooks/twilio/calls";
+        let events = twilio_events_batch(NOW, 6, callback);
+        let request = twilio_events_request(
+            url("http://127.0.0.1:8080/webhooks/twilio-events"),
+            Some(&url("https://hooks.example.com")),
+            &events,
+            &token,
+            Some("twilio:s3cret"),
+        );
+        let signed = request.signed_url.clone().unwrap();
+        assert!(signed.starts_with("https://hooks.example.com/webhooks/twilio-events?bodySHA256="));
+        let basic = crate::verify::twilio_events::BasicCredentials::from_strings(["twilio:s3cret"]).unwrap();
+        let verified = crate::verify::twilio_events::verify(
+            &crate::verify::SecretSet::from_strings(["tok"]).unwrap(),
+            &crate::verify::SharedKeys::default(),
+            &basic,
+            &request.headers,
+            &signed,
+            &request.body,
+        );
+        assert!(verified.is_ok(), "{verified:?}");
+        let split = crate::verify::twilio_events::split(&request.body, 10).unwrap();
+        let types: Vec<&str> = split.iter().map(|e| e.event_type.as_str()).collect();
+        assert_eq!(
+            types,
+            [
+                "com.twilio.voice.status-callback.call.initiated",
+                "com.twilio.voice.status-callback.call.ringing",
+                "com.twilio.voice.status-callback.call.answered",
+                "com.twilio.voice.status-callback.call.completed",
+                "com.twilio.voice.status-callback.call.initiated",
+                "com.twilio.voice.status-callback.call.ringing",
+            ]
+        );
+        let sids: Vec<String> = split
+            .iter()
+            .map(|e| param(&e.params(), "CallSid").to_owned())
+            .collect();
+        assert_eq!(sids[0], sids[3]);
+        assert_ne!(sids[3], sids[4]);
+        assert_eq!(param(&split[2].params(), "CallStatus"), "in-progress");
+        assert_eq!(split[2].callback_url(), Some(callback));
+    }
+
+    #[test]
     fn stripe_request_passes_the_verifier() {
         let secrets = SecretSet::from_strings(["whsec_test"]).unwrap();
         let event = stripe_event("invoice.paid", Some("+14155550123"), NOW);
@@ -1348,6 +1573,9 @@ mod tests {
                     phone_id_pointer: Some("/data/phone_id".into()),
                 },
             ],
+            twilio_events_basic_auth: strings(&["twilio:s3cret"]),
+            // Two samples are the same callback: count what reaches Kafka without the replay cache.
+            replay_cache_entries: 0,
             ..Config::default()
         };
         let kept = Arc::new(Keep::default());
@@ -1388,6 +1616,13 @@ mod tests {
                 &twilio_params(now, &[]),
                 false,
                 &shared,
+            ),
+            twilio_events_request(
+                target("/webhooks/twilio-events"),
+                Some(&public),
+                &twilio_events_batch(now, 4, "https://hooks.example.com/webhooks/twilio/calls"),
+                &token,
+                Some("twilio:s3cret"),
             ),
             stripe_request(
                 target("/webhooks/stripe"),
@@ -1432,7 +1667,10 @@ mod tests {
             .map(|envelope| envelope.key().to_owned())
             .collect();
         // Twilio keys inbound calls by `To`; the others by the phone id the sample carries.
-        let expected = [SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, PHONE, PHONE, PHONE, PHONE];
+        let expected = [
+            SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, SAMPLE_TO, PHONE, PHONE, PHONE,
+            PHONE,
+        ];
         assert_eq!(keys, expected);
     }
 

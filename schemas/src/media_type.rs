@@ -7,6 +7,10 @@
 pub const JSON: &str = "application/json";
 /// `application/x-www-form-urlencoded`.
 pub const FORM: &str = "application/x-www-form-urlencoded";
+/// `application/cloudevents+json`: one CloudEvent in structured mode (CloudEvents JSON format
+/// §3). Ingest stores each event of a Twilio Event Streams batch under this type, which is how the
+/// processor tells them from Twilio's callbacks (form or `application/json`).
+pub const CLOUDEVENTS_JSON: &str = "application/cloudevents+json";
 
 /// The essence of a `Content-Type` value: `type/subtype`, trimmed and lower-cased, parameters
 /// dropped. `Application/JSON ; charset=UTF-8` -> `application/json`; an empty value -> `""`.

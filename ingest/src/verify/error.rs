@@ -34,6 +34,10 @@ pub enum VerifyError {
     /// A form body is not valid UTF-8.
     #[error("form body is not valid UTF-8")]
     UnparsableForm,
+    /// Basic auth credentials are configured and the request's `Authorization` header is missing
+    /// or presents none of them.
+    #[error("missing or wrong basic auth credentials")]
+    BasicAuthMismatch,
 }
 
 impl VerifyError {
@@ -50,6 +54,7 @@ impl VerifyError {
             Self::UnknownKeyId => "unknown_key_id",
             Self::UnsupportedAlgorithm => "unsupported_algorithm",
             Self::UnparsableForm => "unparsable_form",
+            Self::BasicAuthMismatch => "bad_basic_auth",
         }
     }
 
@@ -75,6 +80,9 @@ pub enum SecretError {
     /// A Twilio shared key entry is not `id:secret` with a non-empty id.
     #[error("shared key entry is not `id:secret`")]
     SharedKeyFormat,
+    /// A basic auth entry is not `user:password` with a non-empty user and password.
+    #[error("basic auth entry is not `user:password`")]
+    BasicCredentialFormat,
     /// Two Twilio shared key entries use the same id.
     #[error("shared key id `{id}` is configured more than once")]
     DuplicateKeyId { id: String },
@@ -84,7 +92,7 @@ pub enum SecretError {
 mod tests {
     use super::*;
 
-    const ALL: [VerifyError; 10] = [
+    const ALL: [VerifyError; 11] = [
         VerifyError::MissingSignature {
             header: "stripe-signature",
         },
@@ -99,6 +107,7 @@ mod tests {
         VerifyError::UnknownKeyId,
         VerifyError::UnsupportedAlgorithm,
         VerifyError::UnparsableForm,
+        VerifyError::BasicAuthMismatch,
     ];
 
     #[test]

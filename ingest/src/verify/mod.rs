@@ -21,6 +21,7 @@ pub mod stripe;
 mod test_support;
 pub mod timestamped;
 pub mod twilio;
+pub mod twilio_events;
 
 pub use error::{SecretError, VerifyError};
 pub use secret::{Secret, SecretSet, SharedKeys};

@@ -14,3 +14,4 @@ mod router;
 mod shutdown;
 mod signing;
 mod support;
+mod twilio_events;

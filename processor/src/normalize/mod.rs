@@ -10,6 +10,7 @@ mod calendly;
 mod generic;
 mod stripe;
 mod twilio;
+mod twilio_events;
 
 use std::fmt;
 

@@ -1,5 +1,8 @@
 //! Twilio callbacks: voice status, recording status, transcription, and message status.
 //!
+//! Event Streams records (`application/cloudevents+json`) are handed to
+//! [`twilio_events`](super::twilio_events), which maps them onto the same parameters.
+//!
 //! The body is `application/x-www-form-urlencoded` (Twilio's default), or a JSON object whose
 //! top-level scalars are the parameters when the content type is `application/json` in any case,
 //! with any parameters (`switchboard_schemas::media_type`, the parser ingest verified the
@@ -11,20 +14,27 @@
 
 use chrono::DateTime;
 use serde_json::Value;
-use switchboard_schemas::RawWebhook;
 use switchboard_schemas::domain::{CallEvent, CallKind, MessageEvent};
+use switchboard_schemas::{RawWebhook, media_type};
 use url::form_urlencoded;
 
 use super::{DomainEvent, Poison, json_object};
 
 pub(crate) fn normalize(raw: &RawWebhook) -> Result<DomainEvent, Poison> {
-    let params = Params::parse(raw)?;
+    if media_type::is(&raw.content_type, media_type::CLOUDEVENTS_JSON) {
+        return super::twilio_events::normalize(raw);
+    }
+    from_params(raw, &Params::parse(raw)?)
+}
+
+/// The event a callback's parameters describe (see the module docs for the rules).
+pub(super) fn from_params(raw: &RawWebhook, params: &Params) -> Result<DomainEvent, Poison> {
     let kind = if params.has("TranscriptionSid") {
         CallKind::Transcription
     } else if params.has("RecordingSid") {
         CallKind::Recording
     } else if params.has("MessageSid") {
-        return message(raw, &params).map(DomainEvent::Message);
+        return message(raw, params).map(DomainEvent::Message);
     } else if params.has("CallSid") && params.has("CallStatus") {
         CallKind::Status
     } else {
@@ -32,7 +42,7 @@ pub(crate) fn normalize(raw: &RawWebhook) -> Result<DomainEvent, Poison> {
             "Twilio callback has none of TranscriptionSid, RecordingSid, MessageSid, CallSid with CallStatus",
         ));
     };
-    call(raw, &params, kind).map(DomainEvent::Call)
+    call(raw, params, kind).map(DomainEvent::Call)
 }
 
 fn call(raw: &RawWebhook, params: &Params, kind: CallKind) -> Result<CallEvent, Poison> {
@@ -89,9 +99,14 @@ fn rfc2822_millis(text: &str) -> Option<i64> {
 
 /// A callback's parameters in body order.
 #[derive(Debug)]
-struct Params(Vec<(String, String)>);
+pub(super) struct Params(Vec<(String, String)>);
 
 impl Params {
+    /// Parameters as a callback would have sent them (Event Streams events carry them).
+    pub(super) fn new(params: Vec<(String, String)>) -> Self {
+        Self(params)
+    }
+
     fn parse(raw: &RawWebhook) -> Result<Self, Poison> {
         if switchboard_schemas::media_type::is_json(&raw.content_type) {
             let object = json_object(&raw.body)?;
@@ -108,7 +123,7 @@ impl Params {
     }
 
     /// The first non-blank value of `name`.
-    fn get(&self, name: &str) -> Option<&str> {
+    pub(super) fn get(&self, name: &str) -> Option<&str> {
         self.0
             .iter()
             .find(|(n, v)| n == name && !v.trim().is_empty())

@@ -6,3 +6,4 @@ mod committed;
 mod pipeline;
 mod probe;
 mod replays;
+mod twilio_mixed;

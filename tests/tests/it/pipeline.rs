@@ -15,7 +15,7 @@ use tokio::sync::oneshot;
 const PUBLIC_URL: &str = "https://hooks.example.com";
 const TWILIO_TOKEN: &str = "pipeline-twilio-token";
 const STRIPE_SECRET: &str = "whsec_pipeline";
-const API_TOKEN: &str = "pipeline-api-token";
+pub(crate) const API_TOKEN: &str = "pipeline-api-token";
 
 pub(crate) struct Running {
     stop: oneshot::Sender<()>,
@@ -58,7 +58,7 @@ async fn start_ingest(broker: &PrivateBroker) -> (Running, String) {
     (Running { stop, task }, base)
 }
 
-async fn start_sink(broker: &PrivateBroker, database_url: String) -> (Running, String) {
+pub(crate) async fn start_sink(broker: &PrivateBroker, database_url: String) -> (Running, String) {
     let config = switchboard_processor::sink::config::SinkConfig {
         kafka_bootstrap: broker.bootstrap(),
         schema_registry_url: switchboard_tests::registry_url(),
