@@ -5,7 +5,6 @@
 //! dead-lettered as undecodable by the processor, or stuck in a restore: every event ends in the
 //! database exactly once, and `switchboard.dlq` stays empty.
 
-use std::process::Command;
 use std::time::Duration;
 
 use switchboard_schemas::topics;
@@ -16,16 +15,12 @@ use super::*;
 /// `switchboard-processor <args>` as [`Stack::spawn`] starts it, but reading the registry through
 /// `registry` (the proxy).
 fn spawn_through(stack: &Stack, registry: &str, name: &str, args: &[&str]) -> Proc {
-    let mut command = Command::new(binary("switchboard-processor"));
-    stack.common(&mut command);
-    command
-        .args(args)
-        .env("SWITCHBOARD_SCHEMA_REGISTRY_URL", registry)
-        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_INSTANCE_ID", "chaos-0")
-        .env("SWITCHBOARD_DATABASE_URL", &stack.database_url)
-        .stderr(stack.log(name));
-    Proc(command.spawn().unwrap())
+    stack.spawn_instance(
+        name,
+        args,
+        "chaos-0",
+        &[("SWITCHBOARD_SCHEMA_REGISTRY_URL", registry)],
+    )
 }
 
 fn still_running(proc: &mut Option<Proc>, what: &str, logs: &Path) {
