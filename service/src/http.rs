@@ -12,7 +12,9 @@
 //!   the first are bounded by hyper's `header_read_timeout`; HTTP/2 peers are pinged and dropped
 //!   when they stop answering.
 //! - **A graceful shutdown** that stops accepting, lets in-flight requests finish, and closes the
-//!   stragglers after `drain_timeout`.
+//!   stragglers after `drain_timeout`. Idle keep-alive connections are not closed at once (that
+//!   would cut off a request already on its way): each is closed after its next request, answered
+//!   with `Connection: close`, or after a short linger.
 //!
 //! Request bodies and handlers bound their own time (the services' body-read and publish deadlines).
 
@@ -59,6 +61,10 @@ impl Default for ServeOptions {
 /// How long a connection told to close gracefully (idle, or the server draining) may take before it
 /// is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// How long an idle connection stays open once the server drains, so that a request the client
+/// sent at that moment is answered (with `Connection: close`) rather than cut off.
+const DRAIN_LINGER: Duration = Duration::from_secs(2);
 
 /// Where the server is in its life; connections watch it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,19 +117,27 @@ pub async fn serve(
         };
         let (activity, idle) = watch::channel(0_usize);
         let activity = Arc::new(activity);
-        let service = TowerToHyperService::new(
-            router
-                .clone()
-                .map_request(|request: hyper::Request<Incoming>| request.map(axum::body::Body::new))
-                .map_future(move |response| {
-                    let busy = Busy::start(Arc::clone(&activity));
-                    async move {
-                        let response = response.await;
-                        drop(busy);
-                        response
+        let (router, draining) = (router.clone(), phase_seen.clone());
+        let service =
+            TowerToHyperService::new(tower::service_fn(move |request: hyper::Request<Incoming>| {
+                let busy = Busy::start(Arc::clone(&activity));
+                let http1 = request.version() <= axum::http::Version::HTTP_11;
+                let (router, draining) = (router.clone(), draining.clone());
+                async move {
+                    let mut response = router.oneshot(request.map(axum::body::Body::new)).await?;
+                    // Past the shutdown, an HTTP/1 client learns from the response itself that
+                    // the connection closes after it (hyper closes it once written), so it does
+                    // not send another request on it. (HTTP/2 has GOAWAY for that.)
+                    if http1 && *draining.borrow() != Phase::Serving {
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
                     }
-                }),
-        );
+                    drop(busy);
+                    Ok::<_, std::convert::Infallible>(response)
+                }
+            }));
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();
@@ -141,6 +155,22 @@ pub async fn serve(
                 () = expire_idle(idle, options.header_read_timeout, options.idle_timeout) => "idle",
                 () = wait_for(phase_seen.clone(), Phase::Draining) => "shutdown",
             };
+            if closed_by == "shutdown" {
+                // Closing an idle HTTP/1 keep-alive connection now would race the client's next
+                // request, which may already be on the wire: it would be cut off unanswered, and
+                // a POST is not retried. So the connection lingers: its next request is answered
+                // with `Connection: close` (and hyper closes it then), or `DRAIN_LINGER` passes.
+                tokio::select! {
+                    ended = connection.as_mut() => {
+                        if let Err(error) = ended {
+                            tracing::debug!(%error, closed_by, "connection ended with an error");
+                        }
+                        return;
+                    }
+                    () = tokio::time::sleep(DRAIN_LINGER) => {}
+                    () = wait_for(phase_seen.clone(), Phase::Closing) => {}
+                }
+            }
             connection.as_mut().graceful_shutdown();
             let grace = async {
                 if closed_by == "idle" {
@@ -267,7 +297,71 @@ pub fn connection_cap(requested: usize, limit: Option<u64>) -> Result<usize, Str
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
     use super::*;
+
+    /// Writes one HTTP/1.1 request on `stream`, reads the response and returns its head.
+    async fn request(stream: &mut TcpStream) -> String {
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0_u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            let read = stream.read(&mut byte).await.unwrap();
+            if read == 0 {
+                break;
+            }
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |length| length.trim().parse().unwrap());
+        let mut body = vec![0_u8; length];
+        stream.read_exact(&mut body).await.unwrap();
+        head
+    }
+
+    #[tokio::test]
+    async fn a_request_on_an_idle_connection_during_drain_is_answered_then_the_connection_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let router = Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let server = tokio::spawn(serve(listener, router, ServeOptions::default(), async {
+            let _ = stopped.await;
+        }));
+
+        let mut stream = TcpStream::connect(address).await.unwrap();
+        let first = request(&mut stream).await;
+        assert!(first.starts_with("http/1.1 200"), "{first}");
+        assert!(!first.contains("connection: close"), "{first}");
+
+        // The connection is idle when the drain starts; the client's next request comes after.
+        stop.send(()).unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let second = request(&mut stream).await;
+        assert!(
+            second.starts_with("http/1.1 200"),
+            "a request sent on an idle connection during the drain is answered: {second:?}"
+        );
+        assert!(second.contains("connection: close"), "{second}");
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut rest))
+            .await
+            .expect("the connection closes after the response")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("the server stops once its connections are closed")
+            .unwrap()
+            .unwrap();
+    }
 
     #[test]
     fn the_cap_leaves_descriptors_for_the_rest_of_the_process() {
