@@ -65,9 +65,35 @@ pub struct PartitionSource {
     pub log_start: i64,
 }
 
-/// The partitions of `topic`, in partition order, with each one's leader and first offset.
+/// The partitions of `topic`, in partition order, with each one's leader and first offset. A topic
+/// that is still being created (unknown, or without a leader yet: the services create their
+/// topics as they start) is asked for again for up to [`TIMEOUT`].
 pub fn partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PartitionSource>> {
     let consumer: BaseConsumer = ClientConfig::new().set("bootstrap.servers", bootstrap).create()?;
+    let deadline = Instant::now() + TIMEOUT;
+    loop {
+        match partitions_once(&consumer, topic) {
+            Err(error) if Instant::now() < deadline && error.downcast_ref::<NotReady>().is_some() => {
+                std::thread::sleep(MAX_WAIT);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// A topic that has no metadata or no leader yet.
+#[derive(Debug)]
+struct NotReady(String);
+
+impl std::fmt::Display for NotReady {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for NotReady {}
+
+fn partitions_once(consumer: &BaseConsumer, topic: &str) -> anyhow::Result<Vec<PartitionSource>> {
     let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
     let brokers: Vec<(i32, String)> = metadata
         .brokers()
@@ -78,8 +104,11 @@ pub fn partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PartitionS
         .topics()
         .iter()
         .find(|t| t.name() == topic)
-        .with_context(|| format!("no metadata for {topic}"))?;
+        .ok_or_else(|| NotReady(format!("no metadata for {topic}")))?;
     if let Some(error) = topic_metadata.error() {
+        if RETRIABLE.contains(&(error as i16)) {
+            return Err(NotReady(format!("metadata of {topic}: {error:?}")).into());
+        }
         bail!("metadata of {topic}: {error:?}");
     }
     let mut sources = topic_metadata
@@ -90,7 +119,13 @@ pub fn partitions(bootstrap: &str, topic: &str) -> anyhow::Result<Vec<PartitionS
                 .iter()
                 .find(|(id, _)| *id == p.leader())
                 .map(|(_, address)| address.clone())
-                .with_context(|| format!("{topic}[{}] has no known leader ({})", p.id(), p.leader()))?;
+                .ok_or_else(|| {
+                    NotReady(format!(
+                        "{topic}[{}] has no known leader ({})",
+                        p.id(),
+                        p.leader()
+                    ))
+                })?;
             let (low, _high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
             Ok(PartitionSource {
                 partition: p.id(),
