@@ -140,6 +140,17 @@ impl Drop for PrivateBroker {
     fn drop(&mut self) {
         if let Kind::Tansu { dir, .. } = &self.kind {
             let _ = Command::new(script()).arg("stop").arg(dir.path()).status();
+            if std::thread::panicking() {
+                // The broker's side of a failed test (group evictions, fenced producers) is
+                // evidence: keep its log.
+                let kept = std::env::temp_dir().join(format!(
+                    "switchboard-failed-broker-{}.log",
+                    dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("tansu")
+                ));
+                if std::fs::copy(dir.path().join("broker.log"), &kept).is_ok() {
+                    eprintln!("the broker's log is kept in {}", kept.display());
+                }
+            }
         }
     }
 }
