@@ -8,8 +8,6 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchboard_schemas::domain::CallState;
 use switchboard_schemas::{Source, topics};
 use switchboard_tests::broker::PrivateBroker;
@@ -29,31 +27,16 @@ fn spawn_processor(broker: &PrivateBroker, log: &std::path::Path) -> Proc {
     spawn(broker, &[], &env, log)
 }
 
-/// Committed offsets of the processor's group per raw partition.
+/// Committed offsets of the processor's group per raw partition (0 where nothing is committed).
 fn progress(broker: &PrivateBroker) -> HashMap<(String, i32), i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", GROUP)
-        .create()
-        .unwrap();
-    let timeout = Duration::from_secs(10);
-    let mut list = TopicPartitionList::new();
-    for source in Source::ALL {
-        for partition in 0..PARTITIONS {
-            list.add_partition(source.raw_topic(), partition);
-        }
-    }
-    consumer
-        .committed_offsets(list, timeout)
-        .unwrap()
-        .elements()
+    let raw_topics: Vec<&str> = Source::ALL.iter().map(|source| source.raw_topic()).collect();
+    let committed = committed_offsets(broker, GROUP, &raw_topics);
+    raw_topics
         .iter()
-        .map(|e| {
-            let offset = match e.offset() {
-                Offset::Offset(o) => o,
-                _ => 0,
-            };
-            ((e.topic().to_owned(), e.partition()), offset)
+        .flat_map(|topic| (0..PARTITIONS).map(move |partition| (topic.to_string(), partition)))
+        .map(|tp| {
+            let offset = committed.get(&tp).copied().unwrap_or(0);
+            (tp, offset)
         })
         .collect()
 }

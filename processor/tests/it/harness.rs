@@ -35,6 +35,46 @@ pub(crate) fn config(broker: &PrivateBroker, instance: &str) -> Config {
 }
 
 /// Creates the raw topics as ingest would (same partition count as the processor's topics).
+/// The committed offsets of `group` on partitions `0..PARTITIONS` of each of `topics`; partitions
+/// with nothing committed are left out. The coordinator is asked again when it does not answer
+/// within one request's timeout (a loaded machine), for up to a minute.
+pub(crate) fn committed_offsets(
+    broker: &PrivateBroker,
+    group: &str,
+    topics: &[&str],
+) -> BTreeMap<(String, i32), i64> {
+    let consumer: rdkafka::consumer::BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap())
+        .set("group.id", group)
+        .create()
+        .unwrap();
+    let mut list = rdkafka::TopicPartitionList::new();
+    for topic in topics {
+        for partition in 0..PARTITIONS {
+            list.add_partition(topic, partition);
+        }
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let committed = loop {
+        match rdkafka::consumer::Consumer::committed_offsets(&consumer, list.clone(), Duration::from_secs(10))
+        {
+            Ok(committed) => break committed,
+            Err(error) if std::time::Instant::now() < deadline => {
+                println!("reading the committed offsets of {group}: {error}; asking again");
+            }
+            Err(error) => panic!("reading the committed offsets of {group}: {error}"),
+        }
+    };
+    committed
+        .elements()
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
+            _ => None,
+        })
+        .collect()
+}
+
 pub(crate) async fn create_raw_topics(broker: &PrivateBroker) {
     let client = ClientConfig::new()
         .set("bootstrap.servers", broker.bootstrap())

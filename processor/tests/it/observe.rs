@@ -191,6 +191,11 @@ async fn debug_endpoint_counts_what_was_sent_and_matches_the_metrics() {
     // Wait until every record went through (4 domain events, 2 DLQ records).
     let report = eventually(WAIT, || async {
         let (status, report) = debug(&processor, "?hours=24", Some(TOKEN)).await;
+        if status == 503 {
+            // "Kafka is unavailable, try again": its reads timed out (a loaded machine).
+            println!("waiting: {report}");
+            return None;
+        }
         assert_eq!(status, 200, "{report}");
         let done = report["processed"] == 4 && report["dead_lettered"] == 2;
         if !done {

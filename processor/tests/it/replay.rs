@@ -6,8 +6,6 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::{Offset, TopicPartitionList};
 use switchboard_processor::replay::{ReplayArgs, Summary};
 use switchboard_processor::reset::ResetArgs;
 use switchboard_schemas::domain::CallState;
@@ -117,24 +115,9 @@ async fn a_backfill_of_one_hour_into_a_prefix_holds_exactly_that_hours_events() 
 
 /// The replay group's committed offsets per raw partition.
 fn committed(broker: &PrivateBroker, group: &str) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        list.add_partition(topics::RAW_TWILIO, partition);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap()
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
+    committed_offsets(broker, group, &[topics::RAW_TWILIO])
+        .into_iter()
+        .map(|((_, partition), offset)| (partition, offset))
         .collect()
 }
 

@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{Offset, TopicPartitionList};
 use switchboard_processor::replay::{ReplayArgs, Summary};
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::{Codec, RawWebhook, Source, topics};
@@ -96,24 +94,9 @@ async fn run_replay(
 
 /// The committed offsets of `group` per raw Twilio partition.
 fn committed(broker: &PrivateBroker, group: &str) -> BTreeMap<i32, i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", broker.bootstrap())
-        .set("group.id", group)
-        .create()
-        .unwrap();
-    let mut list = TopicPartitionList::new();
-    for partition in 0..PARTITIONS {
-        list.add_partition(topics::RAW_TWILIO, partition);
-    }
-    consumer
-        .committed_offsets(list, Duration::from_secs(10))
-        .unwrap()
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(o) => Some((e.partition(), o)),
-            _ => None,
-        })
+    committed_offsets(broker, group, &[topics::RAW_TWILIO])
+        .into_iter()
+        .map(|((_, partition), offset)| (partition, offset))
         .collect()
 }
 
