@@ -11,8 +11,9 @@
 //! the sorted parameters.
 
 use bytes::Bytes;
-use switchboard_ingest::send::{self, TwilioKey, sign_twilio};
-use switchboard_ingest::verify::{Secret, twilio};
+use switchboard_ingest::send;
+use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::{self, TwilioKey};
 
 /// Calls whose callbacks are interleaved.
 pub const WINDOW: usize = 64;
@@ -199,7 +200,7 @@ pub fn presign(spec: &Spec) -> Vec<Webhook> {
                 call_sid: call.sid.clone(),
                 status: STATUSES[stage],
                 event_id: twilio::event_id(&url, &params),
-                signature: sign_twilio(&key, &url, &params),
+                signature: twilio::sign(&key, &url, &params),
                 body: Bytes::from(body),
                 content_type: FORM,
                 query: String::new(),

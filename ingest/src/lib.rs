@@ -16,7 +16,10 @@ pub mod publish;
 pub mod replay;
 pub mod send;
 pub mod tenants;
-pub mod verify;
+
+/// The signature schemes: the `switchboard-verify` crate (pure verifiers and signers), under the
+/// name ingest's modules and the crates that reach it through ingest use.
+pub use switchboard_verify as verify;
 
 use std::future::Future;
 use std::sync::Arc;

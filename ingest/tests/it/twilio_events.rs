@@ -15,8 +15,9 @@ use switchboard_ingest::app::{AppState, app};
 use switchboard_ingest::config::{Config, SecretStrings};
 use switchboard_ingest::envelope::Envelope;
 use switchboard_ingest::publish::{NotReady, PublishError, Publisher};
-use switchboard_ingest::send::{self, TwilioKey};
+use switchboard_ingest::send;
 use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::TwilioKey;
 use tower::ServiceExt;
 use url::Url;
 

@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchboard_ingest::config::{Config, SecretStrings};
-use switchboard_ingest::send::{self, Outgoing, TwilioKey};
+use switchboard_ingest::send::{self, Outgoing};
 use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::TwilioKey;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
