@@ -14,6 +14,7 @@ pub mod limits;
 pub mod metrics;
 pub mod publish;
 pub mod replay;
+pub mod samples;
 pub mod send;
 pub mod tenants;
 
