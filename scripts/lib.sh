@@ -1,4 +1,5 @@
-# Shared by scripts/dev and scripts/test: free ports, waiting for a port, stopping what we started.
+# Shared by the scripts: free ports, waiting for a port (also scripts/broker), stopping what we
+# started.
 # shellcheck shell=bash
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
