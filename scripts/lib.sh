@@ -1,5 +1,6 @@
 # Shared by the scripts: free ports, waiting for a port or a readiness URL, stopping what we
-# started, the dev stack start-up (scripts/dev, scripts/bench).
+# started, the dev stack start-up (scripts/dev, scripts/bench) and the Python venvs
+# (scripts/python-env, scripts/deploy-check).
 # shellcheck shell=bash
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -94,4 +95,35 @@ start_stack() {
 stop_stack() { # dir: everything start_stack DIR started
   stop_started
   "$root/scripts/broker" stop "$1/broker"
+}
+
+# ensure_venv VENV REQUIREMENTS: a venv at VENV, made from python3, with REQUIREMENTS installed
+# (exact pins, --no-deps, then pip check). Reinstalls only when the requirements file or the base
+# interpreter changed; concurrent callers install once (flock). Progress goes to stderr.
+ensure_venv() {
+  local venv="$1" requirements="$2" name="scripts/${0##*/}" base wanted
+  base="$(command -v python3 || true)"
+  [ -n "$base" ] || { echo "$name: python3 is not installed (Debian: apt-get install python3 python3-venv)" >&2; return 1; }
+  # What the installed venv must match: the requirements and the interpreter it was made from.
+  wanted="$(sha256sum "$requirements" | cut -d' ' -f1) $("$base" -c 'import sys; print(sys.version.split()[0], sys.executable)')"
+  venv_matches "$venv" "$wanted" && return 0
+
+  mkdir -p "$(dirname "$venv")"
+  # Test binaries of several crates may call this at once: install under a lock, then check again.
+  exec 9>"$venv.lock"
+  if command -v flock >/dev/null; then flock 9; fi
+  if ! venv_matches "$venv" "$wanted"; then
+    echo "$name: installing $requirements into $venv" >&2
+    rm -rf "$venv"
+    "$base" -m venv "$venv" >&2 || { echo "$name: python3 -m venv failed (Debian: apt-get install python3-venv)" >&2; return 1; }
+    "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-input --no-deps \
+      -r "$requirements" >&2 || { echo "$name: pip install -r $requirements failed" >&2; return 1; }
+    "$venv/bin/python" -m pip check >&2 || { echo "$name: $requirements does not pin every dependency (pip check above)" >&2; return 1; }
+    echo "$wanted" >"$venv/.switchboard-requirements"
+  fi
+  exec 9>&-
+}
+
+venv_matches() { # venv wanted
+  [ -x "$1/bin/python" ] && [ -f "$1/.switchboard-requirements" ] && [ "$(cat "$1/.switchboard-requirements")" = "$2" ]
 }
