@@ -48,7 +48,7 @@ impl Publisher for Selective {
     }
 }
 
-// The known answers of `ingest/src/verify/twilio_events.rs`, computed with the official `twilio`
+// The known answers of `ingest/verify/src/twilio_events.rs`, computed with the official `twilio`
 // package by `scripts/twilio_events_vectors.py` (auth token `12345`).
 const TOKEN: &str = "12345";
 const BODY: &str = r#"[{"specversion":"1.0","type":"com.twilio.messaging.message.delivered","source":"/2010-04-01/Accounts/AC123/Messages/SM123.json","id":"EZ00000000000000000000000000000001","dataschema":"https://events-schemas.twilio.com/Messaging.MessageStatus/7","datacontenttype":"application/json","time":"2025-01-14T18:06:00.000Z","data":{"messageSid":"SM123","accountSid":"AC123","from":"+15551230000","to":"+14155550199","messageStatus":"DELIVERED","timestamp":"2025-01-14T18:06:00.000Z","eventName":"com.twilio.messaging.message.delivered","apiVersion":"2010-04-01"}}]"#;
