@@ -5,7 +5,7 @@
 
     python3 scripts/twilio_events_vectors.py
 
-Prints the constants used by `ingest/src/verify/twilio_events.rs`'s tests.
+Prints the constants used by `ingest/verify/src/twilio_events.rs`'s tests.
 """
 import hashlib
 

@@ -11,8 +11,9 @@
 //! the sorted parameters.
 
 use bytes::Bytes;
-use switchboard_ingest::send::{self, TwilioKey, sign_twilio};
-use switchboard_ingest::verify::{Secret, twilio};
+use switchboard_ingest::samples;
+use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::{self, TwilioKey};
 
 /// Calls whose callbacks are interleaved.
 pub const WINDOW: usize = 64;
@@ -199,7 +200,7 @@ pub fn presign(spec: &Spec) -> Vec<Webhook> {
                 call_sid: call.sid.clone(),
                 status: STATUSES[stage],
                 event_id: twilio::event_id(&url, &params),
-                signature: sign_twilio(&key, &url, &params),
+                signature: twilio::sign(&key, &url, &params),
                 body: Bytes::from(body),
                 content_type: FORM,
                 query: String::new(),
@@ -234,12 +235,12 @@ pub fn presign_event_streams(spec: &Spec, batch: usize) -> Vec<Webhook> {
                 .map(|callback| {
                     let stage = STATUSES.iter().position(|s| *s == callback.status).unwrap_or(0);
                     let at = BASE_TIME + stage as i64;
-                    send::twilio_call_event(at, TRANSITIONS[stage], &callback_url, &callback.params)
+                    samples::twilio_call_event(at, TRANSITIONS[stage], &callback_url, &callback.params)
                 })
                 .collect();
             let body = serde_json::to_vec(&events).expect("JSON values serialize");
             // Ingest's own sample builder: `bodySHA256` appended, the URL signed.
-            let signed = send::twilio_events_body_request(events_url.clone(), None, body, &key, None);
+            let signed = samples::twilio_events_body_request(events_url.clone(), None, body, &key, None);
             let query = format!("?{}", signed.url.query().unwrap_or_default());
             let signature = signed.headers[twilio::SIGNATURE_HEADER]
                 .to_str()

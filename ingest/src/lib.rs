@@ -14,9 +14,13 @@ pub mod limits;
 pub mod metrics;
 pub mod publish;
 pub mod replay;
+pub mod samples;
 pub mod send;
 pub mod tenants;
-pub mod verify;
+
+/// The signature schemes: the `switchboard-verify` crate (pure verifiers and signers), under the
+/// name ingest's modules and the crates that reach it through ingest use.
+pub use switchboard_verify as verify;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -1,7 +1,7 @@
 //! Arbitrary requests (headers, URL, content type, body, clock) through every verifier, with fixed
 //! secrets. Never a panic; never a success for a request the fuzzer signed itself (it does not know the
 //! secrets), and always a success once the request is signed correctly with
-//! `switchboard_ingest::send`'s signers, whatever the body.
+//! each scheme's own `sign`, whatever the body.
 
 #![no_main]
 
@@ -11,9 +11,9 @@ use std::time::Duration;
 use arbitrary::Arbitrary;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use switchboard_ingest::send::{self, TwilioKey};
+use switchboard_ingest::verify::twilio::TwilioKey;
 use switchboard_ingest::verify::{
-    Scheme, Secret, SecretSet, SharedKeys, calendly, github, standard_webhooks, stripe, twilio,
+    Scheme, Secret, SecretSet, SharedKeys, calendly, github, standard_webhooks, stripe, timestamped, twilio,
 };
 use url::form_urlencoded;
 
@@ -145,7 +145,7 @@ fuzz_target!(|request: Request<'_>| {
             set(
                 &mut signed,
                 twilio::SIGNATURE_HEADER,
-                &send::sign_twilio(key, url, &params),
+                &twilio::sign(key, url, &params),
             );
             let verified = twilio::verify(&keys.tokens, &keys.shared, &signed, url, FORM, body)
                 .unwrap_or_else(|error| panic!("signed form rejected: {error}"));
@@ -168,7 +168,7 @@ fuzz_target!(|request: Request<'_>| {
         set(
             &mut signed,
             twilio::SIGNATURE_HEADER,
-            &send::sign_twilio(&token, &json_url, &[]),
+            &twilio::sign(&token, &json_url, &[]),
         );
         if let Err(error) = twilio::verify(&keys.tokens, &keys.shared, &signed, &json_url, JSON, body) {
             panic!("signed JSON rejected: {error}");
@@ -178,7 +178,7 @@ fuzz_target!(|request: Request<'_>| {
     let text = Secret::new(TEXT_SECRET);
     for header in [stripe::SIGNATURE_HEADER, calendly::SIGNATURE_HEADER] {
         let mut signed = headers.clone();
-        set(&mut signed, header, &send::sign_timestamped(&text, now, body));
+        set(&mut signed, header, &timestamped::sign(&text, now, body));
         let result = if header == stripe::SIGNATURE_HEADER {
             stripe::verify(&keys.text, &signed, body, now, tolerance)
         } else {
@@ -202,7 +202,7 @@ fuzz_target!(|request: Request<'_>| {
     set(
         &mut signed,
         standard_webhooks::SIGNATURE_HEADER,
-        &send::sign_standard_webhooks(&key, &id, now, body),
+        &standard_webhooks::sign(&key, &id, now, body),
     );
     if let Err(error) = standard_webhooks::verify(&keys.standard, &signed, body, now, tolerance) {
         panic!("signed Standard Webhooks request rejected: {error}");
@@ -212,7 +212,7 @@ fuzz_target!(|request: Request<'_>| {
     set(
         &mut signed,
         github::SIGNATURE_HEADER,
-        &send::sign_github(&text, body),
+        &github::sign(&text, body),
     );
     if let Err(error) = github::verify(&keys.text, &signed, body) {
         panic!("signed GitHub request rejected: {error}");

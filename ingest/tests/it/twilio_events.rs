@@ -15,8 +15,9 @@ use switchboard_ingest::app::{AppState, app};
 use switchboard_ingest::config::{Config, SecretStrings};
 use switchboard_ingest::envelope::Envelope;
 use switchboard_ingest::publish::{NotReady, PublishError, Publisher};
-use switchboard_ingest::send::{self, TwilioKey};
+use switchboard_ingest::samples;
 use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::TwilioKey;
 use tower::ServiceExt;
 use url::Url;
 
@@ -47,7 +48,7 @@ impl Publisher for Selective {
     }
 }
 
-// The known answers of `ingest/src/verify/twilio_events.rs`, computed with the official `twilio`
+// The known answers of `ingest/verify/src/twilio_events.rs`, computed with the official `twilio`
 // package by `scripts/twilio_events_vectors.py` (auth token `12345`).
 const TOKEN: &str = "12345";
 const BODY: &str = r#"[{"specversion":"1.0","type":"com.twilio.messaging.message.delivered","source":"/2010-04-01/Accounts/AC123/Messages/SM123.json","id":"EZ00000000000000000000000000000001","dataschema":"https://events-schemas.twilio.com/Messaging.MessageStatus/7","datacontenttype":"application/json","time":"2025-01-14T18:06:00.000Z","data":{"messageSid":"SM123","accountSid":"AC123","from":"+15551230000","to":"+14155550199","messageStatus":"DELIVERED","timestamp":"2025-01-14T18:06:00.000Z","eventName":"com.twilio.messaging.message.delivered","apiVersion":"2010-04-01"}}]"#;
@@ -106,12 +107,12 @@ fn request(path: &str, body: &str, headers: &[(&str, &str)]) -> Request<Body> {
 
 /// A signed batch of `events` call status events, as `switchboard-ingest send twilio-events` makes.
 fn batch(events: usize) -> (Request<Body>, Vec<Value>) {
-    let events = send::twilio_events_batch(
+    let events = samples::twilio_events_batch(
         1_736_877_959,
         events,
         "https://hooks.example.com/webhooks/twilio/calls",
     );
-    let outgoing = send::twilio_events_request(
+    let outgoing = samples::twilio_events_request(
         Url::parse("http://127.0.0.1:8080/webhooks/twilio-events").unwrap(),
         Some(&Url::parse("https://hooks.example.com").unwrap()),
         &events,
@@ -276,7 +277,7 @@ async fn a_partly_stored_batch_is_503_and_its_redelivery_completes_it() {
     let failing = format!("twilio-events:{}", events[3]["id"].as_str().unwrap());
     harness.publisher.failing.lock().unwrap().insert(failing.clone());
     let deliver = || {
-        send::twilio_events_request(
+        samples::twilio_events_request(
             Url::parse("http://127.0.0.1:8080/webhooks/twilio-events").unwrap(),
             Some(&Url::parse("https://hooks.example.com").unwrap()),
             &events,
@@ -284,7 +285,7 @@ async fn a_partly_stored_batch_is_503_and_its_redelivery_completes_it() {
             None,
         )
     };
-    let as_request = |outgoing: send::Outgoing| {
+    let as_request = |outgoing: samples::Outgoing| {
         let mut builder = Request::post(&outgoing.url[url::Position::BeforePath..]);
         for (name, value) in &outgoing.headers {
             builder = builder.header(name, value);

@@ -1,19 +1,20 @@
 //! Standard Webhooks signing of outbound requests: the `whsec_…` secret and the
-//! `webhook-signature` header value, HMAC-SHA256 over `"{id}.{timestamp}.{body}"`.
+//! `webhook-signature` header value, HMAC-SHA256 over `"{id}.{timestamp}.{body}"`, computed by
+//! [`switchboard_verify::standard_webhooks::sign`], the signer whose known answers ingest's verifier
+//! shares.
 
 use std::fmt;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use switchboard_verify::{Secret, standard_webhooks};
 
 /// Prefix of a Standard Webhooks secret; the base64 key follows it.
 const PREFIX: &str = "whsec_";
 
 /// The key bytes of a Standard Webhooks signing secret. `Debug` prints `[redacted]`.
 #[derive(Clone)]
-pub struct SigningSecret(Vec<u8>);
+pub struct SigningSecret(Secret);
 
 /// Why a signing secret could not be decoded. Never carries the secret's text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -25,7 +26,9 @@ pub enum SigningSecretError {
 }
 
 impl SigningSecret {
-    /// Decodes `whsec_<base64 key>` (the prefix is optional, as in the reference libraries).
+    /// Decodes `whsec_<base64 key>` (the prefix is optional, as in the reference libraries). Stricter
+    /// than ingest's [`Secret::from_standard_webhooks`]: surrounding whitespace is ignored, but the
+    /// base64 must carry its `=` padding.
     pub fn from_standard_webhooks(secret: &str) -> Result<Self, SigningSecretError> {
         let encoded = secret.trim();
         let encoded = encoded.strip_prefix(PREFIX).unwrap_or(encoded);
@@ -35,7 +38,7 @@ impl SigningSecret {
         if key.is_empty() {
             return Err(SigningSecretError::Empty);
         }
-        Ok(Self(key))
+        Ok(Self(Secret::new(key)))
     }
 }
 
@@ -48,13 +51,7 @@ impl fmt::Debug for SigningSecret {
 /// The `webhook-signature` header value, `v1,<base64 HMAC-SHA256>`, for message `id` sent at
 /// `timestamp` (unix seconds) with `body`.
 pub fn sign(secret: &SigningSecret, id: &str, timestamp: i64, body: &[u8]) -> String {
-    let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("HMAC accepts keys of any length");
-    mac.update(id.as_bytes());
-    mac.update(b".");
-    mac.update(timestamp.to_string().as_bytes());
-    mac.update(b".");
-    mac.update(body);
-    format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
+    standard_webhooks::sign(&secret.0, id, timestamp, body)
 }
 
 #[cfg(test)]

@@ -12,8 +12,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use switchboard_ingest::config::{Config, SecretStrings};
-use switchboard_ingest::send::{self, Outgoing, TwilioKey};
+use switchboard_ingest::samples::{self, Outgoing};
+use switchboard_ingest::send;
 use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::TwilioKey;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
@@ -106,7 +108,7 @@ fn params(sid: &str, call: usize, transition: usize) -> Vec<(String, String)> {
     if status != "completed" {
         overrides.retain(|(name, _)| name != "CallDuration");
     }
-    let mut params = send::twilio_params(at(call, transition), &overrides);
+    let mut params = samples::twilio_params(at(call, transition), &overrides);
     if status != "completed" {
         params.retain(|(name, _)| name != "CallDuration" && name != "Duration");
     }
@@ -118,7 +120,7 @@ fn key() -> TwilioKey {
 }
 
 fn callback(base: &str, params: &[(String, String)]) -> Outgoing {
-    send::twilio_request(
+    samples::twilio_request(
         Url::parse(&format!("{base}/webhooks/twilio/calls")).unwrap(),
         Some(&Url::parse(PUBLIC_URL).unwrap()),
         params,
@@ -128,7 +130,7 @@ fn callback(base: &str, params: &[(String, String)]) -> Outgoing {
 }
 
 fn event(call: usize, transition: usize, params: &[(String, String)]) -> Value {
-    send::twilio_call_event(
+    samples::twilio_call_event(
         at(call, transition),
         TRANSITIONS[transition].0,
         &format!("{PUBLIC_URL}/webhooks/twilio/calls"),
@@ -137,7 +139,7 @@ fn event(call: usize, transition: usize, params: &[(String, String)]) -> Value {
 }
 
 fn batch(base: &str, events: &[Value]) -> Outgoing {
-    send::twilio_events_request(
+    samples::twilio_events_request(
         Url::parse(&format!("{base}/webhooks/twilio-events")).unwrap(),
         Some(&Url::parse(PUBLIC_URL).unwrap()),
         events,
@@ -163,7 +165,7 @@ async fn deliver(client: &reqwest::Client, request: &Outgoing) {
 /// The calls API row `transitions` define, without `call_sid`.
 fn expected_row(call: usize) -> Value {
     let rfc3339 = |unix: i64| {
-        let text = send::twilio_params(unix, &[])
+        let text = samples::twilio_params(unix, &[])
             .into_iter()
             .find(|(name, _)| name == "Timestamp")
             .unwrap()

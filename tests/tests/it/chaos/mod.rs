@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use switchboard_ingest::send::{TwilioKey, sign_twilio};
-use switchboard_ingest::verify::{Secret, twilio};
+use switchboard_ingest::verify::Secret;
+use switchboard_ingest::verify::twilio::{self, TwilioKey};
 use switchboard_schemas::Codec;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_tests::broker::PrivateBroker;
@@ -299,7 +299,7 @@ fn callbacks(count: usize, url: &str) -> Vec<Callback> {
             if *status == "completed" {
                 params.push(("CallDuration".to_owned(), "120".to_owned()));
             }
-            let signature = sign_twilio(&key, url, &params);
+            let signature = twilio::sign(&key, url, &params);
             let body = url::form_urlencoded::Serializer::new(String::new())
                 .extend_pairs(&params)
                 .finish();

@@ -93,6 +93,12 @@ impl BasicCredentials {
     }
 }
 
+/// The `Authorization` value Twilio sends for a destination URL with `user:password@`:
+/// `Basic base64(user:password)`, which [`BasicCredentials::check`] accepts.
+pub fn basic_authorization(credential: &str) -> String {
+    format!("Basic {}", STANDARD.encode(credential))
+}
+
 /// Verifies an Event Streams delivery: Basic auth when configured, then the Twilio signature over
 /// the URL (see the module docs for the userinfo rule) with the body proven by `bodySHA256`.
 pub fn verify(
@@ -248,8 +254,8 @@ pub fn split(body: &[u8], max_events: usize) -> Result<Vec<CloudEvent<'_>>, Batc
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::Scheme;
-    use crate::verify::test_support::{headers, secrets};
+    use crate::Scheme;
+    use crate::test_support::{headers, secrets};
 
     const TOKEN: &str = "12345";
     /// A batch as Twilio's docs show it, compact.
@@ -270,6 +276,28 @@ mod tests {
 
     fn url() -> String {
         format!("https://hooks.example.com/webhooks/twilio-events?bodySHA256={BODY_SHA256}")
+    }
+
+    #[test]
+    fn signing_reproduces_the_sdk_vectors() {
+        use crate::Secret;
+        use crate::twilio::TwilioKey;
+
+        let token = TwilioKey::AuthToken(Secret::new(TOKEN));
+        let shared = TwilioKey::SharedKey {
+            id: "key-2024".into(),
+            key: Secret::new("shared-secret-2024"),
+        };
+        assert_eq!(twilio::body_sha256(BODY.as_bytes()), BODY_SHA256);
+        assert_eq!(twilio::sign(&token, &url(), &[]), SIG);
+        assert_eq!(
+            twilio::sign(&token, &url().replace(".com/", ".com:443/"), &[]),
+            SIG_443
+        );
+        let userinfo = with_userinfo(&url(), "twilio:s3cret").unwrap();
+        assert_eq!(twilio::sign(&token, &userinfo, &[]), SIG_USERINFO);
+        assert_eq!(twilio::sign(&shared, &url(), &[]), SIG_SHARED);
+        assert_eq!(basic_authorization("twilio:s3cret"), BASIC);
     }
 
     #[test]

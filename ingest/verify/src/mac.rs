@@ -10,15 +10,14 @@ use super::Secret;
 
 /// The hash function under the HMAC.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Algorithm {
+pub(super) enum Algorithm {
     Sha1,
     Sha256,
 }
 
 /// HMAC of the concatenation of `message` parts; `None` only if the key is rejected, which HMAC never
-/// does (any key length is valid), so callers treat it as "no match". Also used by
-/// [`send`](crate::send) to sign sample webhooks.
-pub(crate) fn sign(algorithm: Algorithm, key: &[u8], message: &[&[u8]]) -> Option<Vec<u8>> {
+/// does (any key length is valid), so the verifiers treat it as "no match".
+fn compute(algorithm: Algorithm, key: &[u8], message: &[&[u8]]) -> Option<Vec<u8>> {
     fn run<M: Mac + KeyInit>(key: &[u8], message: &[&[u8]]) -> Option<Vec<u8>> {
         let mut mac = <M as KeyInit>::new_from_slice(key).ok()?;
         for part in message {
@@ -32,6 +31,11 @@ pub(crate) fn sign(algorithm: Algorithm, key: &[u8], message: &[&[u8]]) -> Optio
     }
 }
 
+/// The HMAC a sender puts on a request: what the schemes' `sign` functions encode.
+pub(super) fn sign(algorithm: Algorithm, secret: &Secret, message: &[&[u8]]) -> Vec<u8> {
+    compute(algorithm, secret.expose(), message).expect("HMAC accepts keys of any length")
+}
+
 /// True if any secret's HMAC over `message` equals any candidate signature. Each comparison is
 /// constant-time over the decoded MAC bytes.
 pub(super) fn any_secret_signed<'a>(
@@ -41,7 +45,7 @@ pub(super) fn any_secret_signed<'a>(
     candidates: &[Vec<u8>],
 ) -> bool {
     secrets.into_iter().any(|secret| {
-        sign(algorithm, secret.expose(), message).is_some_and(|expected| {
+        compute(algorithm, secret.expose(), message).is_some_and(|expected| {
             candidates
                 .iter()
                 .any(|candidate| bool::from(expected.ct_eq(candidate)))

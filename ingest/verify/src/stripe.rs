@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::{Scheme, SecretSet, Verified, VerifyError, timestamped};
+use super::{Scheme, Secret, SecretSet, Verified, VerifyError, timestamped};
 
 /// The signature header, lowercase.
 pub const SIGNATURE_HEADER: &str = "stripe-signature";
 
 /// Stripe's own libraries default to five minutes.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(300);
+
+/// The `Stripe-Signature` value for `body` sent at `timestamp` (unix seconds): see [`timestamped::sign`].
+pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    timestamped::sign(secret, timestamp, body)
+}
 
 /// Verifies a Stripe webhook. Any `v1` signature may match any secret; `now` is unix seconds, and the
 /// signed timestamp must lie within `tolerance` of it in either direction.
@@ -38,7 +43,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_support::{headers, secrets};
+    use crate::test_support::{headers, secrets};
 
     const SECRET: &str = "whsec_test_secret";
     const BODY: &[u8] = br#"{"id":"evt_1","object":"event"}"#;
@@ -68,6 +73,11 @@ mod tests {
         now: T,
         expected: Ok(()),
     };
+
+    #[test]
+    fn sign_reproduces_the_known_answer() {
+        assert_eq!(sign(&Secret::new(SECRET), T, BODY), GOOD);
+    }
 
     #[test]
     fn known_answers() {

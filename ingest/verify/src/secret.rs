@@ -43,8 +43,8 @@ impl Secret {
         Ok(Self(key))
     }
 
-    /// The key bytes; only the verifiers need them.
-    pub(crate) fn expose(&self) -> &[u8] {
+    /// The key bytes, for the MACs of this crate and for tests; never log them.
+    pub fn expose(&self) -> &[u8] {
         &self.0
     }
 }

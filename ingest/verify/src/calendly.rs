@@ -7,13 +7,18 @@ use std::time::Duration;
 
 use http::HeaderMap;
 
-use super::{Scheme, SecretSet, Verified, VerifyError, timestamped};
+use super::{Scheme, Secret, SecretSet, Verified, VerifyError, timestamped};
 
 /// The signature header, lowercase.
 pub const SIGNATURE_HEADER: &str = "calendly-webhook-signature";
 
 /// Calendly's documentation suggests three minutes.
 pub const DEFAULT_TOLERANCE: Duration = Duration::from_secs(180);
+
+/// The `Calendly-Webhook-Signature` value for `body` sent at `timestamp` (unix seconds): see [`timestamped::sign`].
+pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    timestamped::sign(secret, timestamp, body)
+}
 
 /// Verifies a Calendly webhook; `now` is unix seconds.
 pub fn verify(
@@ -37,7 +42,7 @@ pub fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_support::{headers, secrets};
+    use crate::test_support::{headers, secrets};
 
     const SECRET: &str = "calendly-signing-key";
     const BODY: &[u8] = br#"{"event":"invitee.created"}"#;
@@ -63,6 +68,11 @@ mod tests {
         now: T,
         expected: Ok(()),
     };
+
+    #[test]
+    fn sign_reproduces_the_known_answer() {
+        assert_eq!(sign(&Secret::new(SECRET), T, BODY), GOOD);
+    }
 
     #[test]
     fn known_answers() {

@@ -2,17 +2,25 @@
 //! webhook secret as text.
 //!
 //! The signature covers the body only: `X-GitHub-Delivery` (and `X-GitHub-Event`) are not signed, so
-//! the event's identity is the body's hash (see [`crate::envelope`]) and the delivery id is metadata.
+//! the event's identity is the body's hash (ingest's envelope) and the delivery id is metadata.
 
 use http::HeaderMap;
 
 use super::mac::{self, Algorithm};
-use super::{Scheme, SecretSet, Verified, VerifyError, headers};
+use super::{Scheme, Secret, SecretSet, Verified, VerifyError, headers};
 
 /// The signature header, lowercase.
 pub const SIGNATURE_HEADER: &str = "x-hub-signature-256";
 /// The delivery id header, lowercase. Not signed: metadata only, never the event id.
 pub const DELIVERY_HEADER: &str = "x-github-delivery";
+
+/// The `X-Hub-Signature-256` value for `body`: `sha256=<hex HMAC-SHA256 over the body>`.
+pub fn sign(secret: &Secret, body: &[u8]) -> String {
+    format!(
+        "sha256={}",
+        hex::encode(mac::sign(Algorithm::Sha256, secret, &[body]))
+    )
+}
 
 /// Verifies a GitHub webhook against every configured secret.
 pub fn verify(secrets: &SecretSet, headers: &HeaderMap, body: &[u8]) -> Result<Verified, VerifyError> {
@@ -33,7 +41,7 @@ pub fn verify(secrets: &SecretSet, headers: &HeaderMap, body: &[u8]) -> Result<V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::verify::test_support::{headers, secrets};
+    use crate::test_support::{headers, secrets};
 
     // The example from GitHub's "Validating webhook deliveries" documentation.
     const SECRET: &str = "It's a Secret to Everybody";
@@ -56,6 +64,11 @@ mod tests {
         body: BODY,
         expected: Ok(()),
     };
+
+    #[test]
+    fn sign_reproduces_the_known_answer() {
+        assert_eq!(sign(&Secret::new(SECRET), BODY), SIGNATURE);
+    }
 
     #[test]
     fn known_answers() {

@@ -1,13 +1,13 @@
 //! The `t=<unix seconds>,v1=<hex>[,v1=<hex>…]` signature header shared by Stripe and Calendly, the
-//! timestamp tolerance window (also used by Standard Webhooks), and the verification they share:
-//! HMAC-SHA256 over `"{t}.{raw body}"`.
+//! timestamp tolerance window (also used by Standard Webhooks), and the signing and verification they
+//! share: HMAC-SHA256 over `"{t}.{raw body}"`.
 
 use std::time::Duration;
 
 use http::HeaderMap;
 
 use super::mac::{self, Algorithm};
-use super::{Scheme, SecretSet, Verified, VerifyError, headers};
+use super::{Scheme, Secret, SecretSet, Verified, VerifyError, headers};
 
 /// A parsed `t=…,v1=…` header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +50,14 @@ pub fn check_window(timestamp: i64, now: i64, tolerance: Duration) -> Result<(),
     } else {
         Ok(())
     }
+}
+
+/// The header value a sender puts on a request with `body` signed at `timestamp` (unix seconds):
+/// `t=<timestamp>,v1=<hex HMAC-SHA256 over "{t}.{body}">`.
+pub fn sign(secret: &Secret, timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    let signature = mac::sign(Algorithm::Sha256, secret, &[t.as_bytes(), b".", body]);
+    format!("t={t},v1={}", hex::encode(signature))
 }
 
 /// Verifies a request signed with HMAC-SHA256 over `"{t}.{body}"` and carrying the signature in

@@ -1,19 +1,22 @@
-//! Signature verification, one pure module per scheme.
+//! switchboard-verify: webhook signatures in both directions, one pure module per scheme.
 //!
 //! Every scheme exposes a `verify` function that takes the configured secrets, the request headers and
 //! the raw body (plus the public URL or the current time where the scheme needs them) and returns
-//! [`Verified`] or a [`VerifyError`]. Nothing here reads the clock, the network or the environment.
+//! [`Verified`] or a [`VerifyError`], and a `sign` function that computes the header value a sender
+//! puts on the request, so the known-answer tests of each module cover both directions. Nothing here
+//! reads the clock, the network or the environment: timestamps are passed in.
 //!
-//! This module owns the types shared by all schemes: the proof of verification ([`Verified`], which only
-//! code in this module tree can build), the scheme names ([`Scheme`]), the errors and the secret holders.
+//! This crate owns the types shared by all schemes: the proof of verification ([`Verified`], which only
+//! code in this crate can build), the scheme names ([`Scheme`]), the errors and the secret holders.
 //! Each scheme's wire format lives in its own file; the `t=…,v1=…` header shared by Stripe and Calendly
-//! lives in [`timestamped`].
+//! lives in [`timestamped`]. Ingest verifies with it; the `send` tool, the load generator and the
+//! processor's outbound actions sign with it.
 
 pub mod calendly;
 mod error;
 pub mod github;
 mod headers;
-pub(crate) mod mac;
+mod mac;
 mod secret;
 pub mod standard_webhooks;
 pub mod stripe;
@@ -66,7 +69,7 @@ impl std::fmt::Display for Scheme {
 
 /// Proof that a request's signature was checked against a configured secret.
 ///
-/// Only the verifiers in this module tree can build one, so code that accepts a `Verified` knows the
+/// Only the verifiers in this crate can build one, so code that accepts a `Verified` knows the
 /// check happened.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -76,7 +79,7 @@ pub struct Verified {
 }
 
 impl Verified {
-    /// Private to the `verify` module tree: the scheme modules are the only callers.
+    /// Private to this crate: the scheme modules are the only callers.
     fn new(scheme: Scheme, params: Vec<(String, String)>, event_id: Option<String>) -> Self {
         Self {
             scheme,
