@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use switchboard_service::config::{ConfigError, duration};
 
-use crate::observe::auth::AdminToken;
+pub use switchboard_service::auth::AdminToken;
 
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
 pub const ENV_KEYS: &[&str] = &[

@@ -13,12 +13,12 @@
 //! dashboard on the admin port).
 
 pub mod actions;
-pub mod admin;
 pub mod call_state;
 pub mod config;
 pub mod dispatch;
 pub mod dlq;
 pub mod engine;
+pub mod health;
 pub mod kafka;
 pub mod metrics;
 pub mod normalize;
@@ -43,7 +43,7 @@ use switchboard_service::http::{ServeOptions, serve};
 use tokio::net::TcpListener;
 
 use config::Config;
-use runner::Health;
+use health::Health;
 
 /// Runs the processor until `shutdown` completes (then finishes the open transaction, leaves the
 /// group, and returns `Ok`) or until a fatal error (returned; exit non-zero so the orchestrator
@@ -77,7 +77,7 @@ pub async fn run(
     let observe = observe::Observe::new(Arc::clone(&config), Arc::clone(&codec));
     let admin = tokio::spawn(serve(
         admin_listener,
-        admin::processor_router(Arc::clone(&health), observe.clone()),
+        health::router(vec![Arc::clone(&health)]).merge(observe::router(observe.clone())),
         options,
         async {
             let _ = admin_stopped.await;

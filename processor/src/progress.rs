@@ -31,8 +31,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+use crate::health::Health;
 use crate::metrics;
-use crate::runner::Health;
 use crate::state::Task;
 
 /// How often lag is measured at most (more often when `stall_timeout` is short).

@@ -20,9 +20,9 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::kafka::{self, headers};
-use crate::runner::BACKOFF_START;
 use crate::state::{Task, TaskState};
 use crate::topology::Topology;
+use crate::txn::BACKOFF_START;
 
 /// How long restoring one changelog partition may take before the processor gives up (and the
 /// orchestrator restarts it).

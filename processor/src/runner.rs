@@ -2,8 +2,7 @@
 //! [`Engine`], committing on the commit interval, and finishing the open transaction before a
 //! rebalance takes partitions away.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,68 +16,16 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::state::Task;
+use crate::health::Health;
+use crate::state::{Task, tasks};
 use crate::topology::Topology;
-use crate::txn::{self, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis};
+use crate::txn::{
+    self, BACKOFF_MAX, BACKOFF_START, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis,
+};
 use crate::{kafka, metrics, restore};
 
-/// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
-/// binary uses it).
-pub(crate) const BACKOFF_START: Duration = Duration::from_millis(500);
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often lag and the dedup window are refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Liveness, readiness and progress of a consuming loop (processor, sink, action worker), shared
-/// with the admin server, the progress monitor ([`crate::progress`]) and the depth reporter.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Milliseconds since the epoch of the loop's last iteration.
-    pub heartbeat_millis: AtomicI64,
-    /// The loop is running and has joined the group.
-    pub ready: AtomicBool,
-    /// Position (next offset to consume) of every owned partition that has one.
-    pub positions: Mutex<BTreeMap<Task, i64>>,
-    /// Every owned partition (the consumer's assignment), with or without a position.
-    pub assignment: Mutex<BTreeSet<Task>>,
-    /// Offsets committed outside Kafka (the sink's database), per partition; empty otherwise.
-    pub committed: Mutex<BTreeMap<Task, i64>>,
-    /// Owned partitions with lag and no committed progress for `stall_timeout` (set by the
-    /// progress monitor).
-    pub stalled: AtomicUsize,
-}
-
-impl Health {
-    /// Records `consumer`'s assignment and positions (local: no network) for the progress
-    /// monitor and the depth reporter.
-    pub(crate) fn publish_positions<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
-        self.publish_assignment(consumer);
-        let Ok(position) = consumer.position() else { return };
-        let positions = position
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(next) => Some((Task::new(e.topic(), e.partition()), next)),
-                _ => None,
-            })
-            .collect();
-        *self.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
-    }
-
-    /// Records `consumer`'s assignment (local: no network) for the progress monitor.
-    pub(crate) fn publish_assignment<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        *self.assignment.lock().unwrap_or_else(PoisonError::into_inner) =
-            tasks(&assignment).into_iter().collect();
-    }
-
-    /// How many owned partitions are stalled (lag and no committed progress).
-    pub fn stalled_partitions(&self) -> usize {
-        self.stalled.load(Ordering::Relaxed)
-    }
-}
 
 /// Routes rebalance events into the engine. Callbacks run inside `poll`, on the loop's thread,
 /// while the loop holds no lock.
@@ -89,14 +36,6 @@ pub struct RebalanceContext {
 
 fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
     engine.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn tasks(partitions: &TopicPartitionList) -> Vec<Task> {
-    partitions
-        .elements()
-        .iter()
-        .map(|e| Task::new(e.topic(), e.partition()))
-        .collect()
 }
 
 impl ClientContext for RebalanceContext {}

@@ -11,6 +11,7 @@
 
 use std::collections::HashMap;
 
+use rdkafka::TopicPartitionList;
 use switchboard_schemas::domain::CallState;
 
 /// A partition of a raw topic: the unit of processing, ownership and state.
@@ -139,6 +140,15 @@ impl Stores {
     pub fn dedup_entries(&self) -> usize {
         self.committed.values().map(|s| s.dedup.len()).sum()
     }
+}
+
+/// The topic-partitions of `partitions`.
+pub(crate) fn tasks(partitions: &TopicPartitionList) -> Vec<Task> {
+    partitions
+        .elements()
+        .iter()
+        .map(|e| Task::new(e.topic(), e.partition()))
+        .collect()
 }
 
 #[cfg(test)]

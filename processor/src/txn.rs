@@ -40,6 +40,11 @@ pub(crate) fn now_millis() -> i64 {
         .unwrap_or_default()
 }
 
+/// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
+/// binary uses it).
+pub(crate) const BACKOFF_START: Duration = Duration::from_millis(500);
+pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
 /// What the loop must do after an error.
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
@@ -566,7 +571,7 @@ impl Transactor {
         except: &[Task],
     ) -> Result<(), LoopError> {
         let assignment = consumer.assignment().map_err(classify)?;
-        let owned: Vec<Task> = crate::runner::tasks(&assignment)
+        let owned: Vec<Task> = crate::state::tasks(&assignment)
             .into_iter()
             .filter(|task| !except.contains(task))
             .collect();

@@ -24,10 +24,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
 use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use switchboard_schemas::{Codec, topics};
@@ -35,7 +31,7 @@ use switchboard_service::http::{ServeOptions, serve};
 use tokio::net::TcpListener;
 
 use crate::actions::{Target, http_client};
-use crate::runner::Health;
+use crate::health::Health;
 use config::DispatchConfig;
 use worker::Worker;
 
@@ -75,7 +71,7 @@ pub async fn run(
         .map(|t| (t.name().to_owned(), Arc::new(Health::default())))
         .collect();
 
-    let router = admin(Arc::new(healths.iter().map(|(_, h)| Arc::clone(h)).collect()));
+    let router = crate::health::router(healths.iter().map(|(_, h)| Arc::clone(h)).collect());
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ServeOptions {
         drain_timeout: config.drain_timeout,
@@ -182,23 +178,6 @@ fn new_topics<'a>(
         replication(),
     ));
     new_topics
-}
-
-fn admin(healths: Arc<Vec<Arc<Health>>>) -> Router {
-    switchboard_service::telemetry::prometheus();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::admin::metrics_text))
-        .with_state(healths)
-}
-
-async fn healthz(State(healths): State<Arc<Vec<Arc<Health>>>>) -> Response {
-    crate::admin::liveness(healths.iter().map(Arc::as_ref))
-}
-
-async fn readyz(State(healths): State<Arc<Vec<Arc<Health>>>>) -> Response {
-    crate::admin::readiness(healths.iter().map(Arc::as_ref))
 }
 
 /// Measures, every [`DEPTH_INTERVAL`] until `stop`: per action and retry topic, the records not

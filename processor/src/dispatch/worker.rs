@@ -35,8 +35,9 @@ use super::events::{self, EventError};
 use super::ladder::{self, Failure, Origin, RETRY_TOPIC_PREFIX, RetryState, Route, error_class};
 use super::metrics;
 use crate::actions::{OutboundEvent, Outcome, Target};
-use crate::runner::{BACKOFF_MAX, BACKOFF_START, Health};
+use crate::health::Health;
 use crate::state::Task;
+use crate::txn::{BACKOFF_MAX, BACKOFF_START};
 use crate::txn::{Batching, LoopError, ProducerContext, Recovery, TXN_CALL_TIMEOUT, Transactor, now_millis};
 
 /// Longest poll, so that paused partitions are resumed on time.
@@ -85,7 +86,7 @@ impl ConsumerContext for WorkerContext {
                 partitions = partitions.count(),
                 "partitions revoked; committing the open transaction"
             );
-            let revoked = crate::runner::tasks(partitions);
+            let revoked = crate::state::tasks(partitions);
             let mut state = lock(&self.state);
             let revoke = state.txn.finish_before_revoke(consumer, &revoked);
             if let Some(failure) = revoke.failure {

@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde_json::Value;
 use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, GenericEvent, MessageEvent};
-use switchboard_schemas::{RawWebhook, SchemaDef, Source, topics};
+use switchboard_schemas::{RawWebhook, SchemaDef, Source, media_type, topics};
 
 /// A normalized event, ready for its domain topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -153,6 +153,9 @@ pub fn normalize(raw: &RawWebhook) -> Result<DomainEvent, Poison> {
         .parse()
         .map_err(|_| Poison::unknown_kind("unknown source"))?;
     match source {
+        Source::Twilio if media_type::is(&raw.content_type, media_type::CLOUDEVENTS_JSON) => {
+            twilio_events::normalize(raw)
+        }
         Source::Twilio => twilio::normalize(raw),
         Source::Stripe => stripe::normalize(raw),
         Source::Calendly => calendly::normalize(raw),

@@ -1,7 +1,7 @@
 //! Twilio callbacks: voice status, recording status, transcription, and message status.
 //!
-//! Event Streams records (`application/cloudevents+json`) are handed to
-//! [`twilio_events`](super::twilio_events), which maps them onto the same parameters.
+//! Event Streams records (`application/cloudevents+json`) go to
+//! [`twilio_events`](super::twilio_events) instead, which maps them onto the same parameters.
 //!
 //! The body is `application/x-www-form-urlencoded` (Twilio's default), or a JSON object whose
 //! top-level scalars are the parameters when the content type is `application/json` in any case,
@@ -14,16 +14,13 @@
 
 use chrono::DateTime;
 use serde_json::Value;
+use switchboard_schemas::RawWebhook;
 use switchboard_schemas::domain::{CallEvent, CallKind, MessageEvent};
-use switchboard_schemas::{RawWebhook, media_type};
 use url::form_urlencoded;
 
 use super::{DomainEvent, Poison, json_object};
 
 pub(crate) fn normalize(raw: &RawWebhook) -> Result<DomainEvent, Poison> {
-    if media_type::is(&raw.content_type, media_type::CLOUDEVENTS_JSON) {
-        return super::twilio_events::normalize(raw);
-    }
     from_params(raw, &Params::parse(raw)?)
 }
 

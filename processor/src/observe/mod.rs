@@ -14,7 +14,6 @@
 //! written in transactions (whose markers take offsets too) are read only up to a bound (see
 //! [`read`]).
 
-pub mod auth;
 mod debug;
 mod events;
 pub mod metrics;
@@ -37,8 +36,8 @@ use switchboard_schemas::Codec;
 
 use crate::config::Config;
 use crate::txn::now_millis;
-use auth::Refusal;
 pub use sample::INTERVAL;
+use switchboard_service::auth::{self, Refusal};
 
 /// What the observability routes share.
 #[derive(Debug, Clone)]
@@ -81,7 +80,7 @@ pub fn router(observe: Observe) -> Router {
 
 /// `{"error": reason}` with `status`.
 fn error(status: StatusCode, reason: &'static str) -> Response {
-    crate::admin::json_error(status, reason)
+    switchboard_service::respond::json_error(status, reason)
 }
 
 fn refused(refusal: Refusal) -> Response {

@@ -14,6 +14,7 @@ use serde::Serialize;
 use switchboard_schemas::{Codec, Source, topics};
 
 use super::events::{EventMeta, describe, newest, rfc3339};
+use super::metrics as names;
 use super::prom;
 use super::read::{Partition, Reader, Record};
 use super::stats::{Point, rate};
@@ -98,6 +99,25 @@ pub(crate) struct Snapshot {
     pub(crate) recent: Vec<EventMeta>,
     /// Set when the topics could not be measured (the numbers are those of the last good sample).
     pub(crate) error: Option<&'static str>,
+}
+
+impl Snapshot {
+    /// Sets the dashboard's gauges ([`super::metrics`]) from this sample.
+    fn export(&self) {
+        for source in &self.sources {
+            metrics::gauge!(names::REQUESTS_PER_SECOND, "source" => source.source.clone())
+                .set(source.requests_per_second);
+        }
+        for topic in &self.events {
+            metrics::gauge!(names::EVENTS_PER_SECOND, "topic" => topic.topic.clone())
+                .set(topic.events_per_second);
+        }
+        metrics::gauge!(names::DLQ_DEPTH).set(self.dlq_depth as f64);
+        if let Some(actions) = &self.actions {
+            metrics::gauge!(names::RETRY_DEPTH).set(actions.retry_depth_total as f64);
+        }
+        metrics::gauge!(names::SAMPLE).set(self.sample as f64);
+    }
 }
 
 /// The latest snapshot, shared by the sampler (writer) and the routes (readers).
@@ -216,7 +236,7 @@ impl Sampler {
             snapshot.consumer_lag = consumer_lag(&switchboard_service::telemetry::prometheus().render());
             snapshot.consumer_lag_total = snapshot.consumer_lag.iter().map(|l| l.lag).sum();
             snapshot.actions = self.scrape_actions(http.as_ref());
-            super::metrics::export(&snapshot);
+            snapshot.export();
             self.latest.set(snapshot);
             while started.elapsed() < interval && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));

@@ -63,7 +63,7 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(reason) => (StatusCode::NOT_FOUND, reason),
             ApiError::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal error"),
         };
-        crate::admin::json_error(status, reason)
+        switchboard_service::respond::json_error(status, reason)
     }
 }
 
@@ -89,7 +89,7 @@ impl From<QueryRejection> for ApiError {
 /// Lets the request through only with `Authorization: Bearer <token>` (scheme case-insensitive),
 /// compared in constant time.
 async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
-    if crate::observe::auth::bearer_is(request.headers(), &token) {
+    if switchboard_service::auth::bearer_is(request.headers(), &token) {
         next.run(request).await
     } else {
         ApiError::Unauthorized.into_response()

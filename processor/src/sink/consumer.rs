@@ -26,9 +26,10 @@ use tokio::runtime::Handle;
 use super::config::SinkConfig;
 use super::metrics;
 use super::store::{ConsumedOffset, SinkEvent, Store};
-use crate::runner::{BACKOFF_MAX, BACKOFF_START, Health};
+use crate::health::Health;
 use crate::state::Task;
 use crate::txn::now_millis;
+use crate::txn::{BACKOFF_MAX, BACKOFF_START};
 
 /// The domain topics the sink stores.
 pub const TOPICS: [&str; 4] = [topics::CALLS, topics::MESSAGES, topics::BILLING, topics::BOOKINGS];

@@ -16,15 +16,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
-use axum::Router;
-use axum::extract::State;
-use axum::response::Response;
-use axum::routing::get;
 use switchboard_schemas::Codec;
 use switchboard_service::http::{ServeOptions, serve};
 use tokio::net::TcpListener;
 
-use crate::runner::Health;
+use crate::health::Health;
 use config::SinkConfig;
 use store::Store;
 
@@ -43,7 +39,8 @@ pub async fn run(
     let health = Arc::new(Health::default());
     let stop = Arc::new(AtomicBool::new(false));
 
-    let router = api::router(store.clone(), config.api_token.clone()).merge(admin(Arc::clone(&health)));
+    let router = api::router(store.clone(), config.api_token.clone())
+        .merge(crate::health::router(vec![Arc::clone(&health)]));
     let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
     let options = ServeOptions {
         drain_timeout: config.drain_timeout,
@@ -92,21 +89,4 @@ pub async fn run(
         Err(error) => tracing::error!(error = %format!("{error:#}"), "sink stopped by a fatal error"),
     }
     result
-}
-
-fn admin(health: Arc<Health>) -> Router {
-    switchboard_service::telemetry::prometheus();
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(crate::admin::metrics_text))
-        .with_state(health)
-}
-
-async fn healthz(State(health): State<Arc<Health>>) -> Response {
-    crate::admin::liveness([health.as_ref()])
-}
-
-async fn readyz(State(health): State<Arc<Health>>) -> Response {
-    crate::admin::readiness([health.as_ref()])
 }

@@ -1,5 +1,6 @@
-//! Bearer-token access to the observability routes: the token type (redacted in `Debug`), and the
-//! constant-time check of `Authorization: Bearer <token>`.
+//! Bearer-token access to token-protected routes (the processor's observability routes, the calls
+//! API): the token type (redacted in `Debug`), and the constant-time check of
+//! `Authorization: Bearer <token>`.
 
 use std::fmt;
 
@@ -20,7 +21,7 @@ impl AdminToken {
     }
 
     /// Whether the token is only whitespace (treated as unset).
-    pub(crate) fn is_blank(&self) -> bool {
+    pub fn is_blank(&self) -> bool {
         self.0.trim().is_empty()
     }
 }
@@ -33,7 +34,7 @@ impl fmt::Debug for AdminToken {
 
 /// Why a request was not let through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
+pub enum Refusal {
     /// The route needs a token and none is configured (403).
     Disabled,
     /// No bearer token, or the wrong one (401).
@@ -41,7 +42,7 @@ pub(crate) enum Refusal {
 }
 
 /// The credentials of `Authorization: Bearer <credentials>` (scheme case-insensitive), if any.
-pub(crate) fn presented_bearer(headers: &HeaderMap) -> Option<&str> {
+pub fn presented_bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -51,19 +52,19 @@ pub(crate) fn presented_bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Whether `headers` carry `token` as a bearer token, compared in constant time.
-pub(crate) fn bearer_matches(headers: &HeaderMap, token: &AdminToken) -> bool {
+pub fn bearer_matches(headers: &HeaderMap, token: &AdminToken) -> bool {
     bearer_is(headers, &token.0)
 }
 
 /// Whether `headers` carry `expected` as a bearer token, compared in constant time. Shared by
 /// every token-protected route of the binary (admin routes, the calls API).
-pub(crate) fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
+pub fn bearer_is(headers: &HeaderMap, expected: &str) -> bool {
     presented_bearer(headers)
         .is_some_and(|presented| bool::from(presented.as_bytes().ct_eq(expected.as_bytes())))
 }
 
 /// A route that only answers with the token: refused when no token is configured.
-pub(crate) fn require(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn require(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Refusal> {
     match token {
         None => Err(Refusal::Disabled),
         Some(token) if bearer_matches(headers, token) => Ok(()),
@@ -72,7 +73,7 @@ pub(crate) fn require(token: Option<&AdminToken>, headers: &HeaderMap) -> Result
 }
 
 /// A route that is open without a configured token (like `/metrics`), and needs it otherwise.
-pub(crate) fn require_if_set(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Refusal> {
+pub fn require_if_set(token: Option<&AdminToken>, headers: &HeaderMap) -> Result<(), Refusal> {
     match token {
         None => Ok(()),
         Some(token) => require(Some(token), headers),
