@@ -12,15 +12,16 @@ use switchboard_schemas::domain::CallState;
 use switchboard_schemas::{Codec, RawWebhook, topics};
 use tokio::runtime::Handle;
 
-use crate::call_state;
 use crate::config::{Config, Guarantee};
-use crate::kafka::headers;
 use crate::metrics;
 use crate::normalize::{self, DomainEvent, Poison, PoisonClass};
-use crate::state::{Stores, Task};
+use crate::state::Stores;
 use crate::topology::Topology;
-pub use crate::txn::LoopError;
-use crate::txn::{Batching, ProducerContext, Transactor, now_millis};
+use switchboard_kafka::TopicPartition;
+pub use switchboard_kafka::txn::LoopError;
+use switchboard_kafka::txn::{Batching, ProducerContext, Transactor, now_millis};
+use switchboard_schemas::call_state;
+use switchboard_schemas::headers;
 
 /// What processing one raw record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,7 +56,7 @@ pub struct Engine {
     /// Where outputs go.
     topology: Topology,
     /// Tasks assigned but not yet restored (paused until they are).
-    pub(crate) to_restore: Vec<Task>,
+    pub(crate) to_restore: Vec<TopicPartition>,
     /// After a restore was deferred: when to try again, and the backoff that led there.
     pub(crate) restore_retry: Option<(std::time::Instant, Duration)>,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
@@ -124,7 +125,7 @@ impl Engine {
         message: &BorrowedMessage<'_>,
         select: impl Fn(&RawWebhook) -> bool,
     ) -> Result<Processed, LoopError> {
-        let task = Task::new(message.topic(), message.partition());
+        let task = TopicPartition::new(message.topic(), message.partition());
         self.txn.begin()?;
         metrics::counter_consumed(message.topic());
         let processed = match self.transform(&task, message, select) {
@@ -141,7 +142,7 @@ impl Engine {
 
     fn transform(
         &mut self,
-        task: &Task,
+        task: &TopicPartition,
         message: &BorrowedMessage<'_>,
         select: impl Fn(&RawWebhook) -> bool,
     ) -> Result<Processed, Failure> {
@@ -225,7 +226,7 @@ impl Engine {
         )
     }
 
-    fn origin_headers(task: &Task, offset: i64) -> OwnedHeaders {
+    fn origin_headers(task: &TopicPartition, offset: i64) -> OwnedHeaders {
         OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: headers::ORIGIN_TOPIC,
@@ -241,7 +242,12 @@ impl Engine {
             })
     }
 
-    fn emit_call_state(&mut self, task: &Task, offset: i64, state: &CallState) -> Result<(), Failure> {
+    fn emit_call_state(
+        &mut self,
+        task: &TopicPartition,
+        offset: i64,
+        state: &CallState,
+    ) -> Result<(), Failure> {
         let topic = self.topology.topic(topics::CALL_STATE);
         let payload = self.encode(&topic, CallState::schema_def(), state)?;
         // Co-partitioned with the raw partition, so that restoring a task reads one partition.
@@ -255,7 +261,7 @@ impl Engine {
 
     fn emit_dedup(
         &mut self,
-        task: &Task,
+        task: &TopicPartition,
         offset: i64,
         raw: &RawWebhook,
         seen_at: i64,
@@ -294,7 +300,7 @@ impl Engine {
                 dlq_headers = dlq_headers.insert(header);
             }
         }
-        let task = Task::new(message.topic(), message.partition());
+        let task = TopicPartition::new(message.topic(), message.partition());
         let failed_at = now_millis().to_string();
         for (key, value) in [
             (headers::ERROR_CLASS, poison.class.as_str()),
@@ -362,7 +368,11 @@ impl Engine {
     /// Finishes the open transaction before partitions are revoked (commit, or abort when the
     /// commit fails: the partitions' next owner then processes those records again), and drops
     /// the revoked partitions' state.
-    pub fn finish_before_revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &[Task]) {
+    pub fn finish_before_revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &[TopicPartition],
+    ) {
         let revoke = self.txn.finish_before_revoke(consumer, revoked);
         match revoke.committed {
             Some(committed) => {

@@ -1,35 +1,16 @@
-//! Kafka plumbing for the processor: client settings, the topics it needs, record header names.
+//! Kafka plumbing for the processor: client settings and the topics it needs.
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
+use switchboard_kafka::client::{create_missing, group_member};
 use switchboard_schemas::{Source, topics};
 
 use crate::config::{Config, Guarantee};
 use crate::topology::Topology;
-
-/// Longest time a fetch waits on the broker for new records (see [`group_member`]).
-const FETCH_WAIT_MAX_MS: &str = "20";
-
-/// Record headers the processor writes. Ids and coordinates only, never secrets.
-pub mod headers {
-    /// The provider event id (all outputs).
-    pub const EVENT_ID: &str = "event-id";
-    /// The source (all outputs).
-    pub const SOURCE: &str = "source";
-    /// Where a changelog entry or a DLQ record came from.
-    pub const ORIGIN_TOPIC: &str = "original-topic";
-    pub const ORIGIN_PARTITION: &str = "original-partition";
-    pub const ORIGIN_OFFSET: &str = "original-offset";
-    /// DLQ only.
-    pub const ERROR_CLASS: &str = "error-class";
-    pub const ERROR_REASON: &str = "error-reason";
-    pub const FAILED_AT: &str = "failed-at";
-}
 
 /// The raw topics the processor consumes.
 pub fn raw_topics() -> Vec<&'static str> {
@@ -53,29 +34,6 @@ pub fn consumer_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     group_member(&mut client, &config.group_id, config.session_timeout);
     client
-}
-
-/// The settings every consumer-group member of switchboard shares (processor and sink): reads
-/// only committed records, starts from the earliest record without a committed position, and
-/// leaves offset management to the application.
-pub(crate) fn group_member(client: &mut ClientConfig, group_id: &str, session_timeout: Duration) {
-    // librdkafka's default (500 ms) lets an idle partition's fetch wait half a second before new
-    // records are seen: a webhook pipeline wants them in milliseconds. `[kafka]` may override.
-    if client.get("fetch.wait.max.ms").is_none() {
-        client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
-    }
-    client
-        .set("group.id", group_id)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", session_timeout.as_millis().to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (session_timeout.as_millis() / 6).max(100).to_string(),
-        );
 }
 
 /// The producer: transactional under exactly-once, idempotent otherwise.
@@ -140,26 +98,6 @@ pub async fn create_output_topics(config: &Config, topology: &Topology) -> Resul
         })
         .collect();
     create_missing(&base(config), &new_topics).await
-}
-
-/// Creates those of `new_topics` that do not exist yet.
-pub(crate) async fn create_missing(
-    client: &ClientConfig,
-    new_topics: &[NewTopic<'_>],
-) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(new_topics, &options).await? {
-        match result {
-            Ok(topic) => tracing::info!(%topic, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                tracing::warn!(%topic, %code, "cannot create topic");
-                return Err(KafkaError::AdminOp(code));
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Checks that each state changelog has at least as many partitions as every raw topic: state of

@@ -52,15 +52,14 @@ async fn main() -> anyhow::Result<()> {
             switchboard_processor::run(config, listener, switchboard_service::shutdown::signal()).await
         }
         Command::Actions => {
-            let config = switchboard_processor::dispatch::config::DispatchConfig::load()?;
+            let config = switchboard_actions::ActionsConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_processor::dispatch::run(config, listener, switchboard_service::shutdown::signal())
-                .await
+            switchboard_actions::run(config, listener, switchboard_service::shutdown::signal()).await
         }
         Command::Sink => {
-            let config = switchboard_processor::sink::config::SinkConfig::load()?;
+            let config = switchboard_sink::SinkConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_processor::sink::run(config, listener, switchboard_service::shutdown::signal()).await
+            switchboard_sink::run(config, listener, switchboard_service::shutdown::signal()).await
         }
         Command::Replay(args) => {
             let config = Config::load().context("loading the configuration")?;

@@ -19,10 +19,12 @@ use switchboard_schemas::topics;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
-use crate::kafka::{self, headers};
-use crate::state::{Task, TaskState};
+use crate::kafka;
+use crate::state::PartitionState;
 use crate::topology::Topology;
-use crate::txn::BACKOFF_START;
+use switchboard_kafka::TopicPartition;
+use switchboard_kafka::txn::BACKOFF_START;
+use switchboard_schemas::headers;
 
 /// How long restoring one changelog partition may take before the processor gives up (and the
 /// orchestrator restarts it).
@@ -65,11 +67,11 @@ pub fn restore(
     topology: &Topology,
     codec: &Codec,
     runtime: &Handle,
-    task: &Task,
+    task: &TopicPartition,
     committed: Option<i64>,
     dedup_cutoff_millis: i64,
-) -> anyhow::Result<TaskState> {
-    let mut state = TaskState::default();
+) -> anyhow::Result<PartitionState> {
+    let mut state = PartitionState::default();
     let Some(committed) = committed else {
         return Ok(state);
     };

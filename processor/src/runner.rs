@@ -16,13 +16,13 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::health::Health;
-use crate::state::{Task, tasks};
 use crate::topology::Topology;
-use crate::txn::{
+use crate::{kafka, metrics, restore};
+use switchboard_kafka::Health;
+use switchboard_kafka::txn::{
     self, BACKOFF_MAX, BACKOFF_START, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis,
 };
-use crate::{kafka, metrics, restore};
+use switchboard_kafka::{TopicPartition, topic_partitions};
 
 /// How often lag and the dedup window are refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
@@ -44,7 +44,7 @@ impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             metrics::rebalance("revoke");
-            let revoked = tasks(partitions);
+            let revoked = topic_partitions(partitions);
             tracing::info!(
                 partitions = revoked.len(),
                 "partitions revoked; finishing the open transaction"
@@ -57,7 +57,7 @@ impl ConsumerContext for RebalanceContext {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 metrics::rebalance("assign");
-                let assigned = tasks(partitions);
+                let assigned = topic_partitions(partitions);
                 tracing::info!(
                     partitions = assigned.len(),
                     "partitions assigned; restoring their state"
@@ -150,7 +150,7 @@ fn step(
     }
     match polled {
         Some(Ok(message)) => {
-            let task = Task::new(message.topic(), message.partition());
+            let task = TopicPartition::new(message.topic(), message.partition());
             if engine.to_restore.contains(&task) {
                 // Read before its pause took effect: its restore seeks back to the committed
                 // offset, so the record is read again then.
@@ -272,7 +272,7 @@ fn restore_one(
     runtime: &Handle,
     engine: &mut Engine,
     consumer: &BaseConsumer<RebalanceContext>,
-    task: &Task,
+    task: &TopicPartition,
     committed: &CommittedOffset,
     cutoff: i64,
 ) -> Result<(usize, usize), Deferral> {

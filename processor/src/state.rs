@@ -11,42 +11,20 @@
 
 use std::collections::HashMap;
 
-use rdkafka::TopicPartitionList;
+use switchboard_kafka::TopicPartition;
 use switchboard_schemas::domain::CallState;
-
-/// A partition of a raw topic: the unit of processing, ownership and state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Task {
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl Task {
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}[{}]", self.topic, self.partition)
-    }
-}
 
 /// The state of one task.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct TaskState {
+pub struct PartitionState {
     /// Event ids seen, with when they were first seen (ms since the epoch).
     pub dedup: HashMap<String, i64>,
     /// Latest state per call sid.
     pub calls: HashMap<String, CallState>,
 }
 
-impl TaskState {
-    fn merge(&mut self, newer: TaskState) {
+impl PartitionState {
+    fn merge(&mut self, newer: PartitionState) {
         self.dedup.extend(newer.dedup);
         self.calls.extend(newer.calls);
     }
@@ -63,20 +41,20 @@ impl TaskState {
 /// The state of every owned task, committed and pending.
 #[derive(Debug, Default)]
 pub struct Stores {
-    committed: HashMap<Task, TaskState>,
-    pending: HashMap<Task, TaskState>,
+    committed: HashMap<TopicPartition, PartitionState>,
+    pending: HashMap<TopicPartition, PartitionState>,
 }
 
 impl Stores {
     /// Whether `event_id` was seen in `task`, committed or in the open transaction.
-    pub fn seen(&self, task: &Task, event_id: &str) -> bool {
-        let has = |states: &HashMap<Task, TaskState>| {
+    pub fn seen(&self, task: &TopicPartition, event_id: &str) -> bool {
+        let has = |states: &HashMap<TopicPartition, PartitionState>| {
             states.get(task).is_some_and(|s| s.dedup.contains_key(event_id))
         };
         has(&self.pending) || has(&self.committed)
     }
 
-    pub fn mark_seen(&mut self, task: &Task, event_id: &str, at_millis: i64) {
+    pub fn mark_seen(&mut self, task: &TopicPartition, event_id: &str, at_millis: i64) {
         self.pending
             .entry(task.clone())
             .or_default()
@@ -85,14 +63,14 @@ impl Stores {
     }
 
     /// The latest state of `call_sid`, including the open transaction's changes.
-    pub fn call(&self, task: &Task, call_sid: &str) -> Option<&CallState> {
+    pub fn call(&self, task: &TopicPartition, call_sid: &str) -> Option<&CallState> {
         self.pending
             .get(task)
             .and_then(|s| s.calls.get(call_sid))
             .or_else(|| self.committed.get(task).and_then(|s| s.calls.get(call_sid)))
     }
 
-    pub fn put_call(&mut self, task: &Task, state: CallState) {
+    pub fn put_call(&mut self, task: &TopicPartition, state: CallState) {
         self.pending
             .entry(task.clone())
             .or_default()
@@ -113,18 +91,18 @@ impl Stores {
     }
 
     /// Installs the state restored for a newly assigned task.
-    pub fn install(&mut self, task: Task, state: TaskState) {
+    pub fn install(&mut self, task: TopicPartition, state: PartitionState) {
         self.pending.remove(&task);
         self.committed.insert(task, state);
     }
 
     /// Forgets a task that is no longer owned.
-    pub fn remove(&mut self, task: &Task) {
+    pub fn remove(&mut self, task: &TopicPartition) {
         self.pending.remove(task);
         self.committed.remove(task);
     }
 
-    pub fn owns(&self, task: &Task) -> bool {
+    pub fn owns(&self, task: &TopicPartition) -> bool {
         self.committed.contains_key(task)
     }
 
@@ -140,15 +118,6 @@ impl Stores {
     pub fn dedup_entries(&self) -> usize {
         self.committed.values().map(|s| s.dedup.len()).sum()
     }
-}
-
-/// The topic-partitions of `partitions`.
-pub(crate) fn tasks(partitions: &TopicPartitionList) -> Vec<Task> {
-    partitions
-        .elements()
-        .iter()
-        .map(|e| Task::new(e.topic(), e.partition()))
-        .collect()
 }
 
 #[cfg(test)]
@@ -168,9 +137,9 @@ mod tests {
 
     #[test]
     fn pending_changes_are_visible_and_become_committed_on_commit() {
-        let task = Task::new("switchboard.raw.twilio", 0);
+        let task = TopicPartition::new("switchboard.raw.twilio", 0);
         let mut stores = Stores::default();
-        stores.install(task.clone(), TaskState::default());
+        stores.install(task.clone(), PartitionState::default());
         stores.mark_seen(&task, "EV1", 1);
         stores.put_call(&task, call("CA1", "ringing"));
         assert!(stores.seen(&task, "EV1"));
@@ -188,9 +157,9 @@ mod tests {
 
     #[test]
     fn an_abort_forgets_the_open_transaction_only() {
-        let task = Task::new("switchboard.raw.twilio", 0);
+        let task = TopicPartition::new("switchboard.raw.twilio", 0);
         let mut stores = Stores::default();
-        stores.install(task.clone(), TaskState::default());
+        stores.install(task.clone(), PartitionState::default());
         stores.mark_seen(&task, "EV1", 1);
         stores.put_call(&task, call("CA1", "ringing"));
         stores.commit();
@@ -207,8 +176,8 @@ mod tests {
 
     #[test]
     fn tasks_are_separate_and_eviction_applies_the_window() {
-        let a = Task::new("switchboard.raw.twilio", 0);
-        let b = Task::new("switchboard.raw.twilio", 1);
+        let a = TopicPartition::new("switchboard.raw.twilio", 0);
+        let b = TopicPartition::new("switchboard.raw.twilio", 1);
         let mut stores = Stores::default();
         stores.mark_seen(&a, "EV1", 100);
         stores.mark_seen(&b, "EV2", 5_000);

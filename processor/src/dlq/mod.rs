@@ -1,7 +1,7 @@
 //! Operator tools for the dead-letter queue (`switchboard-processor dlq list|show|redrive`).
 //!
 //! The processor copies poison records to `switchboard.dlq` with their original key, value and
-//! headers plus why and where they failed ([`crate::kafka::headers`]). These commands read it as a
+//! headers plus why and where they failed ([`switchboard_schemas::headers`]). These commands read it as a
 //! bounded run (to the end it had when the command started, `read_committed`, assigned partitions,
 //! no consumer group), filter by source, error class and failure time, and republish matching
 //! records to their raw topic at most once per DLQ position ([`redrive`]).

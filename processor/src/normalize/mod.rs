@@ -16,7 +16,7 @@ use std::fmt;
 
 use serde_json::Value;
 use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, GenericEvent, MessageEvent};
-use switchboard_schemas::{RawWebhook, SchemaDef, Source, media_type, topics};
+use switchboard_schemas::{RawWebhook, SchemaDef, Source, error_class, media_type, topics};
 
 /// A normalized event, ready for its domain topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,9 +102,9 @@ impl PoisonClass {
     /// `undecodable`, `unknown_kind` or `missing_field`.
     pub fn as_str(self) -> &'static str {
         match self {
-            PoisonClass::Undecodable => "undecodable",
-            PoisonClass::UnknownKind => "unknown_kind",
-            PoisonClass::MissingField => "missing_field",
+            PoisonClass::Undecodable => error_class::UNDECODABLE,
+            PoisonClass::UnknownKind => error_class::UNKNOWN_KIND,
+            PoisonClass::MissingField => error_class::MISSING_FIELD,
         }
     }
 }

@@ -35,8 +35,8 @@ use axum::{Json, Router};
 use switchboard_schemas::Codec;
 
 use crate::config::Config;
-use crate::txn::now_millis;
 pub use sample::INTERVAL;
+use switchboard_kafka::txn::now_millis;
 use switchboard_service::auth::{self, Refusal};
 
 /// What the observability routes share.

@@ -19,7 +19,7 @@ use super::prom;
 use super::read::{Partition, Reader, Record};
 use super::stats::{Point, rate};
 use crate::config::Config;
-use crate::txn::now_millis;
+use switchboard_kafka::txn::now_millis;
 
 /// How often the sampler measures.
 pub const INTERVAL: Duration = Duration::from_secs(5);
