@@ -99,7 +99,7 @@ pub struct Config {
     /// Bearer token of `/debug/webhooks` (refused while unset) and of the dashboard (open while
     /// unset). `Debug` prints `[redacted]`.
     pub admin_token: Option<AdminToken>,
-    /// Admin URL of the actions service (e.g. `http://actions:9092`), whose `/metrics` the
+    /// Admin URL of the actions service (e.g. `http://actions:9097`), whose `/metrics` the
     /// dashboard scrapes for retry depth and circuit breakers.
     pub actions_admin_url: Option<String>,
     pub kafka: KafkaProperties,

@@ -38,11 +38,10 @@ pub enum Processed {
 
 /// Why processing a record failed; classified in one place ([`Engine::process`]).
 #[derive(Debug)]
-pub enum Failure {
+pub enum RecordFailure {
     /// The record can never be processed: DLQ, and the partition moves on.
     Poison(Poison),
     /// Something outside the record failed (registry unreachable …): abort, rewind, retry later.
-    /// This is the seam for the retry-topic ladder.
     Transient(String),
 }
 
@@ -130,11 +129,11 @@ impl Engine {
         metrics::counter_consumed(message.topic());
         let processed = match self.transform(&task, message, select) {
             Ok(processed) => processed,
-            Err(Failure::Poison(poison)) => {
+            Err(RecordFailure::Poison(poison)) => {
                 self.dead_letter(message, &poison)?;
                 Processed::DeadLettered
             }
-            Err(Failure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
+            Err(RecordFailure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
         };
         self.txn.consumed(task, message.offset() + 1);
         Ok(processed)
@@ -145,18 +144,18 @@ impl Engine {
         task: &TopicPartition,
         message: &BorrowedMessage<'_>,
         select: impl Fn(&RawWebhook) -> bool,
-    ) -> Result<Processed, Failure> {
-        let payload = message
-            .payload()
-            .ok_or_else(|| Failure::Poison(Poison::new(PoisonClass::Undecodable, "record has no value")))?;
+    ) -> Result<Processed, RecordFailure> {
+        let payload = message.payload().ok_or_else(|| {
+            RecordFailure::Poison(Poison::new(PoisonClass::Undecodable, "record has no value"))
+        })?;
         let raw: RawWebhook = self
             .runtime
             .block_on(self.codec.decode(RawWebhook::schema_def(), payload))
             .map_err(|e| {
                 if e.is_transient() {
-                    Failure::Transient(e.to_string())
+                    RecordFailure::Transient(e.to_string())
                 } else {
-                    Failure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
+                    RecordFailure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
                 }
             })?;
         if !select(&raw) {
@@ -166,7 +165,7 @@ impl Engine {
             metrics::counter_duplicate(&raw.source);
             return Ok(Processed::Duplicate);
         }
-        let event = normalize::normalize(&raw).map_err(Failure::Poison)?;
+        let event = normalize::normalize(&raw).map_err(RecordFailure::Poison)?;
         self.emit(&event, &raw)?;
         if let DomainEvent::Call(call) = &event
             && self.topology.call_state()
@@ -194,13 +193,13 @@ impl Engine {
         topic: &str,
         def: &switchboard_schemas::SchemaDef,
         value: &T,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Vec<u8>, RecordFailure> {
         self.runtime
             .block_on(self.codec.encode(topic, def, value))
-            .map_err(|e| Failure::Transient(format!("encoding a record for {topic}: {e}")))
+            .map_err(|e| RecordFailure::Transient(format!("encoding a record for {topic}: {e}")))
     }
 
-    fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), Failure> {
+    fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), RecordFailure> {
         let topic = self.topology.topic(event.topic());
         let payload = match event {
             DomainEvent::Call(e) => self.encode(&topic, event.schema_def(), e)?,
@@ -247,7 +246,7 @@ impl Engine {
         task: &TopicPartition,
         offset: i64,
         state: &CallState,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), RecordFailure> {
         let topic = self.topology.topic(topics::CALL_STATE);
         let payload = self.encode(&topic, CallState::schema_def(), state)?;
         // Co-partitioned with the raw partition, so that restoring a task reads one partition.
@@ -265,7 +264,7 @@ impl Engine {
         offset: i64,
         raw: &RawWebhook,
         seen_at: i64,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), RecordFailure> {
         let key = format!("{}:{}", raw.source, raw.event_id);
         let value = seen_at.to_string();
         let topic = self.topology.topic(topics::DEDUP_CHANGELOG);
@@ -329,7 +328,7 @@ impl Engine {
     }
 
     /// Hands an output record to the open transaction.
-    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), Failure>
+    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), RecordFailure>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
@@ -337,7 +336,7 @@ impl Engine {
         let topic = record.topic;
         self.txn
             .send(record)
-            .map_err(|error| Failure::Transient(error.to_string()))?;
+            .map_err(|error| RecordFailure::Transient(error.to_string()))?;
         metrics::counter_produced(topic);
         Ok(())
     }

@@ -6,9 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard_processor::config::Config;
 
-/// jemalloc: a request allocates many small buffers (body, form, envelope, Avro); the ingest
-/// profile (bench/PROFILE.md) showed glibc malloc/free at a quarter of the CPU, and jemalloc cut
-/// CPU per request by 10–15 %.
+/// jemalloc, as in ingest: every record allocates many small, short-lived buffers (the Avro
+/// envelope, the provider payload, the domain event and its encoding), the allocation pattern for
+/// which jemalloc cut ingest's CPU per request by 10–15 % (bench/PROFILE.md; not measured for
+/// the processor's own loops).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -95,7 +95,7 @@ impl Default for ActionsConfig {
             schema_registry_url: "http://127.0.0.1:8081".into(),
             actions_group_prefix: "switchboard-actions".into(),
             instance_id: None,
-            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9092)),
+            admin_listen: SocketAddr::from(([0, 0, 0, 0], 9097)),
             retry_delays: [1, 2, 4, 8, 16].into_iter().map(Duration::from_secs).collect(),
             commit_interval: Duration::from_millis(100),
             max_in_flight: 16,

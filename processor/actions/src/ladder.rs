@@ -103,7 +103,7 @@ pub(crate) fn redriven<H: Headers>(headers: Option<&H>) -> Result<(String, Origi
 
 /// How a delivery failed, as far as routing is concerned.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Failure {
+pub(crate) enum DeliveryFailure {
     /// Worth trying again later; `retry_after` is the target's own hint.
     Transient {
         reason: String,
@@ -136,22 +136,22 @@ pub(crate) fn route(
     action: &str,
     previous: Option<&RetryState>,
     origin: Origin,
-    failure: Failure,
+    failure: DeliveryFailure,
     failed_at: i64,
 ) -> Route {
     let attempt = previous.map_or(0, |p| p.attempt) + 1;
     match failure {
-        Failure::Permanent { reason } => Route::DeadLetter {
+        DeliveryFailure::Permanent { reason } => Route::DeadLetter {
             class: error_class::REJECTED,
             reason,
             attempt,
         },
-        Failure::Transient { reason, .. } if attempt as usize > ladder.len() => Route::DeadLetter {
+        DeliveryFailure::Transient { reason, .. } if attempt as usize > ladder.len() => Route::DeadLetter {
             class: error_class::RETRIES_EXHAUSTED,
             reason: format!("{attempt} attempts failed; last: {reason}"),
             attempt,
         },
-        Failure::Transient { reason, retry_after } => {
+        DeliveryFailure::Transient { reason, retry_after } => {
             let delay = ladder[attempt as usize - 1].max(retry_after.unwrap_or_default());
             Route::Retry {
                 topic: retry_topic(ladder[attempt as usize - 1]),
@@ -271,8 +271,8 @@ mod tests {
         }
     }
 
-    fn transient(reason: &str) -> Failure {
-        Failure::Transient {
+    fn transient(reason: &str) -> DeliveryFailure {
+        DeliveryFailure::Transient {
             reason: reason.into(),
             retry_after: None,
         }
@@ -346,7 +346,7 @@ mod tests {
             "app",
             None,
             origin(),
-            Failure::Permanent { reason: "400".into() },
+            DeliveryFailure::Permanent { reason: "400".into() },
             0,
         );
         assert!(matches!(
@@ -357,7 +357,7 @@ mod tests {
                 ..
             }
         ));
-        let later = Failure::Transient {
+        let later = DeliveryFailure::Transient {
             reason: "429".into(),
             retry_after: Some(Duration::from_secs(30)),
         };
@@ -368,7 +368,7 @@ mod tests {
             (topic.as_str(), state.not_before),
             ("switchboard.retry.1s", 30_000)
         );
-        let sooner = Failure::Transient {
+        let sooner = DeliveryFailure::Transient {
             reason: "429".into(),
             retry_after: Some(Duration::from_millis(10)),
         };

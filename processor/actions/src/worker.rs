@@ -32,7 +32,7 @@ use tokio::runtime::Handle;
 
 use super::config::ActionsConfig;
 use super::events::{self, EventError};
-use super::ladder::{self, Failure, Origin, RetryState, Route};
+use super::ladder::{self, DeliveryFailure, Origin, RetryState, Route};
 use super::metrics;
 use crate::delivery::{OutboundEvent, Outcome, Target};
 use switchboard_kafka::Health;
@@ -575,13 +575,13 @@ impl<'a> Worker<'a> {
 }
 
 /// The routing view of a delivery outcome; `None` when delivered.
-fn failure(outcome: &Outcome) -> Option<Failure> {
+fn failure(outcome: &Outcome) -> Option<DeliveryFailure> {
     match outcome {
         Outcome::Delivered => None,
-        Outcome::Permanent { reason } => Some(Failure::Permanent {
+        Outcome::Permanent { reason } => Some(DeliveryFailure::Permanent {
             reason: reason.clone(),
         }),
-        transient => Some(Failure::Transient {
+        transient => Some(DeliveryFailure::Transient {
             reason: transient.reason().unwrap_or(transient.class()).to_owned(),
             retry_after: transient.retry_after(),
         }),
