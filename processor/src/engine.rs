@@ -9,12 +9,12 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use switchboard_schemas::domain::CallState;
-use switchboard_schemas::{Codec, RawWebhook, topics};
+use switchboard_schemas::{Codec, DomainEvent, RawWebhook, topics};
 use tokio::runtime::Handle;
 
 use crate::config::{Config, Guarantee};
 use crate::metrics;
-use crate::normalize::{self, DomainEvent, Poison, PoisonClass};
+use crate::normalize::{self, Poison, PoisonClass};
 use crate::state::Stores;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;

@@ -15,69 +15,7 @@ mod twilio_events;
 use std::fmt;
 
 use serde_json::Value;
-use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, GenericEvent, MessageEvent};
-use switchboard_schemas::{RawWebhook, SchemaDef, Source, error_class, media_type, topics};
-
-/// A normalized event, ready for its domain topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DomainEvent {
-    /// A Twilio voice callback, for [`topics::CALLS`].
-    Call(CallEvent),
-    /// A Twilio message callback, for [`topics::MESSAGES`].
-    Message(MessageEvent),
-    /// A Stripe event, for [`topics::BILLING`].
-    Billing(BillingEvent),
-    /// A Calendly invitee event, for [`topics::BOOKINGS`].
-    Booking(BookingEvent),
-    /// A generic-source webhook, for [`topics::GENERIC`].
-    Generic(GenericEvent),
-}
-
-impl DomainEvent {
-    /// The topic this event is written to.
-    pub fn topic(&self) -> &'static str {
-        match self {
-            DomainEvent::Call(_) => topics::CALLS,
-            DomainEvent::Message(_) => topics::MESSAGES,
-            DomainEvent::Billing(_) => topics::BILLING,
-            DomainEvent::Booking(_) => topics::BOOKINGS,
-            DomainEvent::Generic(_) => topics::GENERIC,
-        }
-    }
-
-    /// The record key: the phone id.
-    pub fn key(&self) -> &str {
-        match self {
-            DomainEvent::Call(e) => &e.phone_id,
-            DomainEvent::Message(e) => &e.phone_id,
-            DomainEvent::Billing(e) => &e.phone_id,
-            DomainEvent::Booking(e) => &e.phone_id,
-            DomainEvent::Generic(e) => &e.phone_id,
-        }
-    }
-
-    /// The raw webhook's event id, carried through.
-    pub fn event_id(&self) -> &str {
-        match self {
-            DomainEvent::Call(e) => &e.event_id,
-            DomainEvent::Message(e) => &e.event_id,
-            DomainEvent::Billing(e) => &e.event_id,
-            DomainEvent::Booking(e) => &e.event_id,
-            DomainEvent::Generic(e) => &e.event_id,
-        }
-    }
-
-    /// The schema the event is written with.
-    pub fn schema_def(&self) -> &'static SchemaDef {
-        match self {
-            DomainEvent::Call(_) => CallEvent::schema_def(),
-            DomainEvent::Message(_) => MessageEvent::schema_def(),
-            DomainEvent::Billing(_) => BillingEvent::schema_def(),
-            DomainEvent::Booking(_) => BookingEvent::schema_def(),
-            DomainEvent::Generic(_) => GenericEvent::schema_def(),
-        }
-    }
-}
+use switchboard_schemas::{DomainEvent, RawWebhook, Source, error_class, media_type};
 
 /// Why a record can never become a domain event. Low-cardinality: a metrics label and a DLQ header.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -189,6 +127,8 @@ fn required_str(json: &Value, pointer: &str, field: &str) -> Result<String, Pois
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeMap;
+
+    use switchboard_schemas::topics;
 
     use super::*;
 

@@ -10,15 +10,18 @@
 pub mod call_state;
 pub mod codec;
 pub mod domain;
+pub mod domain_event;
 pub mod error_class;
 pub mod headers;
 pub mod media_type;
+pub mod metric_names;
 pub mod raw_webhook;
 pub mod schema;
 pub mod topics;
 
 pub use codec::{Codec, CodecError};
 pub use domain::{BillingEvent, BookingEvent, CallEvent, CallKind, CallState, GenericEvent, MessageEvent};
+pub use domain_event::DomainEvent;
 pub use raw_webhook::RawWebhook;
 pub use schema::SchemaDef;
 pub use topics::Source;

@@ -9,11 +9,9 @@
 //! | `switchboard.bookings` | `booking.created`, `booking.canceled` |
 //! | `switchboard.generic` | `generic.<source name>` |
 
-use serde::de::DeserializeOwned;
-use switchboard_schemas::domain::{
-    BillingEvent, BookingEvent, CallEvent, CallKind, GenericEvent, MessageEvent,
-};
-use switchboard_schemas::{Codec, CodecError, SchemaDef, topics};
+use switchboard_schemas::domain::CallKind;
+use switchboard_schemas::domain_event::DecodeError;
+use switchboard_schemas::{Codec, CodecError, DomainEvent, topics};
 use tokio::runtime::Handle;
 
 use crate::delivery::OutboundEvent;
@@ -63,15 +61,6 @@ impl From<CodecError> for EventError {
     }
 }
 
-fn decode<T: DeserializeOwned>(
-    codec: &Codec,
-    runtime: &Handle,
-    def: &SchemaDef,
-    payload: &[u8],
-) -> Result<T, EventError> {
-    Ok(runtime.block_on(codec.decode::<T>(def, payload))?)
-}
-
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     // Plain structs of strings and numbers: serialization cannot fail.
     serde_json::to_value(value).unwrap_or_default()
@@ -84,9 +73,15 @@ pub(crate) fn event(
     topic: &str,
     payload: &[u8],
 ) -> Result<OutboundEvent, EventError> {
-    let event = match topic {
-        topics::CALLS => {
-            let call: CallEvent = decode(codec, runtime, CallEvent::schema_def(), payload)?;
+    let decoded = match runtime.block_on(DomainEvent::decode(codec, topic, payload)) {
+        Ok(event) => event,
+        Err(DecodeError::Codec(error)) => return Err(error.into()),
+        Err(DecodeError::NotADomainTopic) => {
+            return Err(EventError::Undecodable(format!("{topic} is not a domain topic")));
+        }
+    };
+    let event = match decoded {
+        DomainEvent::Call(call) => {
             let event_type = match call.call_kind() {
                 Some(CallKind::Recording) => format!("call.recording.{}", status(&call.recording_status)),
                 Some(CallKind::Transcription) => {
@@ -101,26 +96,19 @@ pub(crate) fn event(
                 data: json(&call),
             }
         }
-        topics::MESSAGES => {
-            let message: MessageEvent = decode(codec, runtime, MessageEvent::schema_def(), payload)?;
-            OutboundEvent {
-                event_id: message.event_id.clone(),
-                event_type: format!("message.{}", message.message_status),
-                occurred_at_millis: message.received_at,
-                data: json(&message),
-            }
-        }
-        topics::BILLING => {
-            let billing: BillingEvent = decode(codec, runtime, BillingEvent::schema_def(), payload)?;
-            OutboundEvent {
-                event_id: billing.event_id.clone(),
-                event_type: format!("billing.{}", billing.event_type),
-                occurred_at_millis: billing.created.unwrap_or(billing.received_at),
-                data: json(&billing),
-            }
-        }
-        topics::BOOKINGS => {
-            let booking: BookingEvent = decode(codec, runtime, BookingEvent::schema_def(), payload)?;
+        DomainEvent::Message(message) => OutboundEvent {
+            event_id: message.event_id.clone(),
+            event_type: format!("message.{}", message.message_status),
+            occurred_at_millis: message.received_at,
+            data: json(&message),
+        },
+        DomainEvent::Billing(billing) => OutboundEvent {
+            event_id: billing.event_id.clone(),
+            event_type: format!("billing.{}", billing.event_type),
+            occurred_at_millis: billing.created.unwrap_or(billing.received_at),
+            data: json(&billing),
+        },
+        DomainEvent::Booking(booking) => {
             let event_type = if booking.canceled {
                 "booking.canceled"
             } else {
@@ -133,16 +121,12 @@ pub(crate) fn event(
                 data: json(&booking),
             }
         }
-        topics::GENERIC => {
-            let generic: GenericEvent = decode(codec, runtime, GenericEvent::schema_def(), payload)?;
-            OutboundEvent {
-                event_id: generic.event_id.clone(),
-                event_type: format!("generic.{}", generic.source_name),
-                occurred_at_millis: generic.received_at,
-                data: json(&generic),
-            }
-        }
-        other => return Err(EventError::Undecodable(format!("{other} is not a domain topic"))),
+        DomainEvent::Generic(generic) => OutboundEvent {
+            event_id: generic.event_id.clone(),
+            event_type: format!("generic.{}", generic.source_name),
+            occurred_at_millis: generic.received_at,
+            data: json(&generic),
+        },
     };
     Ok(event)
 }

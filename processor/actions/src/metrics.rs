@@ -1,5 +1,5 @@
-//! The dispatcher's metric names, defined once, and the helpers that record them. Delivery
-//! metrics (requests, latency, breaker state) are the actions module's.
+//! The actions service's metric names, defined once, and the helpers that record them. Delivery
+//! metrics (requests, latency, breaker state) are the delivery module's.
 
 use std::time::Duration;
 
@@ -7,9 +7,9 @@ use std::time::Duration;
 pub(super) const RETRIED: &str = "switchboard_actions_retried_total";
 /// Records sent to the DLQ, by `action` and `class`.
 pub(super) const DEAD_LETTERED: &str = "switchboard_actions_dead_lettered_total";
-/// Records waiting in a retry topic for an action (end offset - position), by `action` and
-/// `topic`.
-pub(super) const RETRY_DEPTH: &str = "switchboard_actions_retry_depth";
+/// Records waiting in a retry topic for an action, by `action` and `topic` (read by the
+/// processor's dashboard, hence named in `switchboard_schemas`).
+pub(super) const RETRY_DEPTH: &str = switchboard_schemas::metric_names::ACTIONS_RETRY_DEPTH;
 /// Records in a DLQ topic (end offset - start offset), by `topic`.
 pub(super) const DLQ_DEPTH: &str = "switchboard_dlq_depth";
 /// Transaction commits, by `action`.

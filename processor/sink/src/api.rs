@@ -316,9 +316,9 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::store::SinkEvent;
     use crate::store::testing::{TestDb, booking, call_status, message, per_backend};
     use axum::http::header;
+    use switchboard_schemas::DomainEvent;
 
     const PHONE: &str = "+15550001111";
     const PHONE_IN_PATH: &str = "%2B15550001111";
@@ -333,7 +333,7 @@ mod tests {
         for n in 0..7 {
             let status = if n == 6 { "completed" } else { "ringing" };
             let sid = format!("CA-{n}");
-            events.push(SinkEvent::Call(call_status(
+            events.push(DomainEvent::Call(call_status(
                 &sid,
                 PHONE,
                 &sid,
@@ -342,7 +342,7 @@ mod tests {
                 T0 + n * 1_000,
             )));
         }
-        events.push(SinkEvent::Call(call_status(
+        events.push(DomainEvent::Call(call_status(
             "CA-x",
             "+15550002222",
             "CA-x",
@@ -352,7 +352,7 @@ mod tests {
         )));
         for n in 0..3 {
             let uri = format!("https://api.calendly.com/invitees/{n}");
-            events.push(SinkEvent::Booking(booking(
+            events.push(DomainEvent::Booking(booking(
                 &format!("bk-{n}"),
                 PHONE,
                 &uri,
@@ -360,7 +360,7 @@ mod tests {
                 T0 + n,
             )));
             let sid = format!("SM-{n}");
-            events.push(SinkEvent::Message(message(
+            events.push(DomainEvent::Message(message(
                 &sid,
                 PHONE,
                 &sid,

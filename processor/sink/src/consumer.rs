@@ -19,13 +19,12 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, MessageEvent};
-use switchboard_schemas::{Codec, CodecError, SchemaDef, topics};
+use switchboard_schemas::{Codec, CodecError, DomainEvent, domain_event, topics};
 use tokio::runtime::Handle;
 
 use super::config::SinkConfig;
 use super::metrics;
-use super::store::{ConsumedOffset, SinkEvent, Store};
+use super::store::{ConsumedOffset, Store};
 use switchboard_kafka::Health;
 use switchboard_kafka::TopicPartition;
 use switchboard_kafka::txn::{BACKOFF_MAX, BACKOFF_START, now_millis};
@@ -43,7 +42,7 @@ const ASSIGNMENT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 /// Records decoded but not yet written, with the offsets they advance.
 #[derive(Debug, Default)]
 struct Batch {
-    events: Vec<SinkEvent>,
+    events: Vec<DomainEvent>,
     offsets: BTreeMap<TopicPartition, i64>,
     started: Option<Instant>,
 }
@@ -225,25 +224,25 @@ impl From<CodecError> for DecodeError {
     }
 }
 
-fn decode(codec: &Codec, runtime: &Handle, message: &BorrowedMessage<'_>) -> Result<SinkEvent, DecodeError> {
-    fn typed<T: serde::de::DeserializeOwned>(
-        codec: &Codec,
-        runtime: &Handle,
-        schema: &SchemaDef,
-        payload: &[u8],
-    ) -> Result<T, DecodeError> {
-        Ok(runtime.block_on(codec.decode::<T>(schema, payload))?)
-    }
+fn decode(
+    codec: &Codec,
+    runtime: &Handle,
+    message: &BorrowedMessage<'_>,
+) -> Result<DomainEvent, DecodeError> {
     let payload = message
         .payload()
         .ok_or_else(|| DecodeError::Permanent("record has no value".into()))?;
-    Ok(match message.topic() {
-        topics::CALLS => SinkEvent::Call(typed(codec, runtime, CallEvent::schema_def(), payload)?),
-        topics::MESSAGES => SinkEvent::Message(typed(codec, runtime, MessageEvent::schema_def(), payload)?),
-        topics::BILLING => SinkEvent::Billing(typed(codec, runtime, BillingEvent::schema_def(), payload)?),
-        topics::BOOKINGS => SinkEvent::Booking(typed(codec, runtime, BookingEvent::schema_def(), payload)?),
-        other => return Err(DecodeError::Permanent(format!("unexpected topic {other}"))),
-    })
+    let topic = message.topic();
+    if !TOPICS.contains(&topic) {
+        return Err(DecodeError::Permanent(format!("unexpected topic {topic}")));
+    }
+    match runtime.block_on(DomainEvent::decode(codec, topic, payload)) {
+        Ok(event) => Ok(event),
+        Err(domain_event::DecodeError::Codec(error)) => Err(error.into()),
+        Err(domain_event::DecodeError::NotADomainTopic) => {
+            Err(DecodeError::Permanent(format!("unexpected topic {topic}")))
+        }
+    }
 }
 
 /// Runs the sink loop until `stop` is set (writes the pending batch, leaves the group) or a fatal

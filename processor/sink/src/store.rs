@@ -35,7 +35,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
-use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, CallState, MessageEvent};
+use switchboard_schemas::DomainEvent;
+use switchboard_schemas::domain::CallState;
 
 pub(crate) use precedence::{fold_booking, fold_message};
 
@@ -60,27 +61,6 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-}
-
-/// A domain event the sink stores, by topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SinkEvent {
-    Call(CallEvent),
-    Message(MessageEvent),
-    Billing(BillingEvent),
-    Booking(BookingEvent),
-}
-
-impl SinkEvent {
-    /// The event id: the idempotency key.
-    pub fn event_id(&self) -> &str {
-        match self {
-            SinkEvent::Call(event) => &event.event_id,
-            SinkEvent::Message(event) => &event.event_id,
-            SinkEvent::Billing(event) => &event.event_id,
-            SinkEvent::Booking(event) => &event.event_id,
-        }
-    }
 }
 
 /// The next offset to consume in one partition, stored with the rows it accounts for.
@@ -278,7 +258,7 @@ impl Store {
     pub async fn apply_batch(
         &self,
         group: &str,
-        events: &[SinkEvent],
+        events: &[DomainEvent],
         offsets: &[ConsumedOffset],
     ) -> Result<BatchOutcome, StoreError> {
         write::apply_batch(self, group, events, offsets).await

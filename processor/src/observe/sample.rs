@@ -11,7 +11,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchboard_schemas::{Codec, Source, topics};
+use switchboard_schemas::{Codec, Source, metric_names, topics};
 
 use super::events::{EventMeta, describe, newest, rfc3339};
 use super::metrics as names;
@@ -146,7 +146,7 @@ pub(crate) fn breaker_state(value: f64) -> &'static str {
 
 /// Reads the actions service's metrics text.
 pub(crate) fn actions_view(text: &str) -> ActionsView {
-    let retry: Vec<RetryDepth> = prom::samples(text, "switchboard_actions_retry_depth")
+    let retry: Vec<RetryDepth> = prom::samples(text, metric_names::ACTIONS_RETRY_DEPTH)
         .into_iter()
         .map(|s| RetryDepth {
             action: s.labels.get("action").cloned().unwrap_or_default(),
@@ -154,7 +154,7 @@ pub(crate) fn actions_view(text: &str) -> ActionsView {
             depth: s.value as i64,
         })
         .collect();
-    let breakers = prom::samples(text, "switchboard_actions_breaker_state")
+    let breakers = prom::samples(text, metric_names::ACTIONS_BREAKER_STATE)
         .into_iter()
         .map(|s| Breaker {
             action: s.labels.get("action").cloned().unwrap_or_default(),

@@ -1,4 +1,4 @@
-//! The actions' metric names, defined once, and the helpers that record them. Labels: `action`
+//! Delivery metric names, defined once, and the helpers that record them. Labels: `action`
 //! (a configured name, so bounded) and `outcome` — never event ids or URLs.
 
 use std::time::Duration;
@@ -8,8 +8,9 @@ pub(super) const REQUESTS: &str = "switchboard_actions_requests_total";
 /// Time from sending a request to its classified outcome, by `action` (circuit-open refusals
 /// and rate-limit waits are not included).
 pub(super) const REQUEST_SECONDS: &str = "switchboard_actions_request_seconds";
-/// Circuit breaker state by `action`: 0 closed, 1 open, 2 half-open.
-pub(super) const BREAKER_STATE: &str = "switchboard_actions_breaker_state";
+/// Circuit breaker state by `action`: 0 closed, 1 open, 2 half-open (read by the processor's
+/// dashboard, hence named in `switchboard_schemas`).
+pub(super) const BREAKER_STATE: &str = switchboard_schemas::metric_names::ACTIONS_BREAKER_STATE;
 
 pub(super) fn outcome(action: &str, outcome: &'static str) {
     metrics::counter!(REQUESTS, "action" => action.to_owned(), "outcome" => outcome).increment(1);

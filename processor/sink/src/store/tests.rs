@@ -44,15 +44,15 @@ fn lifecycle(call_sid: &str, at: i64) -> Vec<CallEvent> {
         .collect()
 }
 
-fn calls(events: &[CallEvent]) -> Vec<SinkEvent> {
-    events.iter().cloned().map(SinkEvent::Call).collect()
+fn calls(events: &[CallEvent]) -> Vec<DomainEvent> {
+    events.iter().cloned().map(DomainEvent::Call).collect()
 }
 
 /// One event of each kind, and two call callbacks.
-fn mixed_batch() -> Vec<SinkEvent> {
+fn mixed_batch() -> Vec<DomainEvent> {
     vec![
-        SinkEvent::Call(call_status("CA1-ringing", PHONE, "CA1", "ringing", 2, T0)),
-        SinkEvent::Call(call_status(
+        DomainEvent::Call(call_status("CA1-ringing", PHONE, "CA1", "ringing", 2, T0)),
+        DomainEvent::Call(call_status(
             "CA1-completed",
             PHONE,
             "CA1",
@@ -60,9 +60,9 @@ fn mixed_batch() -> Vec<SinkEvent> {
             4,
             T0 + 120_000,
         )),
-        SinkEvent::Message(message("SM1-sent", PHONE, "SM1", "sent", T0)),
-        SinkEvent::Billing(payment("evt_1", PHONE, T0)),
-        SinkEvent::Booking(booking(
+        DomainEvent::Message(message("SM1-sent", PHONE, "SM1", "sent", T0)),
+        DomainEvent::Billing(payment("evt_1", PHONE, T0)),
+        DomainEvent::Booking(booking(
             "bk-1",
             PHONE,
             "https://api.calendly.com/invitees/1",
@@ -178,8 +178,10 @@ async fn a_failing_batch_leaves_neither_rows_nor_offsets(db: TestDb) {
 
     // Rows that would be written, then an event the schema rejects (an empty event id).
     let mut poisoned = calls(&lifecycle("CA2", T0));
-    poisoned.push(SinkEvent::Message(message("SM2-sent", PHONE, "SM2", "sent", T0)));
-    poisoned.push(SinkEvent::Booking(booking(
+    poisoned.push(DomainEvent::Message(message(
+        "SM2-sent", PHONE, "SM2", "sent", T0,
+    )));
+    poisoned.push(DomainEvent::Booking(booking(
         "",
         PHONE,
         "https://api.calendly.com/invitees/2",
@@ -237,14 +239,14 @@ async fn the_same_batch_twice_changes_nothing_and_counts_duplicates(db: TestDb) 
     let store = &db.store;
     let mut batch = mixed_batch();
     batch.push(batch[0].clone()); // a duplicate inside the batch
-    batch.push(SinkEvent::Message(message(
+    batch.push(DomainEvent::Message(message(
         "SM1-delivered",
         PHONE,
         "SM1",
         "delivered",
         T0 + 5,
     )));
-    batch.push(SinkEvent::Booking(booking(
+    batch.push(DomainEvent::Booking(booking(
         "bk-2",
         PHONE,
         "https://api.calendly.com/invitees/1",
@@ -286,15 +288,15 @@ async fn a_late_ringing_never_overwrites_completed(db: TestDb) {
 
     // Across batches…
     store
-        .apply_batch(GROUP, &[SinkEvent::Call(completed.clone())], &[])
+        .apply_batch(GROUP, &[DomainEvent::Call(completed.clone())], &[])
         .await
         .unwrap();
     store
-        .apply_batch(GROUP, &[SinkEvent::Call(ringing.clone())], &[])
+        .apply_batch(GROUP, &[DomainEvent::Call(ringing.clone())], &[])
         .await
         .unwrap();
     store
-        .apply_batch(GROUP, &[SinkEvent::Call(recording.clone())], &[])
+        .apply_batch(GROUP, &[DomainEvent::Call(recording.clone())], &[])
         .await
         .unwrap();
     let row = store.call("CA1").await.unwrap().unwrap();
@@ -331,28 +333,28 @@ async fn messages_and_bookings_keep_their_final_state(db: TestDb) {
     let store = &db.store;
     let uri = "https://api.calendly.com/invitees/7";
     let batches = [
-        vec![SinkEvent::Message(message(
+        vec![DomainEvent::Message(message(
             "m-delivered",
             PHONE,
             "SM7",
             "delivered",
             T0 + 3_000,
         ))],
-        vec![SinkEvent::Message(message(
+        vec![DomainEvent::Message(message(
             "m-sent",
             PHONE,
             "SM7",
             "sent",
             T0 + 4_000,
         ))],
-        vec![SinkEvent::Booking(booking(
+        vec![DomainEvent::Booking(booking(
             "b-canceled",
             PHONE,
             uri,
             true,
             T0 + 2_000,
         ))],
-        vec![SinkEvent::Booking(booking(
+        vec![DomainEvent::Booking(booking(
             "b-created",
             PHONE,
             uri,
@@ -381,8 +383,8 @@ async fn messages_and_bookings_keep_their_final_state(db: TestDb) {
     assert_eq!(booking.invitee_email.as_deref(), Some("ada@example.com"));
     assert_eq!(booking.updated_at, T0 + 9_000);
 
-    let failed = SinkEvent::Message(message("m2-undelivered", PHONE, "SM8", "undelivered", T0));
-    let queued = SinkEvent::Message(message("m2-queued", PHONE, "SM8", "queued", T0 + 1));
+    let failed = DomainEvent::Message(message("m2-undelivered", PHONE, "SM8", "undelivered", T0));
+    let queued = DomainEvent::Message(message("m2-queued", PHONE, "SM8", "queued", T0 + 1));
     store.apply_batch(GROUP, &[failed, queued], &[]).await.unwrap();
     let page = store.phone_messages(PHONE, None, None, 10).await.unwrap();
     let sm8 = page.items.iter().find(|m| m.message_sid == "SM8").unwrap();
@@ -454,14 +456,14 @@ async fn concurrent_batches_on_the_same_calls_lose_no_update(db: TestDb) {
             T0 + 200_000,
         ));
     }
-    let batches: Vec<Vec<SinkEvent>> = (0..6)
+    let batches: Vec<Vec<DomainEvent>> = (0..6)
         .map(|n| {
             events
                 .iter()
                 .skip(n)
                 .step_by(6)
                 .cloned()
-                .map(SinkEvent::Call)
+                .map(DomainEvent::Call)
                 .collect()
         })
         .collect();

@@ -23,7 +23,7 @@ use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, CallKin
 
 use super::read::{self, BOOKING_COLUMNS, CALL_COLUMNS, MESSAGE_COLUMNS};
 use super::{
-    Backend, BatchOutcome, BookingRow, CallRow, ConsumedOffset, MessageRow, SinkEvent, Store, StoreError,
+    Backend, BatchOutcome, BookingRow, CallRow, ConsumedOffset, DomainEvent, MessageRow, Store, StoreError,
     fold_booking, fold_message,
 };
 use switchboard_schemas::call_state;
@@ -67,7 +67,7 @@ struct Entities {
 pub(super) async fn apply_batch(
     store: &Store,
     group: &str,
-    events: &[SinkEvent],
+    events: &[DomainEvent],
     offsets: &[ConsumedOffset],
 ) -> Result<BatchOutcome, StoreError> {
     let mut tx: Transaction<'static, Any> = match store.backend {
@@ -82,10 +82,12 @@ pub(super) async fn apply_batch(
     let mut entities = Entities::default();
     for event in events {
         let inserted = match event {
-            SinkEvent::Call(event) => insert_call_event(&mut tx, event).await?,
-            SinkEvent::Message(event) => insert_message_event(&mut tx, event).await?,
-            SinkEvent::Billing(event) => insert_payment(&mut tx, event).await?,
-            SinkEvent::Booking(event) => insert_booking_event(&mut tx, event).await?,
+            DomainEvent::Call(event) => insert_call_event(&mut tx, event).await?,
+            DomainEvent::Message(event) => insert_message_event(&mut tx, event).await?,
+            DomainEvent::Billing(event) => insert_payment(&mut tx, event).await?,
+            DomainEvent::Booking(event) => insert_booking_event(&mut tx, event).await?,
+            // Not a table of the sink: the consumer does not read `switchboard.generic`.
+            DomainEvent::Generic(_) => continue,
         };
         if !inserted {
             outcome.duplicates += 1;
@@ -93,7 +95,7 @@ pub(super) async fn apply_batch(
         }
         outcome.applied += 1;
         match event {
-            SinkEvent::Call(event) => {
+            DomainEvent::Call(event) => {
                 let slot = match entities.calls.entry(event.call_sid.clone()) {
                     Entry::Occupied(slot) => slot.into_mut(),
                     Entry::Vacant(slot) => {
@@ -102,7 +104,7 @@ pub(super) async fn apply_batch(
                 };
                 slot.fold(call_state::apply(slot.current.as_ref(), event));
             }
-            SinkEvent::Message(event) => {
+            DomainEvent::Message(event) => {
                 let slot = match entities.messages.entry(event.message_sid.clone()) {
                     Entry::Occupied(slot) => slot.into_mut(),
                     Entry::Vacant(slot) => {
@@ -111,7 +113,7 @@ pub(super) async fn apply_batch(
                 };
                 slot.fold(fold_message(slot.current.as_ref(), event));
             }
-            SinkEvent::Booking(event) => {
+            DomainEvent::Booking(event) => {
                 let slot = match entities.bookings.entry(event.invitee_uri.clone()) {
                     Entry::Occupied(slot) => slot.into_mut(),
                     Entry::Vacant(slot) => {
@@ -120,7 +122,7 @@ pub(super) async fn apply_batch(
                 };
                 slot.fold(fold_booking(slot.current.as_ref(), event));
             }
-            SinkEvent::Billing(_) => {}
+            DomainEvent::Billing(_) | DomainEvent::Generic(_) => {}
         }
     }
 
@@ -144,14 +146,15 @@ pub(super) async fn apply_batch(
 
 /// PostgreSQL only: transaction-scoped advisory locks on every entity `events` fold into (and every
 /// payment event), taken in ascending order in one statement.
-async fn lock_entities(tx: &mut AnyConnection, events: &[SinkEvent]) -> Result<(), sqlx::Error> {
+async fn lock_entities(tx: &mut AnyConnection, events: &[DomainEvent]) -> Result<(), sqlx::Error> {
     let mut keys: Vec<i64> = events
         .iter()
-        .map(|event| match event {
-            SinkEvent::Call(event) => lock_key("call", &event.call_sid),
-            SinkEvent::Message(event) => lock_key("message", &event.message_sid),
-            SinkEvent::Booking(event) => lock_key("booking", &event.invitee_uri),
-            SinkEvent::Billing(event) => lock_key("payment", &event.event_id),
+        .filter_map(|event| match event {
+            DomainEvent::Call(event) => Some(lock_key("call", &event.call_sid)),
+            DomainEvent::Message(event) => Some(lock_key("message", &event.message_sid)),
+            DomainEvent::Booking(event) => Some(lock_key("booking", &event.invitee_uri)),
+            DomainEvent::Billing(event) => Some(lock_key("payment", &event.event_id)),
+            DomainEvent::Generic(_) => None,
         })
         .collect();
     if keys.is_empty() {
