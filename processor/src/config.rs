@@ -108,8 +108,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            kafka_bootstrap: "127.0.0.1:9092".into(),
-            schema_registry_url: "http://127.0.0.1:8081".into(),
+            kafka_bootstrap: switchboard_service::config::DEFAULT_KAFKA_BOOTSTRAP.into(),
+            schema_registry_url: switchboard_service::config::DEFAULT_SCHEMA_REGISTRY_URL.into(),
             group_id: "switchboard-processor".into(),
             instance_id: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
@@ -121,8 +121,8 @@ impl Default for Config {
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: 1,
-            drain_timeout: Duration::from_secs(20),
-            session_timeout: Duration::from_secs(45),
+            drain_timeout: switchboard_service::config::DEFAULT_DRAIN_TIMEOUT,
+            session_timeout: switchboard_kafka::settings::DEFAULT_SESSION_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             admin_token: None,
             actions_admin_url: None,
@@ -202,6 +202,14 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_but_the_tables_is_reachable_through_the_environment() {
+        // Tables the README documents as file only.
+        let file_only = ["kafka"];
+        let missing = switchboard_service::config::keys_missing_from_env::<Config>(ENV_KEYS, &file_only);
+        assert!(missing.is_empty(), "keys missing from ENV_KEYS: {missing:?}");
+    }
 
     fn config(toml: &str) -> Result<Config, String> {
         let config: Config = figment::Figment::new()

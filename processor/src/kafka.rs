@@ -18,15 +18,11 @@ pub fn raw_topics() -> Vec<&'static str> {
 }
 
 fn base(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka_bootstrap).set(
-        "client.id",
-        format!("switchboard-processor-{}", config.instance_id()),
-    );
-    for (key, value) in &config.kafka.0 {
-        client.set(key, value);
-    }
-    client
+    switchboard_kafka::client::base(
+        &config.kafka_bootstrap,
+        &format!("switchboard-processor-{}", config.instance_id()),
+        &config.kafka,
+    )
 }
 
 /// The group member: read_committed, no auto-commit (offsets are committed with the outputs).

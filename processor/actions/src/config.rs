@@ -91,8 +91,8 @@ pub struct ActionsConfig {
 impl Default for ActionsConfig {
     fn default() -> Self {
         Self {
-            kafka_bootstrap: "127.0.0.1:9092".into(),
-            schema_registry_url: "http://127.0.0.1:8081".into(),
+            kafka_bootstrap: switchboard_service::config::DEFAULT_KAFKA_BOOTSTRAP.into(),
+            schema_registry_url: switchboard_service::config::DEFAULT_SCHEMA_REGISTRY_URL.into(),
             actions_group_prefix: "switchboard-actions".into(),
             instance_id: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9097)),
@@ -104,9 +104,9 @@ impl Default for ActionsConfig {
             retry_retention: DEFAULT_RETRY_RETENTION,
             topic_partitions: 6,
             topic_replication_factor: 1,
-            session_timeout: Duration::from_secs(45),
+            session_timeout: switchboard_kafka::settings::DEFAULT_SESSION_TIMEOUT,
             stall_timeout: switchboard_kafka::settings::DEFAULT_STALL_TIMEOUT,
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: switchboard_service::config::DEFAULT_DRAIN_TIMEOUT,
             actions: Vec::new(),
             kafka: KafkaProperties::default(),
         }
@@ -228,6 +228,15 @@ impl ActionsConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_but_the_tables_is_reachable_through_the_environment() {
+        // Tables and lists the README documents as file only.
+        let file_only = ["retry_delays", "action", "kafka"];
+        let missing =
+            switchboard_service::config::keys_missing_from_env::<ActionsConfig>(ENV_KEYS, &file_only);
+        assert!(missing.is_empty(), "keys missing from ENV_KEYS: {missing:?}");
+    }
 
     #[test]
     fn defaults_are_the_documented_ladder() {

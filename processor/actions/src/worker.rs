@@ -153,15 +153,11 @@ impl std::fmt::Debug for Worker<'_> {
 }
 
 fn client(config: &ActionsConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka_bootstrap).set(
-        "client.id",
-        format!("switchboard-actions-{}", config.instance_id()),
-    );
-    for (key, value) in &config.kafka.0 {
-        client.set(key, value);
-    }
-    client
+    switchboard_kafka::client::base(
+        &config.kafka_bootstrap,
+        &format!("switchboard-actions-{}", config.instance_id()),
+        &config.kafka,
+    )
 }
 
 /// A client for watermarks and metadata (the depth reporter).

@@ -1,4 +1,5 @@
-//! Client settings and topic creation shared by every consuming service.
+//! Client settings and topic creation shared by every service: the one [`base`] client every
+//! Kafka client of switchboard starts from, consumer-group settings, topic creation.
 
 use std::time::Duration;
 
@@ -6,9 +7,23 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use switchboard_service::config::KafkaProperties;
 
 /// Longest time a fetch waits on the broker for new records (see [`group_member`]).
 const FETCH_WAIT_MAX_MS: &str = "20";
+
+/// The settings every Kafka client of a service starts from: `bootstrap.servers`, `client.id`,
+/// then the `[kafka]` pass-through properties (SASL, TLS …), which may override either.
+pub fn base(bootstrap: &str, client_id: &str, properties: &KafkaProperties) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client
+        .set("bootstrap.servers", bootstrap)
+        .set("client.id", client_id);
+    for (key, value) in &properties.0 {
+        client.set(key, value);
+    }
+    client
+}
 
 /// The settings every consumer-group member of switchboard shares (processor and sink): reads
 /// only committed records, starts from the earliest record without a committed position, and

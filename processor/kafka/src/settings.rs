@@ -5,6 +5,9 @@ use std::time::Duration;
 
 use switchboard_service::config::ConfigError;
 
+/// Default `session_timeout` of every consumer-group member.
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(45);
+
 /// Default `stall_timeout` of every consuming loop: above the transaction timeout (60 s), the
 /// longest retry backoff (30 s) and the time a dead instance's open transaction holds its
 /// partitions on Apache Kafka, so that only a loop that cannot recover by itself is restarted.

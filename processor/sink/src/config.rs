@@ -72,17 +72,17 @@ impl std::fmt::Debug for SinkConfig {
 impl Default for SinkConfig {
     fn default() -> Self {
         Self {
-            kafka_bootstrap: "127.0.0.1:9092".into(),
-            schema_registry_url: "http://127.0.0.1:8081".into(),
+            kafka_bootstrap: switchboard_service::config::DEFAULT_KAFKA_BOOTSTRAP.into(),
+            schema_registry_url: switchboard_service::config::DEFAULT_SCHEMA_REGISTRY_URL.into(),
             sink_group_id: "switchboard-sink".into(),
             database_url: "sqlite://switchboard.db".into(),
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9091)),
             api_token: None,
             batch_max_records: 1_000,
             batch_interval: Duration::from_millis(100),
-            session_timeout: Duration::from_secs(45),
+            session_timeout: switchboard_kafka::settings::DEFAULT_SESSION_TIMEOUT,
             stall_timeout: switchboard_kafka::settings::DEFAULT_STALL_TIMEOUT,
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: switchboard_service::config::DEFAULT_DRAIN_TIMEOUT,
             kafka: KafkaProperties::default(),
         }
     }
@@ -122,6 +122,14 @@ impl SinkConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_but_the_tables_is_reachable_through_the_environment() {
+        // Tables the README documents as file only.
+        let file_only = ["kafka"];
+        let missing = switchboard_service::config::keys_missing_from_env::<SinkConfig>(ENV_KEYS, &file_only);
+        assert!(missing.is_empty(), "keys missing from ENV_KEYS: {missing:?}");
+    }
 
     #[test]
     fn defaults_are_the_embedded_store_and_invalid_keys_are_named() {

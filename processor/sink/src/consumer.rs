@@ -195,14 +195,7 @@ pub(crate) fn consumer_config(config: &SinkConfig) -> ClientConfig {
 
 /// Settings shared by every sink client (bootstrap and `[kafka]` pass-through).
 pub(crate) fn base_config(config: &SinkConfig) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.kafka_bootstrap)
-        .set("client.id", "switchboard-sink");
-    for (key, value) in &config.kafka.0 {
-        client.set(key, value);
-    }
-    client
+    switchboard_kafka::client::base(&config.kafka_bootstrap, "switchboard-sink", &config.kafka)
 }
 
 /// Why a domain record did not decode (classified by [`CodecError::is_transient`]).
