@@ -238,26 +238,9 @@ mod tests {
 
     fn base(event_id: &str, kind: CallKind, at: i64) -> CallEvent {
         CallEvent {
-            event_id: event_id.into(),
-            phone_id: RECEPTIONIST.into(),
-            call_sid: CALL.into(),
-            kind: kind.as_str().into(),
             account_sid: Some(ACCOUNT.into()),
-            occurred_at: at,
             received_at: at + 400,
-            from: None,
-            to: None,
-            direction: None,
-            call_status: None,
-            call_duration: None,
-            sequence_number: None,
-            recording_sid: None,
-            recording_url: None,
-            recording_status: None,
-            recording_duration: None,
-            transcription_sid: None,
-            transcription_text: None,
-            transcription_status: None,
+            ..CallEvent::new(event_id, RECEPTIONIST, CALL, kind, at)
         }
     }
 

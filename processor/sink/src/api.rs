@@ -9,6 +9,7 @@
 //! requires `Authorization: Bearer <token>` (401 otherwise). Errors are `{"error":"<reason>"}` with
 //! fixed reasons: a database failure is logged and answered 500 `internal error`, never described.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -33,9 +34,9 @@ pub(crate) const MAX_LIMIT: u32 = 200;
 pub(crate) fn router(store: Store, api_token: Option<String>) -> Router {
     let routes = Router::new()
         .route("/calls/{call_sid}", get(call))
-        .route("/phones/{phone_id}/calls", get(phone_calls))
-        .route("/phones/{phone_id}/bookings", get(phone_bookings))
-        .route("/phones/{phone_id}/messages", get(phone_messages));
+        .route("/phones/{phone_id}/calls", get(phone_list::<CallView>))
+        .route("/phones/{phone_id}/bookings", get(phone_list::<BookingView>))
+        .route("/phones/{phone_id}/messages", get(phone_list::<MessageView>));
     let routes = match api_token {
         Some(token) => routes.route_layer(middleware::from_fn_with_state(
             Arc::<str>::from(token),
@@ -272,40 +273,67 @@ async fn call(
     Ok(Json(CallView::from(row)))
 }
 
-async fn phone_calls(
-    State(store): State<Store>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<RawListParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (Path(phone_id), params) = listing(path, query)?;
-    let page = store
-        .phone_calls(&phone_id, params.since, params.cursor.as_ref(), params.limit)
-        .await?;
-    Ok(page_json::<_, CallView>("calls", page))
+/// A per-phone listing (`/phones/{phone_id}/<NAME>`): its JSON name, and the store query of its
+/// rows.
+trait PhoneList: Serialize + From<Self::Row> {
+    const NAME: &'static str;
+    type Row;
+
+    fn page(
+        store: &Store,
+        phone_id: &str,
+        params: &ListParams,
+    ) -> impl Future<Output = Result<Page<Self::Row>, StoreError>> + Send;
 }
 
-async fn phone_bookings(
-    State(store): State<Store>,
-    path: Result<Path<String>, PathRejection>,
-    query: Result<Query<RawListParams>, QueryRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let (Path(phone_id), params) = listing(path, query)?;
-    let page = store
-        .phone_bookings(&phone_id, params.since, params.cursor.as_ref(), params.limit)
-        .await?;
-    Ok(page_json::<_, BookingView>("bookings", page))
+impl PhoneList for CallView {
+    const NAME: &'static str = "calls";
+    type Row = CallRow;
+
+    fn page(
+        store: &Store,
+        phone_id: &str,
+        params: &ListParams,
+    ) -> impl Future<Output = Result<Page<CallRow>, StoreError>> + Send {
+        store.phone_calls(phone_id, params.since, params.cursor.as_ref(), params.limit)
+    }
 }
 
-async fn phone_messages(
+impl PhoneList for BookingView {
+    const NAME: &'static str = "bookings";
+    type Row = BookingRow;
+
+    fn page(
+        store: &Store,
+        phone_id: &str,
+        params: &ListParams,
+    ) -> impl Future<Output = Result<Page<BookingRow>, StoreError>> + Send {
+        store.phone_bookings(phone_id, params.since, params.cursor.as_ref(), params.limit)
+    }
+}
+
+impl PhoneList for MessageView {
+    const NAME: &'static str = "messages";
+    type Row = MessageRow;
+
+    fn page(
+        store: &Store,
+        phone_id: &str,
+        params: &ListParams,
+    ) -> impl Future<Output = Result<Page<MessageRow>, StoreError>> + Send {
+        store.phone_messages(phone_id, params.since, params.cursor.as_ref(), params.limit)
+    }
+}
+
+/// `GET /phones/{phone_id}/<V::NAME>`: one page of the phone's rows, newest first.
+async fn phone_list<V: PhoneList>(
     State(store): State<Store>,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<RawListParams>, QueryRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (Path(phone_id), params) = listing(path, query)?;
-    let page = store
-        .phone_messages(&phone_id, params.since, params.cursor.as_ref(), params.limit)
-        .await?;
-    Ok(page_json::<_, MessageView>("messages", page))
+    let page = V::page(&store, &phone_id, &params).await?;
+    Ok(page_json::<_, V>(V::NAME, page))
 }
 
 #[cfg(test)]

@@ -201,26 +201,18 @@ mod tests {
     fn call_event(status: Option<&str>) -> CallEvent {
         let raw = envelope("twilio", FORM, b"");
         CallEvent {
-            event_id: raw.event_id,
-            phone_id: raw.phone_id,
-            call_sid: CALL.into(),
-            kind: "status".into(),
             account_sid: Some(ACCOUNT.into()),
-            occurred_at: raw.received_at,
-            received_at: raw.received_at,
             from: Some(CALLER.into()),
             to: Some(RECEPTIONIST.into()),
             direction: Some("inbound".into()),
             call_status: status.map(str::to_owned),
-            call_duration: None,
-            sequence_number: None,
-            recording_sid: None,
-            recording_url: None,
-            recording_status: None,
-            recording_duration: None,
-            transcription_sid: None,
-            transcription_text: None,
-            transcription_status: None,
+            ..CallEvent::new(
+                &raw.event_id,
+                &raw.phone_id,
+                CALL,
+                CallKind::Status,
+                raw.received_at,
+            )
         }
     }
 

@@ -167,12 +167,7 @@ pub(crate) fn call_status(
     at: i64,
 ) -> CallEvent {
     CallEvent {
-        event_id: event_id.into(),
-        phone_id: phone_id.into(),
-        call_sid: call_sid.into(),
-        kind: CallKind::Status.as_str().into(),
         account_sid: Some("AC1".into()),
-        occurred_at: at,
         received_at: at + 50,
         from: Some("+15557770000".into()),
         to: Some(phone_id.into()),
@@ -180,13 +175,7 @@ pub(crate) fn call_status(
         call_status: Some(status.into()),
         call_duration: (status == "completed").then_some(120),
         sequence_number: Some(sequence),
-        recording_sid: None,
-        recording_url: None,
-        recording_status: None,
-        recording_duration: None,
-        transcription_sid: None,
-        transcription_text: None,
-        transcription_status: None,
+        ..CallEvent::new(event_id, phone_id, call_sid, CallKind::Status, at)
     }
 }
 
