@@ -18,14 +18,14 @@ use crate::normalize::{self, Poison, PoisonClass};
 use crate::state::Stores;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
-pub use switchboard_kafka::txn::LoopError;
+pub(crate) use switchboard_kafka::txn::LoopError;
 use switchboard_kafka::txn::{Batching, ProducerContext, Transactor, now_millis};
 use switchboard_schemas::call_state;
 use switchboard_schemas::headers;
 
 /// What processing one raw record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Processed {
+pub(crate) enum Processed {
     /// Its domain event (and state changes) were written.
     Emitted,
     /// Its event id was already seen: nothing written.
@@ -38,7 +38,7 @@ pub enum Processed {
 
 /// Why processing a record failed; classified in one place ([`Engine::process`]).
 #[derive(Debug)]
-pub enum RecordFailure {
+pub(crate) enum RecordFailure {
     /// The record can never be processed: DLQ, and the partition moves on.
     Poison(Poison),
     /// Something outside the record failed (registry unreachable …): abort, rewind, retry later.
@@ -47,7 +47,7 @@ pub enum RecordFailure {
 
 /// Processing state and the transaction, shared by the loop and the rebalance callbacks (which
 /// run inside `poll` on the loop's thread).
-pub struct Engine {
+pub(crate) struct Engine {
     codec: std::sync::Arc<Codec>,
     runtime: Handle,
     txn: Transactor,
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         codec: std::sync::Arc<Codec>,
         runtime: Handle,
@@ -97,29 +97,29 @@ impl Engine {
     }
 
     /// Whether the open transaction should commit now.
-    pub fn due(&self) -> bool {
+    pub(crate) fn due(&self) -> bool {
         self.txn.due()
     }
 
     /// Time until the open transaction is due (the loop's poll timeout).
-    pub fn time_to_commit(&self) -> Duration {
+    pub(crate) fn time_to_commit(&self) -> Duration {
         self.txn.time_to_commit()
     }
 
     /// Where this engine's outputs go.
-    pub fn topology(&self) -> &Topology {
+    pub(crate) fn topology(&self) -> &Topology {
         &self.topology
     }
 
     /// Processes one raw record inside the open transaction.
-    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<Processed, LoopError> {
+    pub(crate) fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<Processed, LoopError> {
         self.process_selected(message, |_| true)
     }
 
     /// Processes one raw record inside the open transaction if `select` keeps its envelope;
     /// otherwise only consumes it. (A record that does not decode has no envelope to select by: it
     /// goes to the DLQ.)
-    pub fn process_selected(
+    pub(crate) fn process_selected(
         &mut self,
         message: &BorrowedMessage<'_>,
         select: impl Fn(&RawWebhook) -> bool,
@@ -342,7 +342,7 @@ impl Engine {
     }
 
     /// Commits the open transaction: outputs, state changes and consumed offsets together.
-    pub fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
+    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
         if let Some(committed) = self.txn.commit(consumer)? {
             self.stores.commit();
             metrics::commit(committed.elapsed, committed.records);
@@ -353,7 +353,7 @@ impl Engine {
     /// Aborts the open transaction, forgets its state changes, and rewinds every owned partition
     /// to its committed offset so that its records are processed again (partitions still to
     /// restore are paused at no position yet: their restore positions them).
-    pub fn abort_and_rewind<C: ConsumerContext>(
+    pub(crate) fn abort_and_rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
@@ -367,7 +367,7 @@ impl Engine {
     /// Finishes the open transaction before partitions are revoked (commit, or abort when the
     /// commit fails: the partitions' next owner then processes those records again), and drops
     /// the revoked partitions' state.
-    pub fn finish_before_revoke<C: ConsumerContext>(
+    pub(crate) fn finish_before_revoke<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
         revoked: &[TopicPartition],

@@ -13,7 +13,7 @@ use crate::config::{Config, Guarantee};
 use crate::topology::Topology;
 
 /// The raw topics the processor consumes.
-pub fn raw_topics() -> Vec<&'static str> {
+pub(crate) fn raw_topics() -> Vec<&'static str> {
     Source::ALL.iter().map(|s| s.raw_topic()).collect()
 }
 
@@ -26,14 +26,14 @@ fn base(config: &Config) -> ClientConfig {
 }
 
 /// The group member: read_committed, no auto-commit (offsets are committed with the outputs).
-pub fn consumer_config(config: &Config) -> ClientConfig {
+pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     group_member(&mut client, &config.group_id, config.session_timeout);
     client
 }
 
 /// The producer: transactional under exactly-once, idempotent otherwise.
-pub fn producer_config(config: &Config) -> ClientConfig {
+pub(crate) fn producer_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     client
         .set("enable.idempotence", "true")
@@ -54,7 +54,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
 /// tools. A position outside the log (retention removed the segment being read) resets to the
 /// earliest record, never to the end: librdkafka's default (`latest`) would silently skip every
 /// record in between. (Restore asks for an error instead, see [`crate::restore`].)
-pub fn reader_config(config: &Config) -> ClientConfig {
+pub(crate) fn reader_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     client
         .set("group.id", format!("{}-restore", config.group_id))
@@ -67,12 +67,12 @@ pub fn reader_config(config: &Config) -> ClientConfig {
 
 /// Creates every topic the processor writes when missing: domain topics, the compacted
 /// call-state and dedup changelogs (the latter also deleted after the dedup window), the DLQ.
-pub async fn create_topics(config: &Config) -> Result<(), KafkaError> {
+pub(crate) async fn create_topics(config: &Config) -> Result<(), KafkaError> {
     create_output_topics(config, &Topology::live()).await
 }
 
 /// Creates the output topics of `topology` when missing, configured like the live ones.
-pub async fn create_output_topics(config: &Config, topology: &Topology) -> Result<(), KafkaError> {
+pub(crate) async fn create_output_topics(config: &Config, topology: &Topology) -> Result<(), KafkaError> {
     let retention = config.dedup_window.as_millis().to_string();
     let replication = || TopicReplication::Fixed(config.topic_replication_factor);
     let partitions = config.topic_partitions;
@@ -98,7 +98,7 @@ pub async fn create_output_topics(config: &Config, topology: &Topology) -> Resul
 
 /// Checks that each state changelog has at least as many partitions as every raw topic: state of
 /// raw partition `p` lives in changelog partition `p`.
-pub fn check_copartitioning(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check_copartitioning(config: &Config) -> anyhow::Result<()> {
     let consumer: BaseConsumer = reader_config(config).create()?;
     let timeout = Duration::from_secs(10);
     let count = |topic: &str| -> anyhow::Result<usize> {

@@ -5,26 +5,28 @@
 //! changelog entries (dedup, call state), any DLQ records, and the consumed offsets; consumers
 //! read with `read_committed`. See the README for the design and its limits.
 //!
-//! Pure parts: [`normalize`] (provider payload -> domain event) and `call_state` (the ordering
-//! rule). Kafka parts: [`txn`] (one transaction at a time), [`engine`] (raw records in it), [`runner`] (the loop and rebalances),
-//! [`restore`] (state from changelogs). Outbound: [`actions`] (delivery to one HTTP target) and [`dispatch`] (the
-//! actions service with its retry ladder). Operator tools: [`dlq`] (list, show, redrive the DLQ), [`replay`]
-//! (backfills) and [`reset`] (rewinding a group). Observability: [`observe`] (the debug endpoint and the
-//! dashboard on the admin port).
+//! Pure part: [`normalize`] (provider payload -> domain event; the ordering rule is
+//! `switchboard_schemas::call_state`). Kafka parts: `engine` (raw records in the open transaction
+//! of `switchboard_kafka::txn`), `runner` (the loop and rebalances), `restore` (state from
+//! changelogs), `state`, `topology`, `kafka` (client settings, topics). Operator tools: [`dlq`]
+//! (list, show, redrive the DLQ), [`replay`] (backfills) and [`reset`] (rewinding a group).
+//! Observability: [`observe`] (the debug endpoint and the dashboard on the admin port). The sink
+//! and the actions service are the `switchboard-sink` and `switchboard-actions` crates; this
+//! crate's binary runs them as subcommands.
 
 pub mod config;
 pub mod dlq;
-pub mod engine;
-pub mod kafka;
+mod engine;
+mod kafka;
 pub mod metrics;
 pub mod normalize;
 pub mod observe;
 pub mod replay;
 pub mod reset;
-pub mod restore;
-pub mod runner;
-pub mod state;
-pub mod topology;
+mod restore;
+mod runner;
+mod state;
+mod topology;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -62,7 +62,7 @@ fn origin<'a>(message: &'a BorrowedMessage<'_>) -> Option<Origin<'a>> {
 
 /// Restores `task` from the changelogs of `topology`, where the raw partition's committed offset
 /// is `committed` (`None`: nothing committed yet, so no changelog entry can be committed either).
-pub fn restore(
+pub(crate) fn restore(
     config: &Config,
     topology: &Topology,
     codec: &Codec,

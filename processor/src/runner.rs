@@ -30,7 +30,7 @@ const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
 /// Routes rebalance events into the engine. Callbacks run inside `poll`, on the loop's thread,
 /// while the loop holds no lock.
 #[derive(Debug)]
-pub struct RebalanceContext {
+pub(crate) struct RebalanceContext {
     engine: Arc<Mutex<Engine>>,
 }
 
@@ -80,7 +80,7 @@ impl ConsumerContext for RebalanceContext {
 }
 
 /// Runs the loop until `shutdown` is set (exit cleanly) or a fatal error (returned).
-pub fn run(
+pub(crate) fn run(
     config: Arc<Config>,
     codec: Arc<Codec>,
     runtime: Handle,

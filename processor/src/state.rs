@@ -16,7 +16,7 @@ use switchboard_schemas::domain::CallState;
 
 /// The state of one task.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct PartitionState {
+pub(crate) struct PartitionState {
     /// Event ids seen, with when they were first seen (ms since the epoch).
     pub dedup: HashMap<String, i64>,
     /// Latest state per call sid.
@@ -40,21 +40,21 @@ impl PartitionState {
 
 /// The state of every owned task, committed and pending.
 #[derive(Debug, Default)]
-pub struct Stores {
+pub(crate) struct Stores {
     committed: HashMap<TopicPartition, PartitionState>,
     pending: HashMap<TopicPartition, PartitionState>,
 }
 
 impl Stores {
     /// Whether `event_id` was seen in `task`, committed or in the open transaction.
-    pub fn seen(&self, task: &TopicPartition, event_id: &str) -> bool {
+    pub(crate) fn seen(&self, task: &TopicPartition, event_id: &str) -> bool {
         let has = |states: &HashMap<TopicPartition, PartitionState>| {
             states.get(task).is_some_and(|s| s.dedup.contains_key(event_id))
         };
         has(&self.pending) || has(&self.committed)
     }
 
-    pub fn mark_seen(&mut self, task: &TopicPartition, event_id: &str, at_millis: i64) {
+    pub(crate) fn mark_seen(&mut self, task: &TopicPartition, event_id: &str, at_millis: i64) {
         self.pending
             .entry(task.clone())
             .or_default()
@@ -63,14 +63,14 @@ impl Stores {
     }
 
     /// The latest state of `call_sid`, including the open transaction's changes.
-    pub fn call(&self, task: &TopicPartition, call_sid: &str) -> Option<&CallState> {
+    pub(crate) fn call(&self, task: &TopicPartition, call_sid: &str) -> Option<&CallState> {
         self.pending
             .get(task)
             .and_then(|s| s.calls.get(call_sid))
             .or_else(|| self.committed.get(task).and_then(|s| s.calls.get(call_sid)))
     }
 
-    pub fn put_call(&mut self, task: &TopicPartition, state: CallState) {
+    pub(crate) fn put_call(&mut self, task: &TopicPartition, state: CallState) {
         self.pending
             .entry(task.clone())
             .or_default()
@@ -79,35 +79,31 @@ impl Stores {
     }
 
     /// The open transaction committed: its changes become committed state.
-    pub fn commit(&mut self) {
+    pub(crate) fn commit(&mut self) {
         for (task, changes) in self.pending.drain() {
             self.committed.entry(task).or_default().merge(changes);
         }
     }
 
     /// The open transaction aborted: its changes never happened.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         self.pending.clear();
     }
 
     /// Installs the state restored for a newly assigned task.
-    pub fn install(&mut self, task: TopicPartition, state: PartitionState) {
+    pub(crate) fn install(&mut self, task: TopicPartition, state: PartitionState) {
         self.pending.remove(&task);
         self.committed.insert(task, state);
     }
 
     /// Forgets a task that is no longer owned.
-    pub fn remove(&mut self, task: &TopicPartition) {
+    pub(crate) fn remove(&mut self, task: &TopicPartition) {
         self.pending.remove(task);
         self.committed.remove(task);
     }
 
-    pub fn owns(&self, task: &TopicPartition) -> bool {
-        self.committed.contains_key(task)
-    }
-
     /// Applies the dedup window to committed state; returns how many ids were forgotten.
-    pub fn evict(&mut self, cutoff_millis: i64) -> usize {
+    pub(crate) fn evict(&mut self, cutoff_millis: i64) -> usize {
         self.committed
             .values_mut()
             .map(|state| state.evict(cutoff_millis))
@@ -115,7 +111,7 @@ impl Stores {
     }
 
     /// Number of remembered event ids, for the metrics.
-    pub fn dedup_entries(&self) -> usize {
+    pub(crate) fn dedup_entries(&self) -> usize {
         self.committed.values().map(|s| s.dedup.len()).sum()
     }
 }
