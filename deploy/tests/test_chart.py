@@ -21,7 +21,7 @@ SERVICES = {
     "ingest": {"kind": "Deployment", "port": 8080, "command": ["switchboard-ingest"]},
     "processor": {"kind": "StatefulSet", "port": 9090, "command": ["switchboard-processor", "process"]},
     "sink": {"kind": "Deployment", "port": 9091, "command": ["switchboard-processor", "sink"]},
-    "actions": {"kind": "StatefulSet", "port": 9092, "command": ["switchboard-processor", "actions"]},
+    "actions": {"kind": "StatefulSet", "port": 9097, "command": ["switchboard-processor", "actions"]},
 }
 INGEST_ADMIN_PORT = 9095
 # Env vars the services read as configuration (ingest/src/config.rs, processor/src/*config.rs ENV_KEYS).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -34,7 +34,7 @@ pub fn admin_app(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_text))
+        .route("/metrics", get(switchboard_service::respond::metrics_text))
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))) })
         .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
@@ -53,9 +53,4 @@ async fn readyz(State(state): State<AdminState>) -> Response {
             (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
         }
     }
-}
-
-async fn metrics_text() -> Response {
-    let body = switchboard_service::telemetry::prometheus().render();
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

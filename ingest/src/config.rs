@@ -191,8 +191,8 @@ impl Default for Config {
         Self {
             listen: SocketAddr::from(([0, 0, 0, 0], 8080)),
             admin_listen: SocketAddr::from(([127, 0, 0, 1], 9095)),
-            kafka_bootstrap: "127.0.0.1:9092".into(),
-            schema_registry_url: "http://127.0.0.1:8081".into(),
+            kafka_bootstrap: switchboard_service::config::DEFAULT_KAFKA_BOOTSTRAP.into(),
+            schema_registry_url: switchboard_service::config::DEFAULT_SCHEMA_REGISTRY_URL.into(),
             public_url: None,
             twilio_auth_tokens: SecretStrings::default(),
             twilio_shared_keys: SecretStrings::default(),
@@ -223,7 +223,7 @@ impl Default for Config {
             max_form_params: 1000,
             replay_cache_entries: 100_000,
             replay_cache_ttl: Duration::from_secs(3600),
-            drain_timeout: Duration::from_secs(20),
+            drain_timeout: switchboard_service::config::DEFAULT_DRAIN_TIMEOUT,
             rate_limit_per_second: 0,
             rate_limit_burst: 0,
             kafka: KafkaProperties::default(),
@@ -530,6 +530,14 @@ fn check_pointer(key: &str, pointer: &str) -> Result<(), ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_but_the_tables_is_reachable_through_the_environment() {
+        // Tables the README documents as file only.
+        let file_only = ["twilio_events_phone_id_pointers", "tenants", "generic", "kafka"];
+        let missing = switchboard_service::config::keys_missing_from_env::<Config>(ENV_KEYS, &file_only);
+        assert!(missing.is_empty(), "keys missing from ENV_KEYS: {missing:?}");
+    }
 
     fn config(toml: &str) -> Result<Settings, String> {
         let config: Config = figment::Figment::new()

@@ -15,14 +15,7 @@ use crate::config::Config;
 /// Client settings shared by the producer and the admin client: bootstrap plus pass-through
 /// properties from `[kafka]` (SASL, TLS …).
 fn base_config(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client
-        .set("bootstrap.servers", &config.kafka_bootstrap)
-        .set("client.id", "switchboard-ingest");
-    for (key, value) in &config.kafka.0 {
-        client.set(key, value);
-    }
-    client
+    switchboard_kafka::client::base(&config.kafka_bootstrap, "switchboard-ingest", &config.kafka)
 }
 
 /// The durable, idempotent producer: `acks=all`, idempotence (no duplicates or reordering from

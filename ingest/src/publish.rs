@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
-use switchboard_schemas::{Codec, CodecError, RawWebhook, Source};
+use switchboard_schemas::{Codec, CodecError, RawWebhook, Source, headers};
 
 use crate::envelope::Envelope;
 use crate::kafka;
@@ -92,12 +92,6 @@ impl std::fmt::Debug for KafkaPublisher {
             .field("timeout", &self.timeout)
             .finish_non_exhaustive()
     }
-}
-
-/// Record header names. Never secrets: ids and the source only.
-pub mod headers {
-    pub const EVENT_ID: &str = "event-id";
-    pub const SOURCE: &str = "source";
 }
 
 impl KafkaPublisher {

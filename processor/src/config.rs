@@ -5,9 +5,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use serde::Deserialize;
+use switchboard_kafka::settings::{
+    DEFAULT_STALL_TIMEOUT, hostname, validate_endpoints, validate_session_timeout, validate_stall_timeout,
+    validate_topic_settings,
+};
 use switchboard_service::config::{ConfigError, duration};
 
-use crate::observe::auth::AdminToken;
+pub use switchboard_service::auth::AdminToken;
 
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
 pub const ENV_KEYS: &[&str] = &[
@@ -95,7 +99,7 @@ pub struct Config {
     /// Bearer token of `/debug/webhooks` (refused while unset) and of the dashboard (open while
     /// unset). `Debug` prints `[redacted]`.
     pub admin_token: Option<AdminToken>,
-    /// Admin URL of the actions service (e.g. `http://actions:9092`), whose `/metrics` the
+    /// Admin URL of the actions service (e.g. `http://actions:9097`), whose `/metrics` the
     /// dashboard scrapes for retry depth and circuit breakers.
     pub actions_admin_url: Option<String>,
     pub kafka: KafkaProperties,
@@ -104,8 +108,8 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            kafka_bootstrap: "127.0.0.1:9092".into(),
-            schema_registry_url: "http://127.0.0.1:8081".into(),
+            kafka_bootstrap: switchboard_service::config::DEFAULT_KAFKA_BOOTSTRAP.into(),
+            schema_registry_url: switchboard_service::config::DEFAULT_SCHEMA_REGISTRY_URL.into(),
             group_id: "switchboard-processor".into(),
             instance_id: None,
             admin_listen: SocketAddr::from(([0, 0, 0, 0], 9090)),
@@ -117,8 +121,8 @@ impl Default for Config {
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: 1,
-            drain_timeout: Duration::from_secs(20),
-            session_timeout: Duration::from_secs(45),
+            drain_timeout: switchboard_service::config::DEFAULT_DRAIN_TIMEOUT,
+            session_timeout: switchboard_kafka::settings::DEFAULT_SESSION_TIMEOUT,
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             admin_token: None,
             actions_admin_url: None,
@@ -195,70 +199,17 @@ impl Config {
     }
 }
 
-/// Default `stall_timeout` of every consuming loop: above the transaction timeout (60 s), the
-/// longest retry backoff (30 s) and the time a dead instance's open transaction holds its
-/// partitions on Apache Kafka, so that only a loop that cannot recover by itself is restarted.
-pub const DEFAULT_STALL_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// `stall_timeout`, checked alike by the processor, the sink and the actions.
-pub(crate) fn validate_stall_timeout(stall_timeout: Duration) -> Result<(), ConfigError> {
-    if stall_timeout < Duration::from_secs(1) {
-        return Err(ConfigError::invalid("stall_timeout", "must be at least 1s"));
-    }
-    Ok(())
-}
-
-pub(crate) fn hostname() -> Option<String> {
-    std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|name| name.trim().to_owned())
-        .filter(|name| !name.is_empty())
-}
-
-/// The broker list and the registry URL, checked alike by every processor command.
-pub(crate) fn validate_endpoints(
-    kafka_bootstrap: &str,
-    schema_registry_url: &str,
-) -> Result<(), ConfigError> {
-    if kafka_bootstrap.trim().is_empty() {
-        return Err(ConfigError::invalid(
-            "kafka_bootstrap",
-            "must name at least one broker",
-        ));
-    }
-    url::Url::parse(schema_registry_url).map_err(|e| ConfigError::invalid("schema_registry_url", e))?;
-    Ok(())
-}
-
-/// Partitions and replication factor of the topics a command creates.
-pub(crate) fn validate_topic_settings(partitions: i32, replication_factor: i32) -> Result<(), ConfigError> {
-    if partitions < 1 {
-        return Err(ConfigError::invalid("topic_partitions", "must be at least 1"));
-    }
-    if replication_factor < 1 && replication_factor != -1 {
-        return Err(ConfigError::invalid(
-            "topic_replication_factor",
-            "must be at least 1, or -1 for the broker default",
-        ));
-    }
-    Ok(())
-}
-
-/// A consumer-group session timeout within what brokers accept.
-pub(crate) fn validate_session_timeout(session_timeout: Duration) -> Result<(), ConfigError> {
-    if !(Duration::from_secs(1)..=Duration::from_secs(3600)).contains(&session_timeout) {
-        return Err(ConfigError::invalid(
-            "session_timeout",
-            "must be between 1s and 1h",
-        ));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_key_but_the_tables_is_reachable_through_the_environment() {
+        // Tables the README documents as file only.
+        let file_only = ["kafka"];
+        let missing = switchboard_service::config::keys_missing_from_env::<Config>(ENV_KEYS, &file_only);
+        assert!(missing.is_empty(), "keys missing from ENV_KEYS: {missing:?}");
+    }
 
     fn config(toml: &str) -> Result<Config, String> {
         let config: Config = figment::Figment::new()

@@ -9,22 +9,23 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use switchboard_schemas::domain::CallState;
-use switchboard_schemas::{Codec, RawWebhook, topics};
+use switchboard_schemas::{Codec, DomainEvent, RawWebhook, topics};
 use tokio::runtime::Handle;
 
-use crate::call_state;
 use crate::config::{Config, Guarantee};
-use crate::kafka::headers;
 use crate::metrics;
-use crate::normalize::{self, DomainEvent, Poison, PoisonClass};
-use crate::state::{Stores, Task};
+use crate::normalize::{self, Poison, PoisonClass};
+use crate::state::Stores;
 use crate::topology::Topology;
-pub use crate::txn::LoopError;
-use crate::txn::{Batching, ProducerContext, Transactor, now_millis};
+use switchboard_kafka::TopicPartition;
+pub(crate) use switchboard_kafka::txn::LoopError;
+use switchboard_kafka::txn::{Batching, ProducerContext, Transactor, now_millis};
+use switchboard_schemas::call_state;
+use switchboard_schemas::headers;
 
 /// What processing one raw record did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Processed {
+pub(crate) enum Processed {
     /// Its domain event (and state changes) were written.
     Emitted,
     /// Its event id was already seen: nothing written.
@@ -37,17 +38,16 @@ pub enum Processed {
 
 /// Why processing a record failed; classified in one place ([`Engine::process`]).
 #[derive(Debug)]
-pub enum Failure {
+pub(crate) enum RecordFailure {
     /// The record can never be processed: DLQ, and the partition moves on.
     Poison(Poison),
     /// Something outside the record failed (registry unreachable …): abort, rewind, retry later.
-    /// This is the seam for the retry-topic ladder.
     Transient(String),
 }
 
 /// Processing state and the transaction, shared by the loop and the rebalance callbacks (which
 /// run inside `poll` on the loop's thread).
-pub struct Engine {
+pub(crate) struct Engine {
     codec: std::sync::Arc<Codec>,
     runtime: Handle,
     txn: Transactor,
@@ -55,7 +55,7 @@ pub struct Engine {
     /// Where outputs go.
     topology: Topology,
     /// Tasks assigned but not yet restored (paused until they are).
-    pub(crate) to_restore: Vec<Task>,
+    pub(crate) to_restore: Vec<TopicPartition>,
     /// After a restore was deferred: when to try again, and the backoff that led there.
     pub(crate) restore_retry: Option<(std::time::Instant, Duration)>,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
@@ -71,7 +71,7 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    pub fn new(
+    pub(crate) fn new(
         config: &Config,
         codec: std::sync::Arc<Codec>,
         runtime: Handle,
@@ -97,43 +97,43 @@ impl Engine {
     }
 
     /// Whether the open transaction should commit now.
-    pub fn due(&self) -> bool {
+    pub(crate) fn due(&self) -> bool {
         self.txn.due()
     }
 
     /// Time until the open transaction is due (the loop's poll timeout).
-    pub fn time_to_commit(&self) -> Duration {
+    pub(crate) fn time_to_commit(&self) -> Duration {
         self.txn.time_to_commit()
     }
 
     /// Where this engine's outputs go.
-    pub fn topology(&self) -> &Topology {
+    pub(crate) fn topology(&self) -> &Topology {
         &self.topology
     }
 
     /// Processes one raw record inside the open transaction.
-    pub fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<Processed, LoopError> {
+    pub(crate) fn process(&mut self, message: &BorrowedMessage<'_>) -> Result<Processed, LoopError> {
         self.process_selected(message, |_| true)
     }
 
     /// Processes one raw record inside the open transaction if `select` keeps its envelope;
     /// otherwise only consumes it. (A record that does not decode has no envelope to select by: it
     /// goes to the DLQ.)
-    pub fn process_selected(
+    pub(crate) fn process_selected(
         &mut self,
         message: &BorrowedMessage<'_>,
         select: impl Fn(&RawWebhook) -> bool,
     ) -> Result<Processed, LoopError> {
-        let task = Task::new(message.topic(), message.partition());
+        let task = TopicPartition::new(message.topic(), message.partition());
         self.txn.begin()?;
         metrics::counter_consumed(message.topic());
         let processed = match self.transform(&task, message, select) {
             Ok(processed) => processed,
-            Err(Failure::Poison(poison)) => {
+            Err(RecordFailure::Poison(poison)) => {
                 self.dead_letter(message, &poison)?;
                 Processed::DeadLettered
             }
-            Err(Failure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
+            Err(RecordFailure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
         };
         self.txn.consumed(task, message.offset() + 1);
         Ok(processed)
@@ -141,21 +141,21 @@ impl Engine {
 
     fn transform(
         &mut self,
-        task: &Task,
+        task: &TopicPartition,
         message: &BorrowedMessage<'_>,
         select: impl Fn(&RawWebhook) -> bool,
-    ) -> Result<Processed, Failure> {
-        let payload = message
-            .payload()
-            .ok_or_else(|| Failure::Poison(Poison::new(PoisonClass::Undecodable, "record has no value")))?;
+    ) -> Result<Processed, RecordFailure> {
+        let payload = message.payload().ok_or_else(|| {
+            RecordFailure::Poison(Poison::new(PoisonClass::Undecodable, "record has no value"))
+        })?;
         let raw: RawWebhook = self
             .runtime
             .block_on(self.codec.decode(RawWebhook::schema_def(), payload))
             .map_err(|e| {
                 if e.is_transient() {
-                    Failure::Transient(e.to_string())
+                    RecordFailure::Transient(e.to_string())
                 } else {
-                    Failure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
+                    RecordFailure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
                 }
             })?;
         if !select(&raw) {
@@ -165,7 +165,7 @@ impl Engine {
             metrics::counter_duplicate(&raw.source);
             return Ok(Processed::Duplicate);
         }
-        let event = normalize::normalize(&raw).map_err(Failure::Poison)?;
+        let event = normalize::normalize(&raw).map_err(RecordFailure::Poison)?;
         self.emit(&event, &raw)?;
         if let DomainEvent::Call(call) = &event
             && self.topology.call_state()
@@ -193,13 +193,13 @@ impl Engine {
         topic: &str,
         def: &switchboard_schemas::SchemaDef,
         value: &T,
-    ) -> Result<Vec<u8>, Failure> {
+    ) -> Result<Vec<u8>, RecordFailure> {
         self.runtime
             .block_on(self.codec.encode(topic, def, value))
-            .map_err(|e| Failure::Transient(format!("encoding a record for {topic}: {e}")))
+            .map_err(|e| RecordFailure::Transient(format!("encoding a record for {topic}: {e}")))
     }
 
-    fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), Failure> {
+    fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), RecordFailure> {
         let topic = self.topology.topic(event.topic());
         let payload = match event {
             DomainEvent::Call(e) => self.encode(&topic, event.schema_def(), e)?,
@@ -225,7 +225,7 @@ impl Engine {
         )
     }
 
-    fn origin_headers(task: &Task, offset: i64) -> OwnedHeaders {
+    fn origin_headers(task: &TopicPartition, offset: i64) -> OwnedHeaders {
         OwnedHeaders::new_with_capacity(3)
             .insert(Header {
                 key: headers::ORIGIN_TOPIC,
@@ -241,7 +241,12 @@ impl Engine {
             })
     }
 
-    fn emit_call_state(&mut self, task: &Task, offset: i64, state: &CallState) -> Result<(), Failure> {
+    fn emit_call_state(
+        &mut self,
+        task: &TopicPartition,
+        offset: i64,
+        state: &CallState,
+    ) -> Result<(), RecordFailure> {
         let topic = self.topology.topic(topics::CALL_STATE);
         let payload = self.encode(&topic, CallState::schema_def(), state)?;
         // Co-partitioned with the raw partition, so that restoring a task reads one partition.
@@ -255,11 +260,11 @@ impl Engine {
 
     fn emit_dedup(
         &mut self,
-        task: &Task,
+        task: &TopicPartition,
         offset: i64,
         raw: &RawWebhook,
         seen_at: i64,
-    ) -> Result<(), Failure> {
+    ) -> Result<(), RecordFailure> {
         let key = format!("{}:{}", raw.source, raw.event_id);
         let value = seen_at.to_string();
         let topic = self.topology.topic(topics::DEDUP_CHANGELOG);
@@ -294,7 +299,7 @@ impl Engine {
                 dlq_headers = dlq_headers.insert(header);
             }
         }
-        let task = Task::new(message.topic(), message.partition());
+        let task = TopicPartition::new(message.topic(), message.partition());
         let failed_at = now_millis().to_string();
         for (key, value) in [
             (headers::ERROR_CLASS, poison.class.as_str()),
@@ -323,7 +328,7 @@ impl Engine {
     }
 
     /// Hands an output record to the open transaction.
-    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), Failure>
+    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), RecordFailure>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
@@ -331,13 +336,13 @@ impl Engine {
         let topic = record.topic;
         self.txn
             .send(record)
-            .map_err(|error| Failure::Transient(error.to_string()))?;
+            .map_err(|error| RecordFailure::Transient(error.to_string()))?;
         metrics::counter_produced(topic);
         Ok(())
     }
 
     /// Commits the open transaction: outputs, state changes and consumed offsets together.
-    pub fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
+    pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
         if let Some(committed) = self.txn.commit(consumer)? {
             self.stores.commit();
             metrics::commit(committed.elapsed, committed.records);
@@ -348,7 +353,7 @@ impl Engine {
     /// Aborts the open transaction, forgets its state changes, and rewinds every owned partition
     /// to its committed offset so that its records are processed again (partitions still to
     /// restore are paused at no position yet: their restore positions them).
-    pub fn abort_and_rewind<C: ConsumerContext>(
+    pub(crate) fn abort_and_rewind<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
@@ -362,7 +367,11 @@ impl Engine {
     /// Finishes the open transaction before partitions are revoked (commit, or abort when the
     /// commit fails: the partitions' next owner then processes those records again), and drops
     /// the revoked partitions' state.
-    pub fn finish_before_revoke<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, revoked: &[Task]) {
+    pub(crate) fn finish_before_revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &[TopicPartition],
+    ) {
         let revoke = self.txn.finish_before_revoke(consumer, revoked);
         match revoke.committed {
             Some(committed) => {

@@ -1,85 +1,39 @@
-//! Kafka plumbing for the processor: client settings, the topics it needs, record header names.
+//! Kafka plumbing for the processor: client settings and the topics it needs.
 
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::admin::{NewTopic, TopicReplication};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::error::KafkaError;
+use switchboard_kafka::client::{create_missing, group_member};
 use switchboard_schemas::{Source, topics};
 
 use crate::config::{Config, Guarantee};
 use crate::topology::Topology;
 
-/// Longest time a fetch waits on the broker for new records (see [`group_member`]).
-const FETCH_WAIT_MAX_MS: &str = "20";
-
-/// Record headers the processor writes. Ids and coordinates only, never secrets.
-pub mod headers {
-    /// The provider event id (all outputs).
-    pub const EVENT_ID: &str = "event-id";
-    /// The source (all outputs).
-    pub const SOURCE: &str = "source";
-    /// Where a changelog entry or a DLQ record came from.
-    pub const ORIGIN_TOPIC: &str = "original-topic";
-    pub const ORIGIN_PARTITION: &str = "original-partition";
-    pub const ORIGIN_OFFSET: &str = "original-offset";
-    /// DLQ only.
-    pub const ERROR_CLASS: &str = "error-class";
-    pub const ERROR_REASON: &str = "error-reason";
-    pub const FAILED_AT: &str = "failed-at";
-}
-
 /// The raw topics the processor consumes.
-pub fn raw_topics() -> Vec<&'static str> {
+pub(crate) fn raw_topics() -> Vec<&'static str> {
     Source::ALL.iter().map(|s| s.raw_topic()).collect()
 }
 
 fn base(config: &Config) -> ClientConfig {
-    let mut client = ClientConfig::new();
-    client.set("bootstrap.servers", &config.kafka_bootstrap).set(
-        "client.id",
-        format!("switchboard-processor-{}", config.instance_id()),
-    );
-    for (key, value) in &config.kafka.0 {
-        client.set(key, value);
-    }
-    client
+    switchboard_kafka::client::base(
+        &config.kafka_bootstrap,
+        &format!("switchboard-processor-{}", config.instance_id()),
+        &config.kafka,
+    )
 }
 
 /// The group member: read_committed, no auto-commit (offsets are committed with the outputs).
-pub fn consumer_config(config: &Config) -> ClientConfig {
+pub(crate) fn consumer_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     group_member(&mut client, &config.group_id, config.session_timeout);
     client
 }
 
-/// The settings every consumer-group member of switchboard shares (processor and sink): reads
-/// only committed records, starts from the earliest record without a committed position, and
-/// leaves offset management to the application.
-pub(crate) fn group_member(client: &mut ClientConfig, group_id: &str, session_timeout: Duration) {
-    // librdkafka's default (500 ms) lets an idle partition's fetch wait half a second before new
-    // records are seen: a webhook pipeline wants them in milliseconds. `[kafka]` may override.
-    if client.get("fetch.wait.max.ms").is_none() {
-        client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
-    }
-    client
-        .set("group.id", group_id)
-        .set("isolation.level", "read_committed")
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        .set("enable.partition.eof", "false")
-        .set("session.timeout.ms", session_timeout.as_millis().to_string())
-        .set(
-            "heartbeat.interval.ms",
-            (session_timeout.as_millis() / 6).max(100).to_string(),
-        );
-}
-
 /// The producer: transactional under exactly-once, idempotent otherwise.
-pub fn producer_config(config: &Config) -> ClientConfig {
+pub(crate) fn producer_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     client
         .set("enable.idempotence", "true")
@@ -100,7 +54,7 @@ pub fn producer_config(config: &Config) -> ClientConfig {
 /// tools. A position outside the log (retention removed the segment being read) resets to the
 /// earliest record, never to the end: librdkafka's default (`latest`) would silently skip every
 /// record in between. (Restore asks for an error instead, see [`crate::restore`].)
-pub fn reader_config(config: &Config) -> ClientConfig {
+pub(crate) fn reader_config(config: &Config) -> ClientConfig {
     let mut client = base(config);
     client
         .set("group.id", format!("{}-restore", config.group_id))
@@ -113,12 +67,12 @@ pub fn reader_config(config: &Config) -> ClientConfig {
 
 /// Creates every topic the processor writes when missing: domain topics, the compacted
 /// call-state and dedup changelogs (the latter also deleted after the dedup window), the DLQ.
-pub async fn create_topics(config: &Config) -> Result<(), KafkaError> {
+pub(crate) async fn create_topics(config: &Config) -> Result<(), KafkaError> {
     create_output_topics(config, &Topology::live()).await
 }
 
 /// Creates the output topics of `topology` when missing, configured like the live ones.
-pub async fn create_output_topics(config: &Config, topology: &Topology) -> Result<(), KafkaError> {
+pub(crate) async fn create_output_topics(config: &Config, topology: &Topology) -> Result<(), KafkaError> {
     let retention = config.dedup_window.as_millis().to_string();
     let replication = || TopicReplication::Fixed(config.topic_replication_factor);
     let partitions = config.topic_partitions;
@@ -142,29 +96,9 @@ pub async fn create_output_topics(config: &Config, topology: &Topology) -> Resul
     create_missing(&base(config), &new_topics).await
 }
 
-/// Creates those of `new_topics` that do not exist yet.
-pub(crate) async fn create_missing(
-    client: &ClientConfig,
-    new_topics: &[NewTopic<'_>],
-) -> Result<(), KafkaError> {
-    let admin: AdminClient<DefaultClientContext> = client.create()?;
-    let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-    for result in admin.create_topics(new_topics, &options).await? {
-        match result {
-            Ok(topic) => tracing::info!(%topic, "created topic"),
-            Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
-            Err((topic, code)) => {
-                tracing::warn!(%topic, %code, "cannot create topic");
-                return Err(KafkaError::AdminOp(code));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Checks that each state changelog has at least as many partitions as every raw topic: state of
 /// raw partition `p` lives in changelog partition `p`.
-pub fn check_copartitioning(config: &Config) -> anyhow::Result<()> {
+pub(crate) fn check_copartitioning(config: &Config) -> anyhow::Result<()> {
     let consumer: BaseConsumer = reader_config(config).create()?;
     let timeout = Duration::from_secs(10);
     let count = |topic: &str| -> anyhow::Result<usize> {

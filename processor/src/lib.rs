@@ -5,33 +5,28 @@
 //! changelog entries (dedup, call state), any DLQ records, and the consumed offsets; consumers
 //! read with `read_committed`. See the README for the design and its limits.
 //!
-//! Pure parts: [`normalize`] (provider payload -> domain event) and [`call_state`] (the ordering
-//! rule). Kafka parts: [`txn`] (one transaction at a time), [`engine`] (raw records in it), [`runner`] (the loop and rebalances),
-//! [`restore`] (state from changelogs). Outbound: [`actions`] (delivery to one HTTP target) and [`dispatch`] (the
-//! actions service with its retry ladder). Operator tools: [`dlq`] (list, show, redrive the DLQ), [`replay`]
-//! (backfills) and [`reset`] (rewinding a group). Observability: [`observe`] (the debug endpoint and the
-//! dashboard on the admin port).
+//! Pure part: [`normalize`] (provider payload -> domain event; the ordering rule is
+//! `switchboard_schemas::call_state`). Kafka parts: `engine` (raw records in the open transaction
+//! of `switchboard_kafka::txn`), `runner` (the loop and rebalances), `restore` (state from
+//! changelogs), `state`, `topology`, `kafka` (client settings, topics). Operator tools: [`dlq`]
+//! (list, show, redrive the DLQ), [`replay`] (backfills) and [`reset`] (rewinding a group).
+//! Observability: [`observe`] (the debug endpoint and the dashboard on the admin port). The sink
+//! and the actions service are the `switchboard-sink` and `switchboard-actions` crates; this
+//! crate's binary runs them as subcommands.
 
-pub mod actions;
-pub mod admin;
-pub mod call_state;
 pub mod config;
-pub mod dispatch;
 pub mod dlq;
-pub mod engine;
-pub mod kafka;
+mod engine;
+mod kafka;
 pub mod metrics;
 pub mod normalize;
 pub mod observe;
-pub mod progress;
 pub mod replay;
 pub mod reset;
-pub mod restore;
-pub mod runner;
-pub mod sink;
-pub mod state;
-pub mod topology;
-pub mod txn;
+mod restore;
+mod runner;
+mod state;
+mod topology;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -43,7 +38,7 @@ use switchboard_service::http::{ServeOptions, serve};
 use tokio::net::TcpListener;
 
 use config::Config;
-use runner::Health;
+use switchboard_kafka::Health;
 
 /// Runs the processor until `shutdown` completes (then finishes the open transaction, leaves the
 /// group, and returns `Ok`) or until a fatal error (returned; exit non-zero so the orchestrator
@@ -77,7 +72,7 @@ pub async fn run(
     let observe = observe::Observe::new(Arc::clone(&config), Arc::clone(&codec));
     let admin = tokio::spawn(serve(
         admin_listener,
-        admin::processor_router(Arc::clone(&health), observe.clone()),
+        switchboard_kafka::health::router(vec![Arc::clone(&health)]).merge(observe::router(observe.clone())),
         options,
         async {
             let _ = admin_stopped.await;
@@ -87,7 +82,7 @@ pub async fn run(
     let lag_reporter = {
         let (config, health, stop) = (Arc::clone(&config), Arc::clone(&health), Arc::clone(&stop));
         tokio::task::spawn_blocking(move || {
-            progress::run(
+            switchboard_kafka::progress::run(
                 &kafka::consumer_config(&config),
                 &health,
                 &stop,

@@ -6,9 +6,10 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use switchboard_processor::config::Config;
 
-/// jemalloc: a request allocates many small buffers (body, form, envelope, Avro); the ingest
-/// profile (bench/PROFILE.md) showed glibc malloc/free at a quarter of the CPU, and jemalloc cut
-/// CPU per request by 10–15 %.
+/// jemalloc, as in ingest: every record allocates many small, short-lived buffers (the Avro
+/// envelope, the provider payload, the domain event and its encoding), the allocation pattern for
+/// which jemalloc cut ingest's CPU per request by 10–15 % (bench/PROFILE.md; not measured for
+/// the processor's own loops).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -52,15 +53,14 @@ async fn main() -> anyhow::Result<()> {
             switchboard_processor::run(config, listener, switchboard_service::shutdown::signal()).await
         }
         Command::Actions => {
-            let config = switchboard_processor::dispatch::config::DispatchConfig::load()?;
+            let config = switchboard_actions::ActionsConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_processor::dispatch::run(config, listener, switchboard_service::shutdown::signal())
-                .await
+            switchboard_actions::run(config, listener, switchboard_service::shutdown::signal()).await
         }
         Command::Sink => {
-            let config = switchboard_processor::sink::config::SinkConfig::load()?;
+            let config = switchboard_sink::SinkConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_processor::sink::run(config, listener, switchboard_service::shutdown::signal()).await
+            switchboard_sink::run(config, listener, switchboard_service::shutdown::signal()).await
         }
         Command::Replay(args) => {
             let config = Config::load().context("loading the configuration")?;

@@ -53,11 +53,6 @@ pub(crate) fn rebalance(kind: &'static str) {
     metrics::counter!(REBALANCES, "kind" => kind).increment(1);
 }
 
-/// Sets consumer lag gauge `name` (the processor's or the sink's).
-pub(crate) fn lag(name: &'static str, topic: &str, partition: i32, lag: i64) {
-    metrics::gauge!(name, "topic" => topic.to_owned(), "partition" => partition.to_string()).set(lag as f64);
-}
-
 pub(crate) fn dedup_entries(entries: usize) {
     metrics::gauge!(DEDUP_ENTRIES).set(entries as f64);
 }

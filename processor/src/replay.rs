@@ -45,9 +45,9 @@ use crate::config::{Config, Guarantee};
 use crate::engine::{Engine, Processed};
 use crate::kafka;
 use crate::restore;
-use crate::state::Task;
 use crate::topology::Topology;
-use crate::txn::{LoopError, ProducerContext, now_millis};
+use switchboard_kafka::TopicPartition;
+use switchboard_kafka::txn::{LoopError, ProducerContext, now_millis};
 
 /// Records are looked up by their Kafka timestamp this much before `--from` and after `--to`:
 /// ingest instances' clocks differ slightly, and the envelope's `received_at` decides.
@@ -276,7 +276,7 @@ pub fn run_with_progress(
     while ranges.values().any(|r| !r.done) {
         match consumer.poll(POLL) {
             Some(Ok(message)) => {
-                let task = Task::new(message.topic(), message.partition());
+                let task = TopicPartition::new(message.topic(), message.partition());
                 let Some(range) = ranges.get_mut(&task) else {
                     continue;
                 };
@@ -369,7 +369,7 @@ fn commit(engine: &mut Engine, consumer: &BaseConsumer) -> anyhow::Result<()> {
     })
 }
 
-fn finish(consumer: &BaseConsumer, task: &Task, range: &mut Range) {
+fn finish(consumer: &BaseConsumer, task: &TopicPartition, range: &mut Range) {
     range.done = true;
     let mut list = TopicPartitionList::new();
     list.add_partition(&task.topic, task.partition);
@@ -385,13 +385,13 @@ fn plan(
     consumer: &BaseConsumer,
     args: &ReplayArgs,
     to_millis: i64,
-) -> anyhow::Result<BTreeMap<Task, Range>> {
+) -> anyhow::Result<BTreeMap<TopicPartition, Range>> {
     let mut tasks = Vec::new();
     for source in args.sources() {
         let topic = source.raw_topic();
         let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
         for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            tasks.push(Task::new(topic, partition.id()));
+            tasks.push(TopicPartition::new(topic, partition.id()));
         }
     }
     let mut list = TopicPartitionList::new();
@@ -415,7 +415,7 @@ fn plan(
     let skew = SKEW.as_millis() as i64;
     let starts = by_time(args.from.timestamp_millis() - skew)?;
     let ends = args.to.map(|_| by_time(to_millis + skew)).transpose()?;
-    let offset_of = |list: &TopicPartitionList, task: &Task| match list
+    let offset_of = |list: &TopicPartitionList, task: &TopicPartition| match list
         .find_partition(&task.topic, task.partition)
         .map(|e| e.offset())
     {
@@ -467,7 +467,7 @@ fn restore_state(
     engine: &mut Engine,
     codec: &Codec,
     runtime: &Handle,
-    ranges: &BTreeMap<Task, Range>,
+    ranges: &BTreeMap<TopicPartition, Range>,
 ) -> anyhow::Result<()> {
     let mut list = TopicPartitionList::new();
     for task in ranges.keys() {
@@ -480,7 +480,7 @@ fn restore_state(
     } else {
         None
     };
-    let offset_in = |list: &TopicPartitionList, task: &Task| match list
+    let offset_in = |list: &TopicPartitionList, task: &TopicPartition| match list
         .find_partition(&task.topic, task.partition)
         .map(|e| e.offset())
     {

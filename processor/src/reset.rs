@@ -18,8 +18,8 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::kafka;
-use crate::sink::store::{ConsumedOffset, Store};
-use crate::state::Task;
+use switchboard_kafka::TopicPartition;
+use switchboard_sink::{ConsumedOffset, Store};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -48,7 +48,7 @@ pub struct ResetArgs {
 /// One partition's rewind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rewind {
-    pub task: Task,
+    pub task: TopicPartition,
     /// The committed offset before (`None`: nothing committed).
     pub from: Option<i64>,
     pub to: i64,
@@ -102,11 +102,11 @@ pub fn run(config: &Config, args: &ResetArgs, runtime: &Handle) -> anyhow::Resul
         Some(Offset::Offset(o)) => Some(o),
         _ => None,
     };
-    let chosen: Vec<Task> = all
+    let chosen: Vec<TopicPartition> = all
         .elements()
         .iter()
         .filter(|e| !args.topics.is_empty() || offset(&committed, e.topic(), e.partition()).is_some())
-        .map(|e| Task::new(e.topic(), e.partition()))
+        .map(|e| TopicPartition::new(e.topic(), e.partition()))
         .collect();
     anyhow::ensure!(
         !chosen.is_empty(),

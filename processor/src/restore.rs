@@ -19,10 +19,12 @@ use switchboard_schemas::topics;
 use tokio::runtime::Handle;
 
 use crate::config::Config;
-use crate::kafka::{self, headers};
-use crate::runner::BACKOFF_START;
-use crate::state::{Task, TaskState};
+use crate::kafka;
+use crate::state::PartitionState;
 use crate::topology::Topology;
+use switchboard_kafka::TopicPartition;
+use switchboard_kafka::txn::BACKOFF_START;
+use switchboard_schemas::headers;
 
 /// How long restoring one changelog partition may take before the processor gives up (and the
 /// orchestrator restarts it).
@@ -60,16 +62,16 @@ fn origin<'a>(message: &'a BorrowedMessage<'_>) -> Option<Origin<'a>> {
 
 /// Restores `task` from the changelogs of `topology`, where the raw partition's committed offset
 /// is `committed` (`None`: nothing committed yet, so no changelog entry can be committed either).
-pub fn restore(
+pub(crate) fn restore(
     config: &Config,
     topology: &Topology,
     codec: &Codec,
     runtime: &Handle,
-    task: &Task,
+    task: &TopicPartition,
     committed: Option<i64>,
     dedup_cutoff_millis: i64,
-) -> anyhow::Result<TaskState> {
-    let mut state = TaskState::default();
+) -> anyhow::Result<PartitionState> {
+    let mut state = PartitionState::default();
     let Some(committed) = committed else {
         return Ok(state);
     };

@@ -2,8 +2,7 @@
 //! [`Engine`], committing on the commit interval, and finishing the open transaction before a
 //! rebalance takes partitions away.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,86 +16,26 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::state::Task;
 use crate::topology::Topology;
-use crate::txn::{self, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis};
 use crate::{kafka, metrics, restore};
+use switchboard_kafka::Health;
+use switchboard_kafka::txn::{
+    self, BACKOFF_MAX, BACKOFF_START, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis,
+};
+use switchboard_kafka::{TopicPartition, topic_partitions};
 
-/// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
-/// binary uses it).
-pub(crate) const BACKOFF_START: Duration = Duration::from_millis(500);
-pub(crate) const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// How often lag and the dedup window are refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
-
-/// Liveness, readiness and progress of a consuming loop (processor, sink, action worker), shared
-/// with the admin server, the progress monitor ([`crate::progress`]) and the depth reporter.
-#[derive(Debug, Default)]
-pub struct Health {
-    /// Milliseconds since the epoch of the loop's last iteration.
-    pub heartbeat_millis: AtomicI64,
-    /// The loop is running and has joined the group.
-    pub ready: AtomicBool,
-    /// Position (next offset to consume) of every owned partition that has one.
-    pub positions: Mutex<BTreeMap<Task, i64>>,
-    /// Every owned partition (the consumer's assignment), with or without a position.
-    pub assignment: Mutex<BTreeSet<Task>>,
-    /// Offsets committed outside Kafka (the sink's database), per partition; empty otherwise.
-    pub committed: Mutex<BTreeMap<Task, i64>>,
-    /// Owned partitions with lag and no committed progress for `stall_timeout` (set by the
-    /// progress monitor).
-    pub stalled: AtomicUsize,
-}
-
-impl Health {
-    /// Records `consumer`'s assignment and positions (local: no network) for the progress
-    /// monitor and the depth reporter.
-    pub(crate) fn publish_positions<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
-        self.publish_assignment(consumer);
-        let Ok(position) = consumer.position() else { return };
-        let positions = position
-            .elements()
-            .iter()
-            .filter_map(|e| match e.offset() {
-                Offset::Offset(next) => Some((Task::new(e.topic(), e.partition()), next)),
-                _ => None,
-            })
-            .collect();
-        *self.positions.lock().unwrap_or_else(PoisonError::into_inner) = positions;
-    }
-
-    /// Records `consumer`'s assignment (local: no network) for the progress monitor.
-    pub(crate) fn publish_assignment<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>) {
-        let Ok(assignment) = consumer.assignment() else {
-            return;
-        };
-        *self.assignment.lock().unwrap_or_else(PoisonError::into_inner) =
-            tasks(&assignment).into_iter().collect();
-    }
-
-    /// How many owned partitions are stalled (lag and no committed progress).
-    pub fn stalled_partitions(&self) -> usize {
-        self.stalled.load(Ordering::Relaxed)
-    }
-}
 
 /// Routes rebalance events into the engine. Callbacks run inside `poll`, on the loop's thread,
 /// while the loop holds no lock.
 #[derive(Debug)]
-pub struct RebalanceContext {
+pub(crate) struct RebalanceContext {
     engine: Arc<Mutex<Engine>>,
 }
 
 fn lock(engine: &Mutex<Engine>) -> MutexGuard<'_, Engine> {
     engine.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-pub(crate) fn tasks(partitions: &TopicPartitionList) -> Vec<Task> {
-    partitions
-        .elements()
-        .iter()
-        .map(|e| Task::new(e.topic(), e.partition()))
-        .collect()
 }
 
 impl ClientContext for RebalanceContext {}
@@ -105,7 +44,7 @@ impl ConsumerContext for RebalanceContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(partitions) = rebalance {
             metrics::rebalance("revoke");
-            let revoked = tasks(partitions);
+            let revoked = topic_partitions(partitions);
             tracing::info!(
                 partitions = revoked.len(),
                 "partitions revoked; finishing the open transaction"
@@ -118,7 +57,7 @@ impl ConsumerContext for RebalanceContext {
         match rebalance {
             Rebalance::Assign(partitions) => {
                 metrics::rebalance("assign");
-                let assigned = tasks(partitions);
+                let assigned = topic_partitions(partitions);
                 tracing::info!(
                     partitions = assigned.len(),
                     "partitions assigned; restoring their state"
@@ -141,7 +80,7 @@ impl ConsumerContext for RebalanceContext {
 }
 
 /// Runs the loop until `shutdown` is set (exit cleanly) or a fatal error (returned).
-pub fn run(
+pub(crate) fn run(
     config: Arc<Config>,
     codec: Arc<Codec>,
     runtime: Handle,
@@ -211,7 +150,7 @@ fn step(
     }
     match polled {
         Some(Ok(message)) => {
-            let task = Task::new(message.topic(), message.partition());
+            let task = TopicPartition::new(message.topic(), message.partition());
             if engine.to_restore.contains(&task) {
                 // Read before its pause took effect: its restore seeks back to the committed
                 // offset, so the record is read again then.
@@ -333,7 +272,7 @@ fn restore_one(
     runtime: &Handle,
     engine: &mut Engine,
     consumer: &BaseConsumer<RebalanceContext>,
-    task: &Task,
+    task: &TopicPartition,
     committed: &CommittedOffset,
     cutoff: i64,
 ) -> Result<(usize, usize), Deferral> {

@@ -11,41 +11,20 @@
 
 use std::collections::HashMap;
 
+use switchboard_kafka::TopicPartition;
 use switchboard_schemas::domain::CallState;
-
-/// A partition of a raw topic: the unit of processing, ownership and state.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Task {
-    pub topic: String,
-    pub partition: i32,
-}
-
-impl Task {
-    pub fn new(topic: impl Into<String>, partition: i32) -> Self {
-        Self {
-            topic: topic.into(),
-            partition,
-        }
-    }
-}
-
-impl std::fmt::Display for Task {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}[{}]", self.topic, self.partition)
-    }
-}
 
 /// The state of one task.
 #[derive(Debug, Default, Clone, PartialEq)]
-pub struct TaskState {
+pub(crate) struct PartitionState {
     /// Event ids seen, with when they were first seen (ms since the epoch).
     pub dedup: HashMap<String, i64>,
     /// Latest state per call sid.
     pub calls: HashMap<String, CallState>,
 }
 
-impl TaskState {
-    fn merge(&mut self, newer: TaskState) {
+impl PartitionState {
+    fn merge(&mut self, newer: PartitionState) {
         self.dedup.extend(newer.dedup);
         self.calls.extend(newer.calls);
     }
@@ -61,21 +40,21 @@ impl TaskState {
 
 /// The state of every owned task, committed and pending.
 #[derive(Debug, Default)]
-pub struct Stores {
-    committed: HashMap<Task, TaskState>,
-    pending: HashMap<Task, TaskState>,
+pub(crate) struct Stores {
+    committed: HashMap<TopicPartition, PartitionState>,
+    pending: HashMap<TopicPartition, PartitionState>,
 }
 
 impl Stores {
     /// Whether `event_id` was seen in `task`, committed or in the open transaction.
-    pub fn seen(&self, task: &Task, event_id: &str) -> bool {
-        let has = |states: &HashMap<Task, TaskState>| {
+    pub(crate) fn seen(&self, task: &TopicPartition, event_id: &str) -> bool {
+        let has = |states: &HashMap<TopicPartition, PartitionState>| {
             states.get(task).is_some_and(|s| s.dedup.contains_key(event_id))
         };
         has(&self.pending) || has(&self.committed)
     }
 
-    pub fn mark_seen(&mut self, task: &Task, event_id: &str, at_millis: i64) {
+    pub(crate) fn mark_seen(&mut self, task: &TopicPartition, event_id: &str, at_millis: i64) {
         self.pending
             .entry(task.clone())
             .or_default()
@@ -84,14 +63,14 @@ impl Stores {
     }
 
     /// The latest state of `call_sid`, including the open transaction's changes.
-    pub fn call(&self, task: &Task, call_sid: &str) -> Option<&CallState> {
+    pub(crate) fn call(&self, task: &TopicPartition, call_sid: &str) -> Option<&CallState> {
         self.pending
             .get(task)
             .and_then(|s| s.calls.get(call_sid))
             .or_else(|| self.committed.get(task).and_then(|s| s.calls.get(call_sid)))
     }
 
-    pub fn put_call(&mut self, task: &Task, state: CallState) {
+    pub(crate) fn put_call(&mut self, task: &TopicPartition, state: CallState) {
         self.pending
             .entry(task.clone())
             .or_default()
@@ -100,35 +79,31 @@ impl Stores {
     }
 
     /// The open transaction committed: its changes become committed state.
-    pub fn commit(&mut self) {
+    pub(crate) fn commit(&mut self) {
         for (task, changes) in self.pending.drain() {
             self.committed.entry(task).or_default().merge(changes);
         }
     }
 
     /// The open transaction aborted: its changes never happened.
-    pub fn abort(&mut self) {
+    pub(crate) fn abort(&mut self) {
         self.pending.clear();
     }
 
     /// Installs the state restored for a newly assigned task.
-    pub fn install(&mut self, task: Task, state: TaskState) {
+    pub(crate) fn install(&mut self, task: TopicPartition, state: PartitionState) {
         self.pending.remove(&task);
         self.committed.insert(task, state);
     }
 
     /// Forgets a task that is no longer owned.
-    pub fn remove(&mut self, task: &Task) {
+    pub(crate) fn remove(&mut self, task: &TopicPartition) {
         self.pending.remove(task);
         self.committed.remove(task);
     }
 
-    pub fn owns(&self, task: &Task) -> bool {
-        self.committed.contains_key(task)
-    }
-
     /// Applies the dedup window to committed state; returns how many ids were forgotten.
-    pub fn evict(&mut self, cutoff_millis: i64) -> usize {
+    pub(crate) fn evict(&mut self, cutoff_millis: i64) -> usize {
         self.committed
             .values_mut()
             .map(|state| state.evict(cutoff_millis))
@@ -136,7 +111,7 @@ impl Stores {
     }
 
     /// Number of remembered event ids, for the metrics.
-    pub fn dedup_entries(&self) -> usize {
+    pub(crate) fn dedup_entries(&self) -> usize {
         self.committed.values().map(|s| s.dedup.len()).sum()
     }
 }
@@ -158,9 +133,9 @@ mod tests {
 
     #[test]
     fn pending_changes_are_visible_and_become_committed_on_commit() {
-        let task = Task::new("switchboard.raw.twilio", 0);
+        let task = TopicPartition::new("switchboard.raw.twilio", 0);
         let mut stores = Stores::default();
-        stores.install(task.clone(), TaskState::default());
+        stores.install(task.clone(), PartitionState::default());
         stores.mark_seen(&task, "EV1", 1);
         stores.put_call(&task, call("CA1", "ringing"));
         assert!(stores.seen(&task, "EV1"));
@@ -178,9 +153,9 @@ mod tests {
 
     #[test]
     fn an_abort_forgets_the_open_transaction_only() {
-        let task = Task::new("switchboard.raw.twilio", 0);
+        let task = TopicPartition::new("switchboard.raw.twilio", 0);
         let mut stores = Stores::default();
-        stores.install(task.clone(), TaskState::default());
+        stores.install(task.clone(), PartitionState::default());
         stores.mark_seen(&task, "EV1", 1);
         stores.put_call(&task, call("CA1", "ringing"));
         stores.commit();
@@ -197,8 +172,8 @@ mod tests {
 
     #[test]
     fn tasks_are_separate_and_eviction_applies_the_window() {
-        let a = Task::new("switchboard.raw.twilio", 0);
-        let b = Task::new("switchboard.raw.twilio", 1);
+        let a = TopicPartition::new("switchboard.raw.twilio", 0);
+        let b = TopicPartition::new("switchboard.raw.twilio", 1);
         let mut stores = Stores::default();
         stores.mark_seen(&a, "EV1", 100);
         stores.mark_seen(&b, "EV2", 5_000);

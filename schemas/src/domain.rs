@@ -108,6 +108,34 @@ impl CallEvent {
     pub fn call_kind(&self) -> Option<CallKind> {
         CallKind::parse(&self.kind)
     }
+
+    /// An event of `kind` for `call_sid`, occurred and received `at`, with no optional field set:
+    /// the base that fixtures complete with struct update syntax
+    /// (`CallEvent { call_status: Some(…), ..CallEvent::new(…) }`).
+    pub fn new(event_id: &str, phone_id: &str, call_sid: &str, kind: CallKind, at: i64) -> Self {
+        CallEvent {
+            event_id: event_id.to_owned(),
+            phone_id: phone_id.to_owned(),
+            call_sid: call_sid.to_owned(),
+            kind: kind.as_str().to_owned(),
+            account_sid: None,
+            occurred_at: at,
+            received_at: at,
+            from: None,
+            to: None,
+            direction: None,
+            call_status: None,
+            call_duration: None,
+            sequence_number: None,
+            recording_sid: None,
+            recording_url: None,
+            recording_status: None,
+            recording_duration: None,
+            transcription_sid: None,
+            transcription_text: None,
+            transcription_status: None,
+        }
+    }
 }
 
 /// One Twilio message status callback. Written to [`MESSAGES`](crate::topics::MESSAGES), keyed by

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::time::Duration;
 
 /// Prefix shared by every topic switchboard owns.
 pub const PREFIX: &str = "switchboard";
@@ -89,6 +90,25 @@ pub const DLQ_REDRIVEN: &str = "switchboard.dlq.redriven";
 /// its `action` header. (The retry topics, `switchboard.retry.<delay>`, follow the configured
 /// ladder and are not listed here.)
 pub const ACTIONS_REDRIVE: &str = "switchboard.actions.redrive";
+
+/// Prefix of every retry topic of the actions service's ladder (see [`retry_topic`]).
+pub const RETRY_TOPIC_PREFIX: &str = "switchboard.retry.";
+
+/// The retry topic of a ladder step: `switchboard.retry.` + the delay in its largest whole unit
+/// (`500ms`, `1s`, `5m`, `2h`).
+pub fn retry_topic(delay: Duration) -> String {
+    let millis = delay.as_millis();
+    let suffix = if millis.is_multiple_of(3_600_000) {
+        format!("{}h", millis / 3_600_000)
+    } else if millis.is_multiple_of(60_000) {
+        format!("{}m", millis / 60_000)
+    } else if millis.is_multiple_of(1_000) {
+        format!("{}s", millis / 1_000)
+    } else {
+        format!("{millis}ms")
+    };
+    format!("{RETRY_TOPIC_PREFIX}{suffix}")
+}
 
 /// The domain topics the processor writes normalized events to.
 pub const DOMAIN_TOPICS: [&str; 5] = [CALLS, MESSAGES, BILLING, BOOKINGS, GENERIC];

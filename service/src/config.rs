@@ -13,6 +13,13 @@ pub const CONFIG_FILE_ENV: &str = "SWITCHBOARD_CONFIG";
 /// Prefix of every env var that overrides a configuration key.
 pub const ENV_PREFIX: &str = "SWITCHBOARD_";
 
+/// Default `kafka_bootstrap` of every service: a broker on this host.
+pub const DEFAULT_KAFKA_BOOTSTRAP: &str = "127.0.0.1:9092";
+/// Default `schema_registry_url` of every service: a registry on this host.
+pub const DEFAULT_SCHEMA_REGISTRY_URL: &str = "http://127.0.0.1:8081";
+/// Default `drain_timeout` of every service: how long in-flight requests may finish on SIGTERM.
+pub const DEFAULT_DRAIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Why the configuration could not be loaded. The message names the offending key.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid configuration: {0}")]
@@ -37,6 +44,50 @@ pub fn load<T: DeserializeOwned>(env_keys: &[&str]) -> Result<T, ConfigError> {
     }
     figment = figment.merge(Env::prefixed(ENV_PREFIX).only(env_keys));
     figment.extract().map_err(|e| ConfigError(describe(e)))
+}
+
+/// The keys of config struct `T` (its serde field names) that neither `env_keys` lists nor
+/// `not_from_env` exempts (tables such as `[kafka]`, which env vars cannot express): each
+/// service's test that every key is reachable through `SWITCHBOARD_*`.
+pub fn keys_missing_from_env<T: DeserializeOwned>(
+    env_keys: &[&str],
+    not_from_env: &[&str],
+) -> Vec<&'static str> {
+    let mut fields = None;
+    // Fails by design once the field list is captured; only the list matters.
+    let _ = T::deserialize(FieldNames(&mut fields));
+    let fields = fields.expect("the configuration type deserializes from a struct");
+    fields
+        .iter()
+        .copied()
+        .filter(|field| !env_keys.contains(field) && !not_from_env.contains(field))
+        .collect()
+}
+
+/// A deserializer that records the field names of the struct asked of it.
+struct FieldNames<'a>(&'a mut Option<&'static [&'static str]>);
+
+impl<'de> Deserializer<'de> for FieldNames<'_> {
+    type Error = de::value::Error;
+
+    fn deserialize_any<V: Visitor<'de>>(self, _: V) -> Result<V::Value, Self::Error> {
+        Err(de::Error::custom("not a struct"))
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        fields: &'static [&'static str],
+        _: V,
+    ) -> Result<V::Value, Self::Error> {
+        *self.0 = Some(fields);
+        Err(de::Error::custom("fields recorded"))
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes byte_buf option
+        unit unit_struct newtype_struct seq tuple tuple_struct map enum identifier ignored_any
+    }
 }
 
 fn describe(error: figment::Error) -> String {

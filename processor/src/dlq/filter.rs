@@ -5,8 +5,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use switchboard_schemas::Source;
 
 use super::record::DlqHeaders;
-use crate::dispatch::ladder::error_class;
 use crate::normalize::PoisonClass;
+use switchboard_schemas::error_class;
 
 /// Every `error-class` a DLQ record can carry: the processor's poison classes, then the
 /// dispatcher's (`retries_exhausted`, `rejected`; `undecodable` is shared).

@@ -6,8 +6,8 @@ use std::str::FromStr;
 
 use switchboard_schemas::{Source, topics};
 
-use crate::dispatch::ladder::ladder_headers;
-use crate::kafka::headers;
+use switchboard_schemas::headers;
+use switchboard_schemas::headers::ladder as ladder_headers;
 
 /// Header a redriven record carries: `switchboard.dlq/<partition>/<offset>` of the DLQ record it
 /// was copied from.

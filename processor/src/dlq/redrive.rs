@@ -160,7 +160,7 @@ impl Publisher {
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        crate::txn::send_waiting(&self.producer, record)
+        switchboard_kafka::txn::send_waiting(&self.producer, record)
     }
 
     /// Copies the DLQ record at `position` to `topic` and marks the position, in the open
@@ -198,7 +198,7 @@ impl Publisher {
         self.send(copy)
             .with_context(|| format!("republishing {position} to {topic}"))?;
         let mark_key = position.to_string();
-        let mark_value = crate::txn::now_millis().to_string();
+        let mark_value = switchboard_kafka::txn::now_millis().to_string();
         self.send(
             BaseRecord::<str, str>::to(topics::DLQ_REDRIVEN)
                 .key(mark_key.as_str())

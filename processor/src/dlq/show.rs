@@ -9,7 +9,7 @@ use switchboard_schemas::RawWebhook;
 
 use super::filter::format_time;
 use super::record::{DlqHeaders, Position};
-use crate::kafka::headers;
+use switchboard_schemas::headers;
 
 /// Which records `dlq show` prints.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! Twilio callbacks: voice status, recording status, transcription, and message status.
 //!
-//! Event Streams records (`application/cloudevents+json`) are handed to
-//! [`twilio_events`](super::twilio_events), which maps them onto the same parameters.
+//! Event Streams records (`application/cloudevents+json`) go to
+//! [`twilio_events`](super::twilio_events) instead, which maps them onto the same parameters.
 //!
 //! The body is `application/x-www-form-urlencoded` (Twilio's default), or a JSON object whose
 //! top-level scalars are the parameters when the content type is `application/json` in any case,
@@ -14,16 +14,13 @@
 
 use chrono::DateTime;
 use serde_json::Value;
+use switchboard_schemas::RawWebhook;
 use switchboard_schemas::domain::{CallEvent, CallKind, MessageEvent};
-use switchboard_schemas::{RawWebhook, media_type};
 use url::form_urlencoded;
 
 use super::{DomainEvent, Poison, json_object};
 
 pub(crate) fn normalize(raw: &RawWebhook) -> Result<DomainEvent, Poison> {
-    if media_type::is(&raw.content_type, media_type::CLOUDEVENTS_JSON) {
-        return super::twilio_events::normalize(raw);
-    }
     from_params(raw, &Params::parse(raw)?)
 }
 
@@ -204,26 +201,18 @@ mod tests {
     fn call_event(status: Option<&str>) -> CallEvent {
         let raw = envelope("twilio", FORM, b"");
         CallEvent {
-            event_id: raw.event_id,
-            phone_id: raw.phone_id,
-            call_sid: CALL.into(),
-            kind: "status".into(),
             account_sid: Some(ACCOUNT.into()),
-            occurred_at: raw.received_at,
-            received_at: raw.received_at,
             from: Some(CALLER.into()),
             to: Some(RECEPTIONIST.into()),
             direction: Some("inbound".into()),
             call_status: status.map(str::to_owned),
-            call_duration: None,
-            sequence_number: None,
-            recording_sid: None,
-            recording_url: None,
-            recording_status: None,
-            recording_duration: None,
-            transcription_sid: None,
-            transcription_text: None,
-            transcription_status: None,
+            ..CallEvent::new(
+                &raw.event_id,
+                &raw.phone_id,
+                CALL,
+                CallKind::Status,
+                raw.received_at,
+            )
         }
     }
 

@@ -157,7 +157,7 @@ fn scalars<'a>(fields: impl Iterator<Item = (&'a str, &'a Value)>) -> Vec<(Strin
 
 #[cfg(test)]
 mod tests {
-    use switchboard_schemas::domain::{CallEvent, MessageEvent};
+    use switchboard_schemas::domain::{CallEvent, CallKind, MessageEvent};
 
     use super::super::PoisonClass;
     use super::super::tests::envelope;
@@ -249,27 +249,16 @@ mod tests {
             panic!("not a call event");
         };
         let expected = CallEvent {
-            event_id: raw.event_id.clone(),
-            phone_id: raw.phone_id.clone(),
-            call_sid: CALL.into(),
-            kind: "status".into(),
-            account_sid: None,
             // data.timestamp, 2025-01-14T18:05:59.800Z.
             occurred_at: 1_736_877_959_800,
-            received_at: raw.received_at,
-            from: None,
-            to: None,
-            direction: None,
             call_status: Some("in-progress".into()),
-            call_duration: None,
-            sequence_number: None,
-            recording_sid: None,
-            recording_url: None,
-            recording_status: None,
-            recording_duration: None,
-            transcription_sid: None,
-            transcription_text: None,
-            transcription_status: None,
+            ..CallEvent::new(
+                &raw.event_id,
+                &raw.phone_id,
+                CALL,
+                CallKind::Status,
+                raw.received_at,
+            )
         };
         assert_eq!(call, expected);
 

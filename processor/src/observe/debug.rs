@@ -16,8 +16,8 @@ use super::events::{EventMeta, rfc3339};
 use super::read::{Reader, Record};
 use super::stats::{Reason, success_rate, top_reasons};
 use crate::config::Config;
-use crate::dispatch::ladder::RETRY_TOPIC_PREFIX;
 use crate::dlq::record::DlqHeaders;
+use switchboard_schemas::topics::RETRY_TOPIC_PREFIX;
 
 /// Window length unless `hours` says otherwise.
 pub(crate) const DEFAULT_HOURS: u32 = 24;

@@ -6,7 +6,7 @@ use serde::Serialize;
 use switchboard_schemas::{Codec, RawWebhook};
 
 use super::read::Record;
-use crate::kafka::headers;
+use switchboard_schemas::headers;
 
 /// One raw webhook's metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

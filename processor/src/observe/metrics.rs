@@ -1,8 +1,6 @@
-//! The dashboard's metric names, defined once, and the helper that exports a sample. Every gauge is
-//! set from one [`Snapshot`](super::sample::Snapshot), the same one the page renders, so what the
+//! The dashboard's metric names, defined once. Every gauge is set from one
+//! [`Snapshot`](super::sample::Snapshot) by its `export`, the same snapshot the page renders, so what the
 //! page shows and what `/metrics` says agree. Labels: `source`, `topic` — never ids.
-
-use super::sample::Snapshot;
 
 /// Raw records per second written to `switchboard.raw.<source>` (ingest's accepted requests),
 /// by `source`, from end-offset deltas between two samples.
@@ -19,18 +17,3 @@ pub const DLQ_DEPTH: &str = "switchboard_observed_dlq_depth";
 pub const RETRY_DEPTH: &str = "switchboard_observed_retry_depth";
 /// Sequence number of the latest sample: tells which snapshot the other gauges belong to.
 pub const SAMPLE: &str = "switchboard_observed_sample";
-
-pub(super) fn export(snapshot: &Snapshot) {
-    for source in &snapshot.sources {
-        metrics::gauge!(REQUESTS_PER_SECOND, "source" => source.source.clone())
-            .set(source.requests_per_second);
-    }
-    for topic in &snapshot.events {
-        metrics::gauge!(EVENTS_PER_SECOND, "topic" => topic.topic.clone()).set(topic.events_per_second);
-    }
-    metrics::gauge!(DLQ_DEPTH).set(snapshot.dlq_depth as f64);
-    if let Some(actions) = &snapshot.actions {
-        metrics::gauge!(RETRY_DEPTH).set(actions.retry_depth_total as f64);
-    }
-    metrics::gauge!(SAMPLE).set(snapshot.sample as f64);
-}

@@ -11,14 +11,15 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use switchboard_schemas::{Codec, Source, topics};
+use switchboard_schemas::{Codec, Source, metric_names, topics};
 
 use super::events::{EventMeta, describe, newest, rfc3339};
+use super::metrics as names;
 use super::prom;
 use super::read::{Partition, Reader, Record};
 use super::stats::{Point, rate};
 use crate::config::Config;
-use crate::txn::now_millis;
+use switchboard_kafka::txn::now_millis;
 
 /// How often the sampler measures.
 pub const INTERVAL: Duration = Duration::from_secs(5);
@@ -100,6 +101,25 @@ pub(crate) struct Snapshot {
     pub(crate) error: Option<&'static str>,
 }
 
+impl Snapshot {
+    /// Sets the dashboard's gauges ([`super::metrics`]) from this sample.
+    fn export(&self) {
+        for source in &self.sources {
+            metrics::gauge!(names::REQUESTS_PER_SECOND, "source" => source.source.clone())
+                .set(source.requests_per_second);
+        }
+        for topic in &self.events {
+            metrics::gauge!(names::EVENTS_PER_SECOND, "topic" => topic.topic.clone())
+                .set(topic.events_per_second);
+        }
+        metrics::gauge!(names::DLQ_DEPTH).set(self.dlq_depth as f64);
+        if let Some(actions) = &self.actions {
+            metrics::gauge!(names::RETRY_DEPTH).set(actions.retry_depth_total as f64);
+        }
+        metrics::gauge!(names::SAMPLE).set(self.sample as f64);
+    }
+}
+
 /// The latest snapshot, shared by the sampler (writer) and the routes (readers).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Latest(Arc<RwLock<Arc<Snapshot>>>);
@@ -126,7 +146,7 @@ pub(crate) fn breaker_state(value: f64) -> &'static str {
 
 /// Reads the actions service's metrics text.
 pub(crate) fn actions_view(text: &str) -> ActionsView {
-    let retry: Vec<RetryDepth> = prom::samples(text, "switchboard_actions_retry_depth")
+    let retry: Vec<RetryDepth> = prom::samples(text, metric_names::ACTIONS_RETRY_DEPTH)
         .into_iter()
         .map(|s| RetryDepth {
             action: s.labels.get("action").cloned().unwrap_or_default(),
@@ -134,7 +154,7 @@ pub(crate) fn actions_view(text: &str) -> ActionsView {
             depth: s.value as i64,
         })
         .collect();
-    let breakers = prom::samples(text, "switchboard_actions_breaker_state")
+    let breakers = prom::samples(text, metric_names::ACTIONS_BREAKER_STATE)
         .into_iter()
         .map(|s| Breaker {
             action: s.labels.get("action").cloned().unwrap_or_default(),
@@ -216,7 +236,7 @@ impl Sampler {
             snapshot.consumer_lag = consumer_lag(&switchboard_service::telemetry::prometheus().render());
             snapshot.consumer_lag_total = snapshot.consumer_lag.iter().map(|l| l.lag).sum();
             snapshot.actions = self.scrape_actions(http.as_ref());
-            super::metrics::export(&snapshot);
+            snapshot.export();
             self.latest.set(snapshot);
             while started.elapsed() < interval && !stop.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(100));

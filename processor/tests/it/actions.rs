@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use figment::providers::Format as _;
 use rdkafka::message::{Headers, Message, OwnedMessage};
-use switchboard_processor::dispatch::config::DispatchConfig;
+use switchboard_actions::ActionsConfig;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
@@ -123,7 +123,7 @@ fn action(name: &str, base: &str, path: &str, extra: &str) -> String {
     )
 }
 
-fn config(broker: &PrivateBroker, actions_toml: &str, delays: &[&str]) -> DispatchConfig {
+fn config(broker: &PrivateBroker, actions_toml: &str, delays: &[&str]) -> ActionsConfig {
     let toml = format!(
         "retry_delays = [{}]\n{actions_toml}",
         delays
@@ -132,7 +132,7 @@ fn config(broker: &PrivateBroker, actions_toml: &str, delays: &[&str]) -> Dispat
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let mut config: DispatchConfig = figment::Figment::from(figment::providers::Toml::string(&toml))
+    let mut config: ActionsConfig = figment::Figment::from(figment::providers::Toml::string(&toml))
         .extract()
         .unwrap();
     config.kafka_bootstrap = broker.bootstrap();
@@ -152,12 +152,12 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn start(config: DispatchConfig) -> Self {
+    async fn start(config: ActionsConfig) -> Self {
         switchboard_service::telemetry::init_logging();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let admin = listener.local_addr().unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(switchboard_processor::dispatch::run(config, listener, async {
+        let task = tokio::spawn(switchboard_actions::run(config, listener, async {
             let _ = stopped.await;
         }));
         Self { stop, task, admin }

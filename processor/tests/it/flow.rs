@@ -4,8 +4,8 @@
 use std::time::Duration;
 
 use rdkafka::Message;
-use switchboard_processor::kafka::headers;
 use switchboard_schemas::domain::{CallEvent, CallState};
+use switchboard_schemas::headers;
 use switchboard_schemas::topics;
 use switchboard_tests::broker::PrivateBroker;
 

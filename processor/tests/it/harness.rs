@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use switchboard_processor::config::Config;
-use switchboard_schemas::domain::CallEvent;
+use switchboard_schemas::domain::{CallEvent, CallKind};
 use switchboard_schemas::{Codec, RawWebhook, SchemaDef};
 use switchboard_tests::broker::PrivateBroker;
 use switchboard_tests::committed::{self, ExactlyOnce};
@@ -357,26 +357,19 @@ where
 /// A completed call (call sid from `n`), as the processor writes it to `switchboard.calls`.
 pub(crate) fn completed_call(event_id: &str, n: usize) -> CallEvent {
     CallEvent {
-        event_id: event_id.to_owned(),
-        phone_id: "+15554000001".into(),
-        call_sid: format!("CA{n:032}"),
-        kind: "status".into(),
-        account_sid: None,
-        occurred_at: 1_736_877_900_000,
-        received_at: 1_736_877_900_000,
         from: Some("+15005550006".into()),
         to: Some("+15554000001".into()),
         direction: Some("inbound".into()),
         call_status: Some("completed".into()),
         call_duration: Some(120),
         sequence_number: Some(4),
-        recording_sid: None,
-        recording_url: None,
-        recording_status: None,
-        recording_duration: None,
-        transcription_sid: None,
-        transcription_text: None,
-        transcription_status: None,
+        ..CallEvent::new(
+            event_id,
+            "+15554000001",
+            &format!("CA{n:032}"),
+            CallKind::Status,
+            1_736_877_900_000,
+        )
     }
 }
 

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
 use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_processor::progress::{Measured, Monitor};
-use switchboard_processor::state::Task;
+use switchboard_kafka::TopicPartition;
+use switchboard_kafka::progress::{Measured, Monitor};
 use switchboard_tests::broker::PrivateBroker;
 
 use crate::harness::{
@@ -100,7 +100,7 @@ fn consume_and_commit(broker: &PrivateBroker, group: &str, topic: &str) -> i64 {
     next
 }
 
-fn measure_one(monitor: &mut Monitor, task: &Task, at: Instant) -> Measured {
+fn measure_one(monitor: &mut Monitor, task: &TopicPartition, at: Instant) -> Measured {
     let owned = BTreeSet::from([task.clone()]);
     monitor.measure(&owned, &BTreeMap::new(), at)[task]
 }
@@ -111,7 +111,7 @@ async fn an_owned_partition_without_a_committed_offset_lags_by_every_record_and_
     let topic = "progress.plain";
     create_topic(&broker, topic).await;
     send(&producer(&broker, None), topic, 5);
-    let task = Task::new(topic, 0);
+    let task = TopicPartition::new(topic, 0);
 
     let mut monitor = Monitor::new(&group_client(&broker, "g-plain"), STALL).unwrap();
     let start = Instant::now();
@@ -178,7 +178,7 @@ async fn a_partition_ending_in_transaction_markers_is_caught_up_and_never_stalls
         send(&producer, topic, 3);
         producer.commit_transaction(Duration::from_secs(10)).unwrap();
     }
-    let task = Task::new(topic, 0);
+    let task = TopicPartition::new(topic, 0);
     let probe: BaseConsumer = group_client(&broker, "g-probe").create().unwrap();
     let (_, high) = probe.fetch_watermarks(topic, 0, Duration::from_secs(5)).unwrap();
 
@@ -363,7 +363,7 @@ async fn a_sink_that_cannot_store_turns_red_and_green_again_when_it_can() {
     produce_calls(&broker, &events).await;
     let gate = RegistryGate::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = switchboard_processor::sink::config::SinkConfig {
+    let config = switchboard_sink::SinkConfig {
         kafka_bootstrap: broker.bootstrap(),
         schema_registry_url: gate.url.clone(),
         database_url: format!("sqlite://{}", dir.path().join("sink.db").display()),
@@ -376,7 +376,7 @@ async fn a_sink_that_cannot_store_turns_red_and_green_again_when_it_can() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+    let sink = tokio::spawn(switchboard_sink::run(config, listener, async {
         let _ = stopped.await;
     }));
 
@@ -408,7 +408,7 @@ async fn an_action_worker_that_cannot_make_progress_turns_the_dispatcher_red_and
         axum::serve(receiver, ok).await
     });
     let toml = format!("[[action]]\nname = \"stall\"\non = [\"call.completed\"]\nurl = \"{receiver_url}\"\n");
-    let mut config: switchboard_processor::dispatch::config::DispatchConfig = figment::Figment::from(
+    let mut config: switchboard_actions::ActionsConfig = figment::Figment::from(
         <figment::providers::Toml as figment::providers::Format>::string(&toml),
     )
     .extract()
@@ -423,7 +423,7 @@ async fn an_action_worker_that_cannot_make_progress_turns_the_dispatcher_red_and
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let admin = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let dispatcher = tokio::spawn(switchboard_processor::dispatch::run(config, listener, async {
+    let dispatcher = tokio::spawn(switchboard_actions::run(config, listener, async {
         let _ = stopped.await;
     }));
 

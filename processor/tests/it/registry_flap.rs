@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
-use switchboard_processor::sink::config::SinkConfig;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
+use switchboard_sink::SinkConfig;
 use switchboard_tests::broker::PrivateBroker;
 use switchboard_tests::registry_proxy::{Mode, RegistryProxy};
 
@@ -65,7 +65,7 @@ async fn a_sink_with_a_cold_cache_stores_every_record_read_during_a_registry_fla
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+    let sink = tokio::spawn(switchboard_sink::run(config, listener, async {
         let _ = stopped.await;
     }));
 
@@ -212,7 +212,7 @@ async fn a_sink_stops_before_an_undecodable_domain_record_instead_of_skipping_it
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let mut sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+        let mut sink = tokio::spawn(switchboard_sink::run(config, listener, async {
             let _ = stopped.await;
         }));
         let ended = tokio::time::timeout(WAIT, &mut sink).await;

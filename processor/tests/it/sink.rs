@@ -7,9 +7,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::PgConnection;
 use sqlx::{AnyPool, Connection as _};
-use switchboard_processor::sink::config::SinkConfig;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::topics;
+use switchboard_sink::SinkConfig;
 use switchboard_tests::broker::PrivateBroker;
 
 use crate::harness::*;
@@ -293,7 +293,7 @@ async fn start_sink(
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let sink = tokio::spawn(switchboard_processor::sink::run(config, listener, async {
+    let sink = tokio::spawn(switchboard_sink::run(config, listener, async {
         let _ = stopped.await;
     }));
     (stop, sink)

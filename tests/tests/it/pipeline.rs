@@ -59,7 +59,7 @@ async fn start_ingest(broker: &PrivateBroker) -> (Running, String) {
 }
 
 pub(crate) async fn start_sink(broker: &PrivateBroker, database_url: String) -> (Running, String) {
-    let config = switchboard_processor::sink::config::SinkConfig {
+    let config = switchboard_sink::SinkConfig {
         kafka_bootstrap: broker.bootstrap(),
         schema_registry_url: switchboard_tests::registry_url(),
         database_url,
@@ -70,7 +70,7 @@ pub(crate) async fn start_sink(broker: &PrivateBroker, database_url: String) -> 
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let (stop, stopped) = oneshot::channel();
-    let task = tokio::spawn(switchboard_processor::sink::run(
+    let task = tokio::spawn(switchboard_sink::run(
         config.validate().unwrap(),
         listener,
         async {

@@ -310,7 +310,7 @@ affinity:
 {{- mul (atoi $n) $factor }}
 {{- end }}
 
-{{/* switchboard.retry.<delay>, named as the dispatcher names it (processor/src/dispatch/ladder.rs). */}}
+{{/* switchboard.retry.<delay>, named as the actions service names it (schemas/src/topics.rs, retry_topic). */}}
 {{- define "switchboard.retryTopic" -}}
 {{- $ms := include "switchboard.durationMs" . | atoi }}
 {{- if eq (mod $ms 3600000) 0 }}switchboard.retry.{{ div $ms 3600000 }}h

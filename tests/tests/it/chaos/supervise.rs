@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_processor::kafka::headers;
+use switchboard_schemas::headers;
 use switchboard_schemas::topics;
 
 use super::{Proc, Stack, open, stored};

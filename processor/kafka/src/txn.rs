@@ -1,0 +1,642 @@
+//! One consume-transform-produce transaction at a time: the outputs of a batch of consumed
+//! records and their offsets, committed together (`send_offsets_to_transaction` with the
+//! consumer's group metadata) or not at all. Shared by every transactional loop of the processor
+//! binary: the processor's engine and the actions service's workers.
+//!
+//! The error handling follows rust-rdkafka's transactional example, in one place for every loop
+//! ([`Recovery`]): a retriable error retries the call, an error that requires abort aborts the
+//! transaction and rewinds every owned partition to its committed offset, a fatal error (e.g.
+//! fenced by a newer instance with the same transactional id) stops the loop so the orchestrator
+//! restarts the instance.
+//!
+//! librdkafka keeps a `commit_transaction` or `abort_transaction` that timed out *in progress*:
+//! the same call must be made again until it completes, and every other transactional call fails
+//! with `__CONFLICT` meanwhile. So the open transaction is forgotten only once its abort (or
+//! commit) has completed, and a call that does not complete within [`Batching::resolve_within`]
+//! stops the loop: the restarted instance's `init_transactions` fences the old producer and ends
+//! its transaction on the broker.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext as RdProducerContext, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::partition::TopicPartition;
+
+/// Longest time one attempt of a transactional call may take.
+pub const TXN_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or_default()
+}
+
+/// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
+/// binary uses it).
+pub const BACKOFF_START: Duration = Duration::from_millis(500);
+pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// What the loop must do after an error.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// Abort the open transaction, rewind, back off, continue.
+    #[error("retriable: {0}")]
+    Retriable(String),
+    /// Stop with a non-zero exit; the orchestrator restarts the instance.
+    #[error("fatal: {0}")]
+    Fatal(String),
+}
+
+/// Classifies an error that is not (or no longer) retried: fatal errors stop the loop, every
+/// other error aborts the transaction and rewinds.
+pub fn classify(error: KafkaError) -> LoopError {
+    match &error {
+        KafkaError::Transaction(rd) if rd.is_fatal() => LoopError::Fatal(error.to_string()),
+        _ if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) => {
+            LoopError::Fatal(error.to_string())
+        }
+        _ => LoopError::Retriable(error.to_string()),
+    }
+}
+
+/// Whether librdkafka asks for the same call to be made again (a timeout, a coordinator change).
+fn is_retriable(error: &KafkaError) -> bool {
+    matches!(error, KafkaError::Transaction(rd) if rd.is_retriable() && !rd.is_fatal())
+}
+
+/// The error policy of every transactional loop of the binary (the processor's and each action
+/// worker's), so that they cannot drift: after an iteration, nothing on success; on a retriable
+/// error abort the open transaction, rewind to the committed offsets and back off (doubling per
+/// consecutive failure); on a fatal error, or when the abort or the rewind fails, stop the loop
+/// (non-zero exit, the orchestrator restarts the instance).
+#[derive(Debug)]
+pub struct Recovery {
+    backoff: Duration,
+    start: Duration,
+    max: Duration,
+}
+
+impl Recovery {
+    pub fn new(start: Duration, max: Duration) -> Self {
+        Self {
+            backoff: start,
+            start,
+            max,
+        }
+    }
+
+    /// Handles one iteration's `outcome`; `abort_and_rewind` aborts the open transaction and
+    /// rewinds. `Err` (always [`LoopError::Fatal`]) means the loop must stop.
+    pub fn after(
+        &mut self,
+        outcome: Result<(), LoopError>,
+        abort_and_rewind: impl FnOnce() -> Result<(), LoopError>,
+    ) -> Result<(), LoopError> {
+        let reason = match outcome {
+            Ok(()) => {
+                self.backoff = self.start;
+                return Ok(());
+            }
+            Err(LoopError::Fatal(reason)) => return Err(LoopError::Fatal(reason)),
+            Err(LoopError::Retriable(reason)) => reason,
+        };
+        tracing::warn!(%reason, backoff = ?self.backoff, "transaction aborted; rewinding to the committed offsets");
+        // Nothing may run before the abort and the rewind have completed (both retry what can be
+        // retried): a transaction left in progress refuses every other transactional call, and a
+        // partition left past records of the aborted transaction would skip them.
+        if let Err(LoopError::Fatal(reason) | LoopError::Retriable(reason)) = abort_and_rewind() {
+            return Err(LoopError::Fatal(format!("aborting and rewinding: {reason}")));
+        }
+        std::thread::sleep(self.backoff);
+        self.backoff = (self.backoff * 2).min(self.max);
+        Ok(())
+    }
+}
+
+/// A partition's committed offset as the group coordinator reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommittedOffset {
+    /// The next offset to process.
+    At(i64),
+    /// The group never committed an offset for it (and no error): start from its beginning.
+    Nothing,
+    /// Not known: a partition error (e.g. `UNSTABLE_OFFSET_COMMIT` while another producer's
+    /// transaction holds pending offsets, a coordinator error, a timeout). The partition must not
+    /// be processed, from the beginning or anywhere else, until it is known.
+    Unknown(String),
+}
+
+impl CommittedOffset {
+    /// Where to position the consumer; `None` while unknown.
+    pub fn position(&self) -> Option<Offset> {
+        match self {
+            CommittedOffset::At(offset) => Some(Offset::Offset(*offset)),
+            CommittedOffset::Nothing => Some(Offset::Beginning),
+            CommittedOffset::Unknown(_) => None,
+        }
+    }
+}
+
+/// Reads the committed offsets of `tasks`, checking each partition's own error: librdkafka
+/// returns per-partition errors inside `Ok`, with an `Invalid` offset that must not be taken for
+/// "nothing committed".
+pub fn committed_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    tasks: &[TopicPartition],
+    timeout: Duration,
+) -> Result<Vec<(TopicPartition, CommittedOffset)>, LoopError> {
+    let mut list = TopicPartitionList::new();
+    for task in tasks {
+        list.add_partition(&task.topic, task.partition);
+    }
+    let committed = consumer
+        .committed_offsets(list, timeout)
+        .map_err(|e| LoopError::Retriable(format!("reading committed offsets: {e}")))?;
+    Ok(tasks
+        .iter()
+        .map(|task| {
+            let offset = match committed.find_partition(&task.topic, task.partition) {
+                None => CommittedOffset::Unknown("missing from the coordinator's answer".into()),
+                Some(element) => committed_offset(element.error(), element.offset()),
+            };
+            (task.clone(), offset)
+        })
+        .collect())
+}
+
+/// One partition of a committed-offsets answer: its error first, then its offset.
+pub fn committed_offset(error: KafkaResult<()>, offset: Offset) -> CommittedOffset {
+    match (error, offset) {
+        (Err(error), _) => CommittedOffset::Unknown(error.to_string()),
+        (Ok(()), Offset::Offset(offset)) if offset >= 0 => CommittedOffset::At(offset),
+        (Ok(()), Offset::Invalid) => CommittedOffset::Nothing,
+        (Ok(()), other) => CommittedOffset::Unknown(format!("unexpected committed offset {other:?}")),
+    }
+}
+
+/// Positions the consumer at `positions` with one `seek_partitions`, checking each partition's
+/// own error (returned inside `Ok`). With `accept_not_started`, a partition whose fetcher has not
+/// started yet (`__STATE`: librdkafka is still fetching its committed offset, and will start
+/// there) is not an error.
+pub fn seek<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    positions: &[(TopicPartition, Offset)],
+    accept_not_started: bool,
+) -> Result<(), LoopError> {
+    if positions.is_empty() {
+        return Ok(());
+    }
+    let mut list = TopicPartitionList::new();
+    for (task, offset) in positions {
+        list.add_partition_offset(&task.topic, task.partition, *offset)
+            .map_err(|e| LoopError::Retriable(format!("seeking {task}: {e}")))?;
+    }
+    let sought = consumer
+        .seek_partitions(list, TXN_CALL_TIMEOUT)
+        .map_err(|e| LoopError::Retriable(format!("seeking: {e}")))?;
+    seek_errors(&sought, accept_not_started)
+}
+
+/// The first partition error of a `seek_partitions` answer.
+pub fn seek_errors(sought: &TopicPartitionList, accept_not_started: bool) -> Result<(), LoopError> {
+    for element in sought.elements() {
+        if let Err(error) = element.error() {
+            if accept_not_started && error.rdkafka_error_code() == Some(RDKafkaErrorCode::State) {
+                continue;
+            }
+            return Err(LoopError::Retriable(format!(
+                "seeking {}[{}] to {:?}: {error}",
+                element.topic(),
+                element.partition(),
+                element.offset()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Hands `record` to `producer`, waiting for queue space (backpressure) up to
+/// [`TXN_CALL_TIMEOUT`] rather than failing at once.
+pub fn send_waiting<C, K, P>(
+    producer: &ThreadedProducer<C>,
+    mut record: BaseRecord<'_, K, P>,
+) -> Result<(), KafkaError>
+where
+    C: RdProducerContext<DeliveryOpaque = ()> + 'static,
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    let deadline = Instant::now() + TXN_CALL_TIMEOUT;
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), returned))
+                if Instant::now() < deadline =>
+            {
+                record = returned;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err((error, _)) => return Err(error),
+        }
+    }
+}
+
+/// Remembers the first delivery failure (at-least-once mode checks it before committing offsets;
+/// under exactly-once a failed delivery fails the commit by itself).
+#[derive(Debug, Default)]
+pub struct ProducerContext {
+    delivery_error: Mutex<Option<String>>,
+}
+
+impl ProducerContext {
+    pub fn take_delivery_error(&self) -> Option<String> {
+        self.delivery_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+    }
+}
+
+impl ClientContext for ProducerContext {}
+
+impl RdProducerContext for ProducerContext {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
+        if let Err((error, _)) = result {
+            let mut slot = self.delivery_error.lock().unwrap_or_else(PoisonError::into_inner);
+            slot.get_or_insert_with(|| error.to_string());
+        }
+    }
+}
+
+/// How a [`Transactor`] batches.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Kafka transactions (`true`), or idempotent producer + offsets committed after the outputs
+    /// are acknowledged (`false`, at-least-once).
+    pub exactly_once: bool,
+    /// Longest time a transaction stays open collecting records.
+    pub commit_interval: Duration,
+    /// Most records in one transaction.
+    pub max_records: usize,
+    /// How long a commit, an abort or a rewind that keeps failing with a retriable error (a
+    /// broker or coordinator out of reach) is retried, the same call each time, before the loop
+    /// stops (fatal, non-zero exit). Each attempt may take a quarter of it (at most
+    /// [`TXN_CALL_TIMEOUT`]).
+    pub resolve_within: Duration,
+}
+
+impl Batching {
+    /// [`Batching::resolve_within`] for a `transaction.timeout.ms` of `transaction_timeout`:
+    /// twice the timeout (by then a broker has aborted the transaction itself, and only a new
+    /// instance's `init_transactions` reliably clears the producer's state), at least a minute so
+    /// that a broker restart or a leader election is waited out in place rather than by a
+    /// restart (which restores every partition's state again).
+    pub fn resolve_within(transaction_timeout: Duration) -> Duration {
+        (transaction_timeout * 2).max(Duration::from_secs(60))
+    }
+}
+
+/// A committed transaction, for metrics.
+#[derive(Debug, Clone, Copy)]
+pub struct Committed {
+    pub elapsed: Duration,
+    pub records: usize,
+}
+
+/// The state of the open transaction.
+#[derive(Debug)]
+struct OpenTxn {
+    started: Instant,
+    records: usize,
+    /// The consumed offsets were handed to the transaction (`send_offsets_to_transaction`):
+    /// a commit retried after a timeout must not send them again.
+    offsets_sent: bool,
+}
+
+/// The producer and the open transaction: outputs sent with [`Transactor::send`] and offsets
+/// recorded with [`Transactor::consumed`] commit together in [`Transactor::commit`].
+pub struct Transactor {
+    producer: ThreadedProducer<ProducerContext>,
+    batching: Batching,
+    /// The open transaction: forgotten only once its commit or its abort has completed.
+    txn: Option<OpenTxn>,
+    /// Next offset to commit per consumed partition, for records of the open transaction.
+    offsets: BTreeMap<TopicPartition, i64>,
+}
+
+impl std::fmt::Debug for Transactor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transactor")
+            .field("open", &self.txn)
+            .field("offsets", &self.offsets)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transactor {
+    /// Under exactly-once, fences any older instance with the same transactional id and aborts
+    /// its open transaction.
+    pub fn new(producer: ThreadedProducer<ProducerContext>, batching: Batching) -> Result<Self, LoopError> {
+        let transactor = Self {
+            producer,
+            batching,
+            txn: None,
+            offsets: BTreeMap::new(),
+        };
+        if batching.exactly_once {
+            transactor.retrying("init_transactions", LoopError::Fatal, |timeout| {
+                transactor.producer.init_transactions(timeout)
+            })?;
+        }
+        Ok(transactor)
+    }
+
+    /// Makes a transactional call, and makes it again while librdkafka answers with a retriable
+    /// error (the same call, as librdkafka requires after a timeout), for up to
+    /// [`Batching::resolve_within`]; then `stuck` says what that means.
+    fn retrying(
+        &self,
+        what: &'static str,
+        stuck: fn(String) -> LoopError,
+        mut call: impl FnMut(Duration) -> KafkaResult<()>,
+    ) -> Result<(), LoopError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let remaining = self.batching.resolve_within.saturating_sub(started.elapsed());
+            let attempt = (self.batching.resolve_within / 4).clamp(Duration::from_secs(1), TXN_CALL_TIMEOUT);
+            let error = match call(attempt.min(remaining).max(Duration::from_secs(1))) {
+                Ok(()) => return Ok(()),
+                Err(error) if is_retriable(&error) => error,
+                Err(error) => return Err(classify(error)),
+            };
+            if started.elapsed() >= self.batching.resolve_within {
+                return Err(stuck(format!(
+                    "{what} has not completed within {:?}: {error}",
+                    self.batching.resolve_within
+                )));
+            }
+            tracing::warn!(call = what, %error, elapsed = ?started.elapsed(), "transactional call not completed; calling it again");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    /// Opens a transaction unless one is open.
+    pub fn begin(&mut self) -> Result<(), LoopError> {
+        if self.txn.is_none() {
+            if self.batching.exactly_once {
+                self.producer.begin_transaction().map_err(|error| match error {
+                    // With every other call resolved first, a failing begin means a producer
+                    // that nothing but a restart can repair.
+                    error if is_retriable(&error) => classify(error),
+                    error => LoopError::Fatal(format!("beginning a transaction: {error}")),
+                })?;
+            }
+            self.txn = Some(OpenTxn {
+                started: Instant::now(),
+                records: 0,
+                offsets_sent: false,
+            });
+        }
+        Ok(())
+    }
+
+    /// Whether a transaction is open.
+    pub fn is_open(&self) -> bool {
+        self.txn.is_some()
+    }
+
+    /// Records that the open transaction consumed `task` up to `next_offset` (exclusive).
+    pub fn consumed(&mut self, task: TopicPartition, next_offset: i64) {
+        self.offsets.insert(task, next_offset);
+        if let Some(txn) = &mut self.txn {
+            txn.records += 1;
+        }
+    }
+
+    /// Whether the open transaction should commit now.
+    pub fn due(&self) -> bool {
+        self.txn.as_ref().is_some_and(|txn| {
+            txn.started.elapsed() >= self.batching.commit_interval || txn.records >= self.batching.max_records
+        })
+    }
+
+    /// Time until the open transaction is due (a loop's poll timeout).
+    pub fn time_to_commit(&self) -> Duration {
+        match &self.txn {
+            Some(txn) => self
+                .batching
+                .commit_interval
+                .saturating_sub(txn.started.elapsed()),
+            None => self.batching.commit_interval,
+        }
+    }
+
+    /// Hands a record to the producer inside the open transaction, waiting for queue space
+    /// (backpressure) rather than failing. A failure is retriable: abort and process again.
+    pub fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), LoopError>
+    where
+        K: rdkafka::message::ToBytes + ?Sized,
+        P: rdkafka::message::ToBytes + ?Sized,
+    {
+        send_waiting(&self.producer, record).map_err(|error| LoopError::Retriable(error.to_string()))
+    }
+
+    /// Commits the open transaction: outputs and consumed offsets together. `None` when no
+    /// transaction was open. On error the transaction stays open: abort it.
+    pub fn commit<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<Option<Committed>, LoopError> {
+        if self.txn.is_none() {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        self.commit_offsets(consumer)?;
+        self.offsets.clear();
+        let txn = self.txn.take().expect("checked above");
+        Ok(Some(Committed {
+            elapsed: started.elapsed(),
+            records: txn.records,
+        }))
+    }
+
+    fn commit_offsets<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
+        let mut offsets = TopicPartitionList::new();
+        for (task, next) in &self.offsets {
+            offsets
+                .add_partition_offset(&task.topic, task.partition, Offset::Offset(*next))
+                .map_err(|e| LoopError::Fatal(e.to_string()))?;
+        }
+        if !self.batching.exactly_once {
+            self.producer.flush(TXN_CALL_TIMEOUT).map_err(classify)?;
+            if let Some(error) = self.producer.context().take_delivery_error() {
+                return Err(LoopError::Retriable(format!(
+                    "a record was not delivered: {error}"
+                )));
+            }
+            if offsets.count() > 0 {
+                consumer.commit(&offsets, CommitMode::Sync).map_err(classify)?;
+            }
+            return Ok(());
+        }
+        let offsets_sent = self.txn.as_ref().is_some_and(|txn| txn.offsets_sent);
+        if !offsets_sent && offsets.count() > 0 {
+            let metadata = consumer
+                .group_metadata()
+                .ok_or_else(|| LoopError::Retriable("no consumer group metadata yet".into()))?;
+            // Not resumable in librdkafka: a retriable failure is simply called again, and one
+            // that cannot complete aborts (not fatal: no call is left in progress).
+            self.retrying("send_offsets_to_transaction", LoopError::Retriable, |timeout| {
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &metadata, timeout)
+            })?;
+        }
+        if let Some(txn) = &mut self.txn {
+            txn.offsets_sent = true;
+        }
+        self.retrying("commit_transaction", LoopError::Fatal, |timeout| {
+            self.producer.commit_transaction(timeout)
+        })
+    }
+
+    /// Aborts the open transaction (if any) and forgets its offsets. `true` when one was open.
+    /// The transaction is forgotten only once the abort has completed; an abort that cannot
+    /// complete is fatal.
+    pub fn abort(&mut self) -> Result<bool, LoopError> {
+        self.offsets.clear();
+        if self.txn.is_none() {
+            return Ok(false);
+        }
+        if self.batching.exactly_once {
+            self.retrying("abort_transaction", LoopError::Fatal, |timeout| {
+                self.producer.abort_transaction(timeout)
+            })
+            .map_err(|error| match error {
+                LoopError::Fatal(reason) | LoopError::Retriable(reason) => {
+                    LoopError::Fatal(format!("aborting the transaction: {reason}"))
+                }
+            })?;
+        }
+        self.txn = None;
+        Ok(true)
+    }
+
+    /// Aborts the open transaction and rewinds every owned partition but `except` (partitions
+    /// the caller has not started yet: nothing was consumed from them) to its committed offset
+    /// so that its records are processed again. `true` when a transaction was open. A rewind
+    /// that cannot complete (committed offsets unreadable, seek refused) is retried, then fatal:
+    /// a partition left past records of the aborted transaction would skip them.
+    pub fn abort_and_rewind<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        except: &[TopicPartition],
+    ) -> Result<bool, LoopError> {
+        let aborted = self.abort()?;
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let error = match self.rewind(consumer, except) {
+                Ok(()) => return Ok(aborted),
+                Err(LoopError::Fatal(reason)) => return Err(LoopError::Fatal(reason)),
+                Err(LoopError::Retriable(reason)) => reason,
+            };
+            if started.elapsed() >= self.batching.resolve_within {
+                return Err(LoopError::Fatal(format!(
+                    "rewinding to the committed offsets has not completed within {:?}: {error}",
+                    self.batching.resolve_within
+                )));
+            }
+            tracing::warn!(%error, "rewinding to the committed offsets failed; retrying");
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    fn rewind<C: ConsumerContext>(
+        &self,
+        consumer: &BaseConsumer<C>,
+        except: &[TopicPartition],
+    ) -> Result<(), LoopError> {
+        let assignment = consumer.assignment().map_err(classify)?;
+        let owned: Vec<TopicPartition> = crate::partition::topic_partitions(&assignment)
+            .into_iter()
+            .filter(|task| !except.contains(task))
+            .collect();
+        if owned.is_empty() {
+            return Ok(());
+        }
+        let mut positions = Vec::with_capacity(owned.len());
+        for (task, committed) in committed_offsets(consumer, &owned, TXN_CALL_TIMEOUT)? {
+            match committed.position() {
+                Some(offset) => positions.push((task, offset)),
+                None => {
+                    return Err(LoopError::Retriable(format!(
+                        "committed offset of {task} unknown: {committed:?}"
+                    )));
+                }
+            }
+        }
+        // A partition whose fetcher has not started has consumed nothing: librdkafka starts it
+        // at its committed offset.
+        seek(consumer, &positions, true)
+    }
+
+    /// Finishes the open transaction before partitions are revoked: commit, or abort when the
+    /// commit fails (the partitions' next owner then processes those records again). Offsets of
+    /// the revoked partitions are never committed afterwards.
+    pub fn finish_before_revoke<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        revoked: &[TopicPartition],
+    ) -> Revoke {
+        let outcome = match self.commit(consumer) {
+            Ok(committed) => Revoke {
+                committed,
+                failure: None,
+            },
+            // The loop stops; the next instance with this transactional id ends the
+            // transaction (and nothing else may be called while a commit is in progress).
+            Err(error @ LoopError::Fatal(_)) => Revoke {
+                committed: None,
+                failure: Some(error),
+            },
+            Err(error) => {
+                tracing::warn!(%error, "commit before revoke failed; aborting");
+                Revoke {
+                    committed: None,
+                    failure: self.abort().err(),
+                }
+            }
+        };
+        for task in revoked {
+            self.offsets.remove(task);
+        }
+        outcome
+    }
+}
+
+/// What [`Transactor::finish_before_revoke`] did.
+#[derive(Debug)]
+pub struct Revoke {
+    /// The transaction that committed, if one was open and its commit succeeded. When `None`
+    /// after an open transaction, it was aborted.
+    pub committed: Option<Committed>,
+    /// A failure that must stop the loop (fatal commit or abort error).
+    pub failure: Option<LoopError>,
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,371 @@
+//! The transaction loop's failure paths against a real (private) broker: calls that time out
+//! while the broker is frozen, committed offsets that cannot be read, seeks that fail per
+//! partition.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{NewTopic, TopicReplication};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, Producer, ThreadedProducer};
+use rdkafka::{Offset, TopicPartitionList};
+use switchboard_tests::broker::PrivateBroker;
+
+use super::*;
+
+const TOPIC: &str = "txn-loop";
+/// The producers' `transaction.timeout.ms`: the broker pauses below outlast it.
+const TRANSACTION_TIMEOUT: Duration = Duration::from_secs(3);
+
+fn client(broker: &PrivateBroker) -> ClientConfig {
+    let mut client = ClientConfig::new();
+    client.set("bootstrap.servers", broker.bootstrap());
+    client
+}
+
+fn producer(broker: &PrivateBroker, transactional_id: &str) -> ThreadedProducer<ProducerContext> {
+    client(broker)
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("linger.ms", "5")
+        .set("transactional.id", transactional_id)
+        .set(
+            "transaction.timeout.ms",
+            TRANSACTION_TIMEOUT.as_millis().to_string(),
+        )
+        .create_with_context(ProducerContext::default())
+        .unwrap()
+}
+
+fn batching(resolve_within: Duration) -> Batching {
+    switchboard_service::telemetry::init_logging();
+    Batching {
+        exactly_once: true,
+        commit_interval: Duration::from_millis(100),
+        max_records: 100,
+        resolve_within,
+    }
+}
+
+fn consumer(broker: &PrivateBroker, group: &str) -> BaseConsumer {
+    let mut config = client(broker);
+    crate::client::group_member(&mut config, group, Duration::from_secs(6));
+    config.create().unwrap()
+}
+
+async fn create_topic(broker: &PrivateBroker) {
+    crate::client::create_missing(
+        &client(broker),
+        &[NewTopic::new(TOPIC, 1, TopicReplication::Fixed(1))],
+    )
+    .await
+    .unwrap();
+}
+
+fn record(value: &str) -> BaseRecord<'_, str, str> {
+    BaseRecord::to(TOPIC).key("k").payload(value)
+}
+
+/// Freezes the broker, runs `during`, and resumes the broker `after` the freeze (from another
+/// thread, while `during` may still be waiting on it).
+fn frozen<T>(broker: &PrivateBroker, after: Duration, during: impl FnOnce() -> T) -> T {
+    broker.pause().unwrap();
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            std::thread::sleep(after);
+            broker.resume().unwrap();
+        });
+        during()
+    })
+}
+
+/// Commits a transaction holding `value` the way the loops do (through [`Recovery`]): a few
+/// aborted attempts are fine (records that timed out during a pause), a fatal error or no commit
+/// at all is not.
+fn commit_one<C: ConsumerContext>(txn: &mut Transactor, consumer: &BaseConsumer<C>, value: &str) {
+    try_commit_one(txn, consumer, value).expect("the loop goes on");
+}
+
+/// [`commit_one`], handing back the fatal error that stops the loop instead of panicking.
+fn try_commit_one<C: ConsumerContext>(
+    txn: &mut Transactor,
+    consumer: &BaseConsumer<C>,
+    value: &str,
+) -> Result<(), LoopError> {
+    let mut recovery = Recovery::new(Duration::from_millis(100), Duration::from_secs(1));
+    for _ in 0..5 {
+        let step = txn
+            .begin()
+            .and_then(|()| txn.send(record(value)))
+            .and_then(|()| txn.commit(consumer))
+            .map(|committed| committed.expect("it was open"));
+        if step.is_ok() {
+            return Ok(());
+        }
+        recovery.after(step.map(drop), || txn.abort_and_rewind(consumer, &[]).map(drop))?;
+    }
+    panic!("no transaction committed in five attempts");
+}
+
+/// An `abort_transaction` that times out while the broker is frozen is called again until it
+/// completes; the loop then goes on. (Before: the transaction was forgotten before the first
+/// call, and every later `begin_transaction` failed with `__CONFLICT`, forever.)
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_that_times_out_is_called_again_until_it_completes() {
+    let broker = PrivateBroker::start().unwrap();
+    create_topic(&broker).await;
+    let mut txn = Transactor::new(
+        producer(&broker, "abort-times-out"),
+        batching(Duration::from_secs(60)),
+    )
+    .unwrap();
+    txn.begin().unwrap();
+    txn.send(record("aborted")).unwrap();
+    txn.producer.flush(Duration::from_secs(10)).unwrap();
+
+    // Each attempt may take 15 s (a quarter of resolve_within): the first one times out.
+    let started = Instant::now();
+    let aborted = frozen(&broker, Duration::from_secs(20), || txn.abort());
+    assert!(matches!(aborted, Ok(true)), "abort: {aborted:?}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(19),
+        "the abort completed while the broker was frozen ({:?})",
+        started.elapsed()
+    );
+
+    // The loop goes on: in place, or, when the dev broker refuses the producer-epoch bump that
+    // librdkafka needs after a request timed out during the freeze (it answers GETPID with an
+    // unknown error until the producer is replaced), Recovery stops it within its bound instead
+    // of spinning, and the supervisor's restart (the same transactional id) goes on.
+    let consumer = consumer(&broker, "txn-loop-abort");
+    if let Err(error) = try_commit_one(&mut txn, &consumer, "committed") {
+        assert!(matches!(error, LoopError::Fatal(_)), "{error:?}");
+        drop(txn);
+        let mut txn = Transactor::new(
+            producer(&broker, "abort-times-out"),
+            batching(Duration::from_secs(60)),
+        )
+        .unwrap();
+        commit_one(&mut txn, &consumer, "committed");
+    }
+}
+
+/// A commit over a broker frozen longer than the transaction timeout either completes, or asks
+/// for an abort that completes once the broker is back, or (when the abort cannot complete: the
+/// dev broker never completes the epoch bump librdkafka needs after a delivery timed out) stops
+/// the loop within its bound, and a new instance with the same transactional id goes on. Never
+/// a loop that stays up without progress.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_commit_across_a_long_broker_pause_recovers_or_stops_for_a_restart() {
+    let broker = PrivateBroker::start().unwrap();
+    create_topic(&broker).await;
+    let consumer = consumer(&broker, "txn-loop-commit");
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let resolve_within = Duration::from_secs(12);
+    let mut txn = Transactor::new(producer(&broker, "commit-times-out"), batching(resolve_within)).unwrap();
+    // Wait for the group (the commit sends offsets with its metadata).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "never assigned");
+        consumer.poll(Duration::from_millis(100));
+    }
+    txn.begin().unwrap();
+    txn.send(record("first")).unwrap();
+    txn.consumed(TopicPartition::new(TOPIC, 0), 0);
+
+    let started = Instant::now();
+    let outcome = frozen(&broker, TRANSACTION_TIMEOUT * 3, || match txn.commit(&consumer) {
+        Ok(Some(_)) => Ok("committed"),
+        Err(LoopError::Retriable(_)) => {
+            assert!(txn.is_open(), "a failed commit leaves the transaction to abort");
+            txn.abort_and_rewind(&consumer, &[]).map(|_| "aborted")
+        }
+        other => panic!("commit across the pause: {other:?}"),
+    });
+    let elapsed = started.elapsed();
+    eprintln!("the transaction open across the pause: {outcome:?} after {elapsed:?}");
+    let mut txn = match outcome {
+        Ok(_) => {
+            assert!(!txn.is_open());
+            txn
+        }
+        Err(LoopError::Fatal(_)) => {
+            // The supervisor's restart: the same transactional id fences the stuck producer.
+            assert!(
+                elapsed < resolve_within * 2 + TRANSACTION_TIMEOUT * 3,
+                "stopped only after {elapsed:?}"
+            );
+            drop(txn);
+            Transactor::new(producer(&broker, "commit-times-out"), batching(resolve_within)).unwrap()
+        }
+        Err(retriable) => panic!("an abort that cannot complete must be fatal: {retriable:?}"),
+    };
+
+    commit_one(&mut txn, &consumer, "second");
+}
+
+/// A broker that never comes back makes the abort fatal within its bound: the process exits for
+/// its supervisor instead of staying up without progress.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_abort_that_never_completes_is_fatal_within_its_bound() {
+    let broker = PrivateBroker::start().unwrap();
+    create_topic(&broker).await;
+    let resolve_within = Duration::from_secs(8);
+    let mut txn = Transactor::new(
+        producer(&broker, "abort-never-completes"),
+        batching(resolve_within),
+    )
+    .unwrap();
+    txn.begin().unwrap();
+    txn.send(record("aborted")).unwrap();
+    txn.producer.flush(Duration::from_secs(10)).unwrap();
+
+    broker.pause().unwrap();
+    let started = Instant::now();
+    let aborted = txn.abort();
+    let elapsed = started.elapsed();
+    broker.resume().unwrap();
+    assert!(
+        matches!(aborted, Err(LoopError::Fatal(_))),
+        "abort: {aborted:?} after {elapsed:?}"
+    );
+    assert!(
+        elapsed < resolve_within + Duration::from_secs(5),
+        "gave up after {elapsed:?}"
+    );
+}
+
+/// `seek_partitions` reports a partition it could not seek inside `Ok`: that is an error.
+#[test]
+fn a_seek_refused_for_one_partition_is_an_error() {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:9")
+        .set("group.id", "txn-loop-seek")
+        .create()
+        .unwrap();
+    // Not assigned: librdkafka answers UNKNOWN_PARTITION for it, inside Ok.
+    let result = seek(
+        &consumer,
+        &[(TopicPartition::new(TOPIC, 0), Offset::Offset(5))],
+        true,
+    );
+    assert!(matches!(result, Err(LoopError::Retriable(_))), "{result:?}");
+}
+
+/// A committed offset is only "nothing committed, start from the beginning" when the answer
+/// carries no error.
+#[test]
+fn a_committed_offset_with_an_error_is_unknown_not_the_beginning() {
+    let unstable = Err(KafkaError::OffsetFetch(RDKafkaErrorCode::UnstableOffsetCommit));
+    assert!(matches!(
+        committed_offset(unstable, Offset::Invalid),
+        CommittedOffset::Unknown(_)
+    ));
+    let timed_out = Err(KafkaError::OffsetFetch(RDKafkaErrorCode::RequestTimedOut));
+    assert_eq!(committed_offset(timed_out, Offset::Invalid).position(), None);
+    assert_eq!(
+        committed_offset(Ok(()), Offset::Invalid),
+        CommittedOffset::Nothing
+    );
+    assert_eq!(
+        committed_offset(Ok(()), Offset::Invalid).position(),
+        Some(Offset::Beginning)
+    );
+    assert_eq!(
+        committed_offset(Ok(()), Offset::Offset(7)),
+        CommittedOffset::At(7)
+    );
+}
+
+/// While another producer's open transaction holds pending offsets of the group (a dead
+/// instance's, never expired by the dev broker), the committed offset is unknown: a rewind
+/// neither seeks to the beginning nor goes on; once that producer is fenced, it rewinds to the
+/// committed offset.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rewind_never_turns_an_unreadable_committed_offset_into_the_beginning() {
+    let broker = PrivateBroker::start().unwrap();
+    create_topic(&broker).await;
+    let group = "txn-loop-unstable";
+    // Ten records, and the group's committed offset at 4.
+    let setup = producer(&broker, "unstable-setup");
+    setup.init_transactions(Duration::from_secs(30)).unwrap();
+    setup.begin_transaction().unwrap();
+    for i in 0..10 {
+        send_waiting(&setup, record(&format!("r{i}"))).unwrap();
+    }
+    setup.commit_transaction(Duration::from_secs(30)).unwrap();
+    let owner = consumer(&broker, group);
+    owner.subscribe(&[TOPIC]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        assert!(Instant::now() < deadline, "records not read: {seen:?}");
+        if let Some(Ok(message)) = owner.poll(Duration::from_millis(100)) {
+            seen.push(message.offset());
+        }
+    }
+    let mut offsets = TopicPartitionList::new();
+    offsets.add_partition_offset(TOPIC, 0, Offset::Offset(4)).unwrap();
+    owner
+        .commit(&offsets, rdkafka::consumer::CommitMode::Sync)
+        .unwrap();
+
+    // A "dead" instance: its transaction holds offset 8 for the group, pending.
+    let dead = producer(&broker, "unstable-dead");
+    dead.init_transactions(Duration::from_secs(30)).unwrap();
+    dead.begin_transaction().unwrap();
+    let mut pending = TopicPartitionList::new();
+    pending.add_partition_offset(TOPIC, 0, Offset::Offset(8)).unwrap();
+    dead.send_offsets_to_transaction(
+        &pending,
+        &owner.group_metadata().unwrap(),
+        Duration::from_secs(30),
+    )
+    .unwrap();
+
+    let committed =
+        committed_offsets(&owner, &[TopicPartition::new(TOPIC, 0)], Duration::from_secs(5)).unwrap();
+    eprintln!("committed offsets while a transaction holds pending offsets: {committed:?}");
+    let mut txn = Transactor::new(
+        producer(&broker, "unstable-owner"),
+        batching(Duration::from_secs(6)),
+    )
+    .unwrap();
+    let rewound = txn.abort_and_rewind(&owner, &[]);
+    match &committed[0].1 {
+        CommittedOffset::Unknown(_) => {
+            assert!(matches!(rewound, Err(LoopError::Fatal(_))), "rewind: {rewound:?}");
+            let next = owner.poll(Duration::from_secs(2));
+            assert!(
+                next.is_none(),
+                "the partition was moved: {:?}",
+                next.map(|m| m.map(|m| m.offset()))
+            );
+        }
+        // A broker that answers the last stable offset instead (allowed: require_stable is a
+        // request, Tansu may ignore it): the rewind goes there, never to the beginning.
+        CommittedOffset::At(offset) => {
+            rewound.unwrap();
+            let next = owner.poll(Duration::from_secs(10)).unwrap().unwrap();
+            assert_eq!(next.offset(), *offset);
+            assert_ne!(next.offset(), 0);
+        }
+        CommittedOffset::Nothing => panic!("the committed offset 4 read as nothing committed"),
+    }
+
+    // The dead instance's successor fences it: the offset is readable again.
+    drop(dead);
+    let successor = producer(&broker, "unstable-dead");
+    successor.init_transactions(Duration::from_secs(30)).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match txn.abort_and_rewind(&owner, &[]) {
+            Ok(_) => break,
+            Err(error) => assert!(Instant::now() < deadline, "never rewound: {error}"),
+        }
+    }
+    let next = owner.poll(Duration::from_secs(10)).unwrap().unwrap();
+    assert_eq!(next.offset(), 4);
+}
