@@ -4,8 +4,10 @@
 //! request span, its produce, the processor's consume, the sink's write and the action delivery
 //! (its HTTP request, whose receiver here sees the same trace in `traceparent`). The processor's
 //! transaction and the sink's database batch are spans of their own linked to the record's span; a
-//! replayed record starts a new trace linked to the original produce. A forged request with a
-//! sampled `traceparent` goes no further than its own 401 span.
+//! replayed record starts a new trace linked to the original produce, and so does a dead-lettered
+//! record that `dlq redrive` republishes (which the processor then continues). A forged request with
+//! a sampled `traceparent` goes no further than its own 401 span, whose JSON log line carries its
+//! trace and span ids.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -484,12 +486,90 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     assert_eq!(relinked.kind, CONSUMER);
     assert_eq!(relinked.name, "process switchboard.raw.twilio");
 
-    // Logs carry the ids (JSON lines written inside a sampled span).
+    // A poison record (not Avro) carrying a trace: dead-lettered in that trace, then redriven by
+    // `dlq redrive` into a new trace linked to it, which the processor continues.
+    let poison_trace = trace_id(3);
+    let poison_parent = "0a0b0c0d0e0f0102";
+    let producer: rdkafka::producer::FutureProducer =
+        switchboard_tests::client_config_at(&stack.broker.bootstrap())
+            .create()
+            .unwrap();
+    let traceparent = format!("00-{poison_trace}-{poison_parent}-01");
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::to("switchboard.raw.twilio")
+                .key("+15557000002")
+                .payload("not avro")
+                .headers(
+                    rdkafka::message::OwnedHeaders::new()
+                        .insert(rdkafka::message::Header {
+                            key: "source",
+                            value: Some("twilio"),
+                        })
+                        .insert(rdkafka::message::Header {
+                            key: "traceparent",
+                            value: Some(traceparent.as_str()),
+                        }),
+                ),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let dead_lettered = wait_for(&spans, stack.logs(), "dead-lettered record span", |s| {
+        one(s, "dead-lettered record span", |g| g.trace_id == poison_trace).cloned()
+    })
+    .await;
+    assert_eq!(dead_lettered.parent, poison_parent);
+    let mut redrive = Command::new(binary("switchboard-processor"));
+    stack.common(&mut redrive);
+    let redriven = redrive
+        .args(["dlq", "redrive", "--source", "twilio"])
+        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .envs(otel)
+        .stderr(stack.log("dlq"))
+        .status()
+        .unwrap();
+    assert!(
+        redriven.success(),
+        "dlq redrive failed: see {}",
+        stack.logs().display()
+    );
+    let poison = (poison_trace.clone(), poison_parent.to_owned());
+    let redrive_span = wait_for(&spans, stack.logs(), "redrive span", |s| {
+        s.iter()
+            .find(|g| g.service == "switchboard-dlq" && g.links.contains(&poison))
+            .cloned()
+    })
+    .await;
+    assert_ne!(
+        redrive_span.trace_id, poison_trace,
+        "a redrive starts a trace of its own"
+    );
+    assert_eq!(redrive_span.name, "redrive switchboard.dlq");
+    wait_for(&spans, stack.logs(), "processor span of the redriven copy", |s| {
+        one(s, "processor span of the redriven copy", |g| {
+            g.service == "switchboard-processor" && g.parent == redrive_span.span_id
+        })
+        .cloned()
+    })
+    .await;
+
+    // JSON log lines written inside a sampled span carry its ids; no signature is logged.
     let processor_log = std::fs::read_to_string(stack.logs().join("processor.log")).unwrap_or_default();
     let ingest_log = std::fs::read_to_string(stack.logs().join("ingest.log")).unwrap_or_default();
     assert!(
         !ingest_log.contains(&signature) && !processor_log.contains(&signature),
         "a signature in the logs"
+    );
+    let rejected_line = format!(
+        "{{\"trace_id\":\"{forged_trace}\",\"span_id\":\"{}\",",
+        forged_spans[0].span_id
+    );
+    assert!(
+        ingest_log
+            .lines()
+            .any(|line| line.starts_with(&rejected_line) && line.contains("webhook rejected")),
+        "the rejection's JSON log line carries its trace and span ids:\n{ingest_log}"
     );
 
     println!("{}", render(&spans.lock().unwrap(), t));
