@@ -455,20 +455,11 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     assert_eq!(forged_spans[0].attributes["http.response.status_code"], "401");
 
     // A replay into a backfill copy: a new trace, linked to the original record's produce.
-    let mut replay = Command::new(binary("switchboard-processor"));
-    stack.common(&mut replay);
-    let replayed = replay
-        .args(["replay", "--from", &started, "--into", "backfill"])
-        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .env("SWITCHBOARD_INSTANCE_ID", "trace-replay")
-        .envs(otel)
-        .stderr(stack.log("replay"))
-        .status()
-        .unwrap();
-    assert!(
-        replayed.success(),
-        "replay failed: see {}",
-        stack.logs().display()
+    run_to_completion(
+        &stack,
+        &["replay", "--from", &started, "--into", "backfill"],
+        "replay",
+        &otel,
     );
     let relinked = wait_for(&spans, stack.logs(), "replayed record span", |s| {
         s.iter()
@@ -520,20 +511,7 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     })
     .await;
     assert_eq!(dead_lettered.parent, poison_parent);
-    let mut redrive = Command::new(binary("switchboard-processor"));
-    stack.common(&mut redrive);
-    let redriven = redrive
-        .args(["dlq", "redrive", "--source", "twilio"])
-        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
-        .envs(otel)
-        .stderr(stack.log("dlq"))
-        .status()
-        .unwrap();
-    assert!(
-        redriven.success(),
-        "dlq redrive failed: see {}",
-        stack.logs().display()
-    );
+    run_to_completion(&stack, &["dlq", "redrive", "--source", "twilio"], "dlq", &otel);
     let poison = (poison_trace.clone(), poison_parent.to_owned());
     let redrive_span = wait_for(&spans, stack.logs(), "redrive span", |s| {
         s.iter()
@@ -576,6 +554,25 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     println!(
         "linked: {} -> {} ; {} -> {} ; {} -> {}",
         transaction.name, process.name, batch.name, write.name, relinked.name, produce.name
+    );
+}
+
+/// Runs `switchboard-processor ARGS` against the stack until it exits, which must be a success.
+fn run_to_completion(stack: &Stack, args: &[&str], log: &str, env: &[(&str, &str)]) {
+    let mut command = Command::new(binary("switchboard-processor"));
+    stack.common(&mut command);
+    let status = command
+        .args(args)
+        .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
+        .env("SWITCHBOARD_INSTANCE_ID", format!("trace-{log}"))
+        .envs(env.iter().copied())
+        .stderr(stack.log(log))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "{args:?} failed: see {}",
+        stack.logs().display()
     );
 }
 
