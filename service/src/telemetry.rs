@@ -2,7 +2,9 @@
 //!
 //! Logs: `tracing` to stderr, human-readable by default, one JSON object per line with
 //! `SWITCHBOARD_LOG_FORMAT=json`; the filter comes from `SWITCHBOARD_LOG` (or `RUST_LOG`), default
-//! `info`; JSON lines written inside a sampled span carry its `trace_id` and `span_id`. Metrics: one process-wide Prometheus recorder, rendered by each service's `/metrics`.
+//! `info`; JSON lines written inside a span carry its `trace_id` and `span_id` (with tracing on,
+//! see [`crate::trace`]). Metrics: one process-wide Prometheus recorder, rendered by each
+//! service's `/metrics`.
 
 use std::sync::OnceLock;
 

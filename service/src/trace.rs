@@ -7,7 +7,8 @@
 //! (default `parentbased_always_on`), `OTEL_BSP_*` and `OTEL_EXPORTER_OTLP_*` variables.
 //!
 //! The spans made here use the target [`TARGET`]: the log output never shows them (so logs read as
-//! before), but JSON log lines written inside one carry its `trace_id` and `span_id`.
+//! before), but JSON log lines written inside one carry its `trace_id` and `span_id` (sampled or
+//! not: the ids still tie one webhook's lines together across services).
 //!
 //! Rejected requests (any 4xx answer of an HTTP server span) are exported at most
 //! [`REJECTED_SPANS_PER_SECOND`] per second per process, whatever the caller's `traceparent` asks
@@ -121,7 +122,7 @@ impl Drop for ShutdownOnDrop {
     }
 }
 
-/// The trace and span ids of the current span, when it is sampled.
+/// The trace and span ids of the current span (sampled or not), when tracing is on.
 pub fn current_ids() -> Option<(String, String)> {
     if !enabled() {
         return None;
