@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: String,
     },
-    /// A tiny OTLP/HTTP trace sink (counts spans; `GET /stats`), for the tracing overhead run.
+    /// A tiny OTLP/HTTP trace sink (counts exports and bytes; `GET /stats`), for the tracing overhead run.
     ServeOtlp {
         #[arg(long, default_value = "127.0.0.1:4318")]
         listen: String,
