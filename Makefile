@@ -1,6 +1,6 @@
 # switchboard's entry points. `make dev` runs the stack on the embedded defaults; `make check` is the
 # fast inner loop (no broker); `make test` runs every check CI runs.
-.PHONY: dev check test fmt lint broker bench bench-processor chaos
+.PHONY: dev check test fmt lint broker bench bench-trace bench-processor chaos
 
 dev:
 	scripts/dev
@@ -40,6 +40,11 @@ broker:
 # RSS and the processor's EOS/ALO ratio, on a private stack; writes bench/results.md (a report).
 bench:
 	scripts/bench
+
+# Only the tracing overhead part of `make bench` (ingest throughput, OTLP export off vs on at 10 %),
+# written into its section of bench/results.md.
+bench-trace:
+	scripts/bench-trace
 
 # Processor throughput, exactly-once vs at-least-once, on the same pre-loaded input (a report).
 bench-processor:

@@ -19,6 +19,7 @@ pub mod report;
 pub mod results;
 pub mod rss;
 pub mod serve_ok;
+pub mod serve_otlp;
 pub mod workload;
 
 use std::time::Duration;

@@ -33,6 +33,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8090")]
         listen: String,
     },
+    /// A tiny OTLP/HTTP trace sink (counts exports and bytes; `GET /stats`), for the tracing overhead run.
+    ServeOtlp {
+        #[arg(long, default_value = "127.0.0.1:4318")]
+        listen: String,
+    },
     /// POSTs pre-signed webhooks to an HTTP target at a fixed concurrency or a fixed rate.
     Http(HttpArgs),
     /// Baseline (b): the raw rdkafka producer sending the same envelopes at a fixed concurrency.
@@ -319,6 +324,12 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {listen}"))?;
             serve_ok::serve(listener).await
+        }
+        Command::ServeOtlp { listen } => {
+            let listener = TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("binding {listen}"))?;
+            switchboard_bench::serve_otlp::serve(listener).await
         }
         Command::Http(args) => http(args).await,
         Command::Kafka(args) => kafka(args).await,

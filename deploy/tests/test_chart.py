@@ -294,3 +294,32 @@ def test_inconsistent_values_fail_rendering(override, message):
     with helm_python.Chart.load(CHART) as chart:
         with pytest.raises(helm_python.HelmError, match=message):
             chart.render(values=override, name="switchboard", namespace="switchboard")
+
+
+def test_tracing_sets_the_otel_variables_of_every_service_only_when_an_endpoint_is_set():
+    def env_of(overrides):
+        with helm_python.Chart.load(CHART) as chart:
+            manifests = chart.render(values=overrides, name="switchboard", namespace="switchboard")
+        docs = [
+            d
+            for template, text in manifests.items()
+            if template.endswith(".yaml")
+            for d in yaml.safe_load_all(text)
+            if d
+        ]
+        envs = {}
+        for component, service in SERVICES.items():
+            for doc in find(docs, service["kind"], component):
+                (container,) = doc["spec"]["template"]["spec"]["containers"]
+                envs[component] = {e["name"]: e.get("value") for e in container.get("env", [])}
+        return envs
+
+    off = env_of({})
+    assert off and all(not any(n.startswith("OTEL_") for n in env) for env in off.values()), off
+    on = env_of({"tracing": {"otlpEndpoint": "http://collector:4318"}})
+    assert on.keys() == off.keys()
+    for component, env in on.items():
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+        assert env["OTEL_SERVICE_NAME"] == f"switchboard-{component}"
+        assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"

@@ -121,6 +121,9 @@ pub fn app(state: AppState) -> Router {
     router
         .fallback(|| async { (StatusCode::NOT_FOUND, Json(json!({ "error": "not found" }))) })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn(
+            switchboard_service::trace::http_server_layer,
+        ))
         .with_state(state)
 }
 

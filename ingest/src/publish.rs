@@ -16,6 +16,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use switchboard_schemas::{Codec, CodecError, RawWebhook, Source, headers};
+use tracing::Instrument as _;
 
 use crate::envelope::Envelope;
 use crate::kafka;
@@ -182,6 +183,8 @@ impl KafkaPublisher {
                 key: headers::SOURCE,
                 value: Some(envelope.source().as_str()),
             });
+        let span = switchboard_service::trace::kafka_send_span(envelope.topic(), Some(envelope.key()));
+        let headers = switchboard_service::trace::inject_kafka_from(&span, headers);
         // The record's timestamp is when ingest received the webhook, so that replays and
         // backfills find it by time (`offsets_for_times`).
         let record = FutureRecord::to(envelope.topic())
@@ -193,11 +196,21 @@ impl KafkaPublisher {
         // which librdkafka bounds by `message.timeout.ms` (set to the same deadline).
         let producer = self.producer();
         let delivery = producer.send(record, Timeout::After(self.timeout));
-        let outcome = tokio::time::timeout(self.timeout + Duration::from_millis(500), delivery).await;
+        let outcome = tokio::time::timeout(self.timeout + Duration::from_millis(500), delivery)
+            .instrument(span.clone())
+            .await;
         match &outcome {
-            Ok(Ok(_)) => {}
-            Ok(Err((error, _))) => self.replace_if_fatal(&producer, Some(error)),
-            Err(_elapsed) => self.replace_if_fatal(&producer, None),
+            Ok(Ok(delivery)) => {
+                switchboard_service::trace::record_stored(&span, delivery.partition, delivery.offset)
+            }
+            Ok(Err((error, _))) => {
+                switchboard_service::trace::record_error(&span);
+                self.replace_if_fatal(&producer, Some(error));
+            }
+            Err(_elapsed) => {
+                switchboard_service::trace::record_error(&span);
+                self.replace_if_fatal(&producer, None);
+            }
         }
         match outcome {
             Ok(Ok(_delivered)) => Ok(()),

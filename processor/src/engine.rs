@@ -60,6 +60,11 @@ pub(crate) struct Engine {
     pub(crate) restore_retry: Option<(std::time::Instant, Duration)>,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
     pub(crate) failure: Option<LoopError>,
+    /// Tracing: the consumer group named on record spans, whether records start new traces
+    /// linked to theirs (replay), and the sampled record spans the open transaction links to.
+    trace_group: String,
+    trace_relink: bool,
+    trace_links: Vec<opentelemetry::trace::SpanContext>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -93,7 +98,17 @@ impl Engine {
             to_restore: Vec::new(),
             restore_retry: None,
             failure: None,
+            trace_group: config.group_id.clone(),
+            trace_relink: false,
+            trace_links: Vec::new(),
         })
+    }
+
+    /// Records read by `group` start new traces, each linked to the trace its record carries
+    /// (a replay: the original webhook's trace stays as it was).
+    pub(crate) fn trace_as_relinked(&mut self, group: &str) {
+        self.trace_group = group.to_owned();
+        self.trace_relink = true;
     }
 
     /// Whether the open transaction should commit now.
@@ -125,6 +140,17 @@ impl Engine {
         select: impl Fn(&RawWebhook) -> bool,
     ) -> Result<Processed, LoopError> {
         let task = TopicPartition::new(message.topic(), message.partition());
+        let span = if self.trace_relink {
+            switchboard_service::trace::kafka_relink_span("process", message, &self.trace_group)
+        } else {
+            switchboard_service::trace::kafka_process_span("process", message, &self.trace_group)
+        };
+        let _entered = span.enter();
+        if self.trace_links.len() < switchboard_service::trace::MAX_LINKS
+            && let Some(link) = switchboard_service::trace::sampled_context(&span)
+        {
+            self.trace_links.push(link);
+        }
         self.txn.begin()?;
         metrics::counter_consumed(message.topic());
         let processed = match self.transform(&task, message, select) {
@@ -217,6 +243,7 @@ impl Engine {
                 key: headers::SOURCE,
                 value: Some(raw.source.as_str()),
             });
+        let record_headers = switchboard_service::trace::inject_kafka(record_headers);
         self.send(
             BaseRecord::to(&topic)
                 .key(event.key())
@@ -343,6 +370,8 @@ impl Engine {
 
     /// Commits the open transaction: outputs, state changes and consumed offsets together.
     pub(crate) fn commit<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) -> Result<(), LoopError> {
+        let span = self.transaction_span();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         if let Some(committed) = self.txn.commit(consumer)? {
             self.stores.commit();
             metrics::commit(committed.elapsed, committed.records);
@@ -358,6 +387,7 @@ impl Engine {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
         self.stores.abort();
+        self.trace_links.clear();
         if self.txn.abort_and_rewind(consumer, &self.to_restore)? {
             metrics::aborted();
         }
@@ -372,6 +402,8 @@ impl Engine {
         consumer: &BaseConsumer<C>,
         revoked: &[TopicPartition],
     ) {
+        let span = self.transaction_span();
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let revoke = self.txn.finish_before_revoke(consumer, revoked);
         match revoke.committed {
             Some(committed) => {
@@ -387,5 +419,18 @@ impl Engine {
             self.stores.remove(task);
             self.to_restore.retain(|t| t != task);
         }
+    }
+
+    /// The span of the commit of the open transaction, linked to its sampled records' spans.
+    fn transaction_span(&mut self) -> Option<tracing::Span> {
+        if self.trace_links.is_empty() {
+            return None;
+        }
+        let links = std::mem::take(&mut self.trace_links);
+        Some(switchboard_service::trace::batch_span(
+            "kafka transaction",
+            "kafka",
+            &links,
+        ))
     }
 }

@@ -46,6 +46,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     switchboard_service::telemetry::init_logging();
+    let _trace = switchboard_service::trace::ShutdownOnDrop;
     match cli.command.unwrap_or(Command::Process) {
         Command::Process => {
             let config = Config::load()?;

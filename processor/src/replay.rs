@@ -263,6 +263,7 @@ pub fn run_with_progress(
     };
     if let Some(engine) = &mut engine {
         restore_state(config, &consumer, engine, &codec, &runtime, &ranges)?;
+        engine.trace_as_relinked(&group);
     }
 
     progress.set_length(u64::try_from(total).unwrap_or(0));

@@ -2,7 +2,9 @@
 //!
 //! Logs: `tracing` to stderr, human-readable by default, one JSON object per line with
 //! `SWITCHBOARD_LOG_FORMAT=json`; the filter comes from `SWITCHBOARD_LOG` (or `RUST_LOG`), default
-//! `info`. Metrics: one process-wide Prometheus recorder, rendered by each service's `/metrics`.
+//! `info`; JSON lines written inside a span carry its `trace_id` and `span_id` (with tracing on,
+//! see [`crate::trace`]). Metrics: one process-wide Prometheus recorder, rendered by each
+//! service's `/metrics`.
 
 use std::sync::OnceLock;
 
@@ -14,24 +16,63 @@ pub const LOG_FORMAT_ENV: &str = "SWITCHBOARD_LOG_FORMAT";
 /// Env var holding the log filter, e.g. `info,switchboard_ingest=debug`.
 pub const LOG_FILTER_ENV: &str = "SWITCHBOARD_LOG";
 
-/// Installs the global `tracing` subscriber. Call once, first thing in `main`.
+/// Installs the global `tracing` subscriber. Call once, first thing in `main`. With an OTLP
+/// endpoint configured it also installs the trace exporter ([`crate::trace`]); call
+/// [`crate::trace::shutdown`] before exiting.
 pub fn init_logging() {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::filter::FilterExt as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+
     let filter = std::env::var(LOG_FILTER_ENV)
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    // The trace module's spans are for the exporter only: logs read the same with tracing on.
+    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
+        meta.target() != crate::trace::TARGET
+    }));
     let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let result = if json {
-        builder.json().flatten_event(true).try_init()
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if json {
+        fmt.json()
+            .flatten_event(true)
+            .event_format(crate::trace::log::WithTraceIds(
+                tracing_subscriber::fmt::format().json().flatten_event(true),
+            ))
+            .with_filter(filter)
+            .boxed()
     } else {
-        builder.try_init()
+        fmt.with_filter(filter).boxed()
     };
+    let result = tracing_subscriber::registry()
+        .with(fmt)
+        .with(crate::trace::layer(&service_name()))
+        .try_init();
     // A second call (tests) keeps the first subscriber.
     drop(result);
+}
+
+/// The service's name for traces when `OTEL_SERVICE_NAME` is unset: the executable's name, or
+/// `switchboard-<subcommand>` for the processor's `sink`, `actions`, `replay` and `dlq`.
+fn service_name() -> String {
+    let mut args = std::env::args();
+    let exe = args
+        .next()
+        .and_then(|path| {
+            std::path::Path::new(&path)
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+        })
+        .unwrap_or_else(|| "switchboard".into());
+    match args.next().as_deref() {
+        Some(sub @ ("sink" | "actions" | "replay" | "dlq")) if exe == "switchboard-processor" => {
+            format!("switchboard-{sub}")
+        }
+        _ => exe,
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use. Every histogram is exported

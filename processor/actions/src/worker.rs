@@ -21,6 +21,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -357,11 +358,17 @@ impl<'a> Worker<'a> {
         // Each outcome with the moment it became known: the ladder's delays (and a target's
         // `Retry-After`) count from the failure, not from when the batch was read, so that a
         // slow or timing-out target still gets the whole delay.
-        let deliveries = planned.iter().filter_map(|(_, work)| match work {
-            Work::Deliver { event, .. } => Some(async move {
-                let outcome = self.target.deliver(event).await;
-                (outcome, now_millis())
-            }),
+        let group = self.config.group_id(self.target.name());
+        let deliveries = planned.iter().filter_map(|(message, work)| match work {
+            Work::Deliver { event, .. } => Some(
+                async move {
+                    let outcome = self.target.deliver(event).await;
+                    (outcome, now_millis())
+                }
+                .instrument(switchboard_service::trace::kafka_process_span(
+                    "deliver", *message, &group,
+                )),
+            ),
             _ => None,
         });
         let mut outcomes = self

@@ -45,6 +45,8 @@ struct Batch {
     events: Vec<DomainEvent>,
     offsets: BTreeMap<TopicPartition, i64>,
     started: Option<Instant>,
+    /// One span per record (when tracing), ended once its row is committed.
+    spans: Vec<tracing::Span>,
 }
 
 impl Batch {
@@ -86,6 +88,14 @@ impl Shared {
             return Ok(());
         }
         let offsets = batch.consumed();
+        let links: Vec<_> = batch
+            .spans
+            .iter()
+            .filter_map(switchboard_service::trace::sampled_context)
+            .collect();
+        let span = (!links.is_empty())
+            .then(|| switchboard_service::trace::batch_span("database transaction", "database", &links));
+        let _entered = span.as_ref().map(tracing::Span::enter);
         let mut backoff = BACKOFF_START;
         loop {
             let started = Instant::now();
@@ -330,7 +340,12 @@ pub(crate) fn run(
                     }
                 };
                 registry_backoff = BACKOFF_START;
+                let span =
+                    switchboard_service::trace::kafka_process_span("write", &message, &config.sink_group_id);
                 let mut batch = shared.batch();
+                if !span.is_disabled() {
+                    batch.spans.push(span);
+                }
                 batch.events.push(event);
                 batch.offsets.insert(task, offset + 1);
                 batch.started.get_or_insert_with(Instant::now);

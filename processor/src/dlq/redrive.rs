@@ -181,8 +181,16 @@ impl Publisher {
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect::<Vec<_>>())
             .unwrap_or_default();
         let copied = redrive_headers(original, position, topic == topics::ACTIONS_REDRIVE);
-        let mut record_headers = OwnedHeaders::new_with_capacity(copied.len());
+        // A new trace, linked to the one the record carries (its original webhook's).
+        let span = switchboard_service::trace::kafka_relink_span("redrive", message, super::CLIENT_ID);
+        let mut record_headers = switchboard_service::trace::inject_kafka_from(
+            &span,
+            OwnedHeaders::new_with_capacity(copied.len()),
+        );
         for (key, value) in &copied {
+            if !span.is_disabled() && switchboard_service::trace::is_trace_header(key) {
+                continue;
+            }
             record_headers = record_headers.insert(Header {
                 key: key.as_str(),
                 value: value.as_deref(),

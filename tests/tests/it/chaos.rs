@@ -36,6 +36,7 @@ use switchboard_tests::committed::{self, ExactlyOnce};
 mod broker_pause_long;
 mod scale;
 mod supervise;
+mod trace;
 
 const TWILIO_TOKEN: &str = "chaos-twilio-token";
 const STATUSES: [&str; 5] = ["queued", "initiated", "ringing", "in-progress", "completed"];

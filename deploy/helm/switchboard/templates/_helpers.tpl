@@ -180,6 +180,16 @@ ConfigMap. Call with (list $ "ingest").
 {{- else }}
   value: {{ $ctx.Values.schemaRegistry.url | quote }}
 {{- end }}
+{{- if $ctx.Values.tracing.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ $ctx.Values.tracing.otlpEndpoint | quote }}
+- name: OTEL_SERVICE_NAME
+  value: {{ printf "switchboard-%s" (index . 1) | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ $ctx.Values.tracing.sampler | quote }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ $ctx.Values.tracing.samplerArg | quote }}
+{{- end }}
 {{- with $ctx.Values.extraEnv }}
 {{ toYaml . }}
 {{- end }}

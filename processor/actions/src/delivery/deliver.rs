@@ -11,6 +11,7 @@
 use std::num::NonZeroU32;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument as _;
 
 use chrono::{DateTime, SecondsFormat};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -206,11 +207,27 @@ impl Target {
             }
         }
 
-        let mut response = match request.body(body).send().await {
+        let span = switchboard_service::trace::http_client_span(
+            &reqwest::Method::POST,
+            self.url.host_str().unwrap_or_default(),
+            self.url.port_or_known_default(),
+        );
+        let mut trace_headers = reqwest::header::HeaderMap::new();
+        switchboard_service::trace::inject_http(&span, &mut trace_headers);
+        let sent = request
+            .headers(trace_headers)
+            .body(body)
+            .send()
+            .instrument(span.clone());
+        let mut response = match sent.await {
             Ok(response) => response,
-            Err(error) => return classify_error(&error),
+            Err(error) => {
+                switchboard_service::trace::record_error(&span);
+                return classify_error(&error);
+            }
         };
         let status = response.status();
+        switchboard_service::trace::record_status(&span, status.as_u16(), true);
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)
