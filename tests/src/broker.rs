@@ -147,12 +147,24 @@ impl Drop for PrivateBroker {
                     "switchboard-failed-broker-{}.log",
                     dir.path().file_name().and_then(|n| n.to_str()).unwrap_or("tansu")
                 ));
-                if std::fs::copy(dir.path().join("broker.log"), &kept).is_ok() {
-                    eprintln!("the broker's log is kept in {}", kept.display());
+                if keep_tail(&dir.path().join("broker.log"), &kept).is_ok() {
+                    eprintln!("the end of the broker's log is kept in {}", kept.display());
                 }
             }
         }
     }
+}
+
+/// Copies the last 16 MiB of the log at `from` to `to` (a broker logging at debug level writes
+/// gigabytes).
+fn keep_tail(from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    const TAIL: u64 = 16 << 20;
+    let mut log = std::fs::File::open(from)?;
+    let length = log.metadata()?.len();
+    log.seek(SeekFrom::Start(length.saturating_sub(TAIL)))?;
+    std::io::copy(&mut log, &mut std::fs::File::create(to)?)?;
+    Ok(())
 }
 
 /// Deletes the pipeline's topics and consumer groups from the shared cluster at `bootstrap` and
