@@ -57,6 +57,8 @@ struct State {
     /// Bumped on every revocation: a batch read across one is dropped, not processed.
     generation: u64,
     failure: Option<LoopError>,
+    /// The sampled spans of the records delivered in the open transaction: its span links to them.
+    trace_links: Vec<opentelemetry::trace::SpanContext>,
 }
 
 struct WorkerContext {
@@ -196,6 +198,7 @@ impl<'a> Worker<'a> {
             txn: Transactor::new(producer, batching)?,
             held: BTreeMap::new(),
             generation: 0,
+            trace_links: Vec::new(),
             failure: None,
         }));
         let mut consumer_config = client(config);
@@ -252,10 +255,9 @@ impl<'a> Worker<'a> {
                 metrics::aborted(self.target.name());
             }
             let recovered = recovery.after(step, || {
-                lock(&self.state)
-                    .txn
-                    .abort_and_rewind(&self.consumer, &[])
-                    .map(drop)
+                let mut state = lock(&self.state);
+                state.trace_links.clear();
+                state.txn.abort_and_rewind(&self.consumer, &[]).map(drop)
             });
             if let Err(fatal) = recovered {
                 break Err(anyhow::anyhow!("action {}: {fatal}", self.target.name()));
@@ -268,6 +270,10 @@ impl<'a> Worker<'a> {
 
     fn commit(&self) -> Result<(), LoopError> {
         let mut state = lock(&self.state);
+        let links = std::mem::take(&mut state.trace_links);
+        let span = (!links.is_empty())
+            .then(|| switchboard_service::trace::batch_span("kafka transaction", "kafka", &links));
+        let _entered = span.as_ref().map(tracing::Span::enter);
         if let Some(committed) = state.txn.commit(&self.consumer)? {
             metrics::committed(self.target.name(), committed.elapsed);
         }
@@ -359,18 +365,24 @@ impl<'a> Worker<'a> {
         // `Retry-After`) count from the failure, not from when the batch was read, so that a
         // slow or timing-out target still gets the whole delay.
         let group = self.config.group_id(self.target.name());
-        let deliveries = planned.iter().filter_map(|(message, work)| match work {
-            Work::Deliver { event, .. } => Some(
-                async move {
-                    let outcome = self.target.deliver(event).await;
-                    (outcome, now_millis())
+        let mut links = Vec::new();
+        let deliveries: Vec<_> = planned
+            .iter()
+            .filter_map(|(message, work)| match work {
+                Work::Deliver { event, .. } => {
+                    let span = switchboard_service::trace::kafka_process_span("deliver", *message, &group);
+                    links.extend(switchboard_service::trace::sampled_context(&span));
+                    Some(
+                        async move {
+                            let outcome = self.target.deliver(event).await;
+                            (outcome, now_millis())
+                        }
+                        .instrument(span),
+                    )
                 }
-                .instrument(switchboard_service::trace::kafka_process_span(
-                    "deliver", *message, &group,
-                )),
-            ),
-            _ => None,
-        });
+                _ => None,
+            })
+            .collect();
         let mut outcomes = self
             .runtime
             .block_on(futures::future::join_all(deliveries))
@@ -378,6 +390,8 @@ impl<'a> Worker<'a> {
 
         let mut state = lock(&self.state);
         state.txn.begin()?;
+        let room = switchboard_service::trace::MAX_LINKS.saturating_sub(state.trace_links.len());
+        state.trace_links.extend(links.into_iter().take(room));
         for (message, work) in planned {
             match work {
                 Work::Skip | Work::Hold { .. } => {}

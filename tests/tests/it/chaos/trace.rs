@@ -427,6 +427,20 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     })
     .await;
     assert_eq!(request_out.parent, deliver.span_id);
+    let routing = wait_for(&spans, stack.logs(), "actions transaction span", |s| {
+        s.iter()
+            .find(|g| {
+                g.service == "switchboard-actions"
+                    && g.links.contains(&(t.to_owned(), deliver.span_id.clone()))
+            })
+            .cloned()
+    })
+    .await;
+    assert_eq!(routing.name, "kafka transaction");
+    assert_ne!(
+        routing.trace_id, t,
+        "the dispatcher's transaction is a trace of its own, linked to its deliveries"
+    );
     assert_eq!(request_out.attributes["http.response.status_code"], "204");
     let received = seen.lock().unwrap().clone();
     assert_eq!(
