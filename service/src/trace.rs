@@ -99,6 +99,11 @@ where
             .with_tracer(tracer)
             .with_threads(false)
             .with_location(false)
+            // Per poll of an instrumented future: no clock reads for busy/idle time, and no
+            // thread-local context stack (contexts are taken from the spans, never from
+            // `Context::current`).
+            .with_tracked_inactivity(false)
+            .with_context_activation(false)
             .with_filter(filter),
     )
 }
