@@ -96,12 +96,13 @@ impl Engine {
         })
     }
 
-    /// Whether the open transaction should commit now.
-    pub fn due(&self) -> bool {
-        self.txn.due()
+    /// Whether the open transaction should commit now; `caught_up`: the last poll returned
+    /// nothing (see `switchboard_kafka::cadence`).
+    pub fn due(&self, caught_up: bool) -> bool {
+        self.txn.due(caught_up)
     }
 
-    /// Time until the open transaction is due (the loop's poll timeout).
+    /// How long the loop's next poll may wait (see `switchboard_kafka::cadence`).
     pub fn time_to_commit(&self) -> Duration {
         self.txn.time_to_commit()
     }
