@@ -54,6 +54,8 @@ pub struct Engine {
     pub(crate) stores: Stores,
     /// Where outputs go.
     topology: Topology,
+    /// Ingest's `received_at` of the domain events the open transaction holds (event age).
+    received: Vec<i64>,
     /// Tasks assigned but not yet restored (paused until they are).
     pub(crate) to_restore: Vec<TopicPartition>,
     /// After a restore was deferred: when to try again, and the backoff that led there.
@@ -90,6 +92,7 @@ impl Engine {
             txn: Transactor::new(producer, batching)?,
             stores: Stores::default(),
             topology,
+            received: Vec::new(),
             to_restore: Vec::new(),
             restore_retry: None,
             failure: None,
@@ -180,6 +183,7 @@ impl Engine {
         let seen_at = now_millis();
         self.emit_dedup(task, message.offset(), &raw, seen_at)?;
         self.stores.mark_seen(task, &raw.event_id, seen_at);
+        self.received.push(raw.received_at);
         Ok(Processed::Emitted)
     }
 
@@ -347,6 +351,7 @@ impl Engine {
         if let Some(committed) = self.txn.commit(consumer)? {
             self.stores.commit();
             metrics::commit(committed.elapsed, committed.records);
+            metrics::event_ages(&std::mem::take(&mut self.received));
         }
         Ok(())
     }
@@ -359,6 +364,7 @@ impl Engine {
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
         self.stores.abort();
+        self.received.clear();
         if self.txn.abort_and_rewind(consumer, &self.to_restore)? {
             metrics::aborted();
         }
@@ -378,9 +384,11 @@ impl Engine {
             Some(committed) => {
                 self.stores.commit();
                 metrics::commit(committed.elapsed, committed.records);
+                metrics::event_ages(&self.received);
             }
             None => self.stores.abort(),
         }
+        self.received.clear();
         if let Some(failure) = revoke.failure {
             self.failure = Some(failure);
         }

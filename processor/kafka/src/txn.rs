@@ -41,6 +41,12 @@ pub fn now_millis() -> i64 {
         .unwrap_or_default()
 }
 
+/// Time elapsed since `millis` (epoch milliseconds, e.g. ingest's `received_at`); zero for a time
+/// in the future (clocks of two hosts).
+pub fn age_since(millis: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_millis() - millis).unwrap_or(0))
+}
+
 /// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
 /// binary uses it).
 pub const BACKOFF_START: Duration = Duration::from_millis(500);

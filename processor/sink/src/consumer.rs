@@ -104,6 +104,7 @@ impl Shared {
             {
                 Ok(outcome) => {
                     metrics::batch(started.elapsed(), outcome.applied, outcome.duplicates);
+                    metrics::event_ages(&batch.events);
                     *batch = Batch::default();
                     return Ok(());
                 }
