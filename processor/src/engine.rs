@@ -99,8 +99,8 @@ impl Engine {
         })
     }
 
-    /// Whether the open transaction should commit now; `caught_up`: the last poll returned
-    /// nothing (see `switchboard_kafka::cadence`).
+    /// Whether the open transaction should commit now.
+    /// `caught_up`: the last poll returned nothing (see `switchboard_kafka::cadence`).
     pub fn due(&self, caught_up: bool) -> bool {
         self.txn.due(caught_up)
     }
@@ -363,8 +363,8 @@ impl Engine {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
-        self.stores.abort();
         self.received.clear();
+        self.stores.abort();
         if self.txn.abort_and_rewind(consumer, &self.to_restore)? {
             metrics::aborted();
         }

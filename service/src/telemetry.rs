@@ -34,18 +34,8 @@ pub fn init_logging() {
     drop(result);
 }
 
-/// Histograms whose name ends with this are event ages (end-to-end freshness): exported with
-/// [`EVENT_AGE_BUCKETS`], fine around the latency goal (250 ms) so that a p50 and p99 read from
-/// the buckets mean something, and up to 5 minutes (a backlog).
-pub const EVENT_AGE_SUFFIX: &str = "_event_age_seconds";
-/// Bucket bounds of the event-age histograms, seconds.
-pub const EVENT_AGE_BUCKETS: &[f64] = &[
-    0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
-    10.0, 30.0, 60.0, 300.0,
-];
-
 /// The process-wide Prometheus recorder, installed on first use. Every histogram is exported
-/// with the same buckets (0.5 ms to 10 s), but event ages ([`EVENT_AGE_SUFFIX`]).
+/// with the same buckets (0.5 ms to 10 s).
 pub fn prometheus() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
@@ -64,3 +54,14 @@ pub fn prometheus() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// Histograms whose name ends with this are event ages (end-to-end freshness): [`prometheus`]
+/// exports them with [`EVENT_AGE_BUCKETS`] instead of the common buckets, fine around the latency
+/// goal (250 ms) so that a p50 and p99 read from the buckets mean something, and up to 5 minutes
+/// (a backlog).
+pub const EVENT_AGE_SUFFIX: &str = "_event_age_seconds";
+/// Bucket bounds of the event-age histograms, seconds.
+pub const EVENT_AGE_BUCKETS: &[f64] = &[
+    0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
+    10.0, 30.0, 60.0, 300.0,
+];
