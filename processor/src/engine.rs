@@ -54,6 +54,8 @@ pub(crate) struct Engine {
     pub(crate) stores: Stores,
     /// Where outputs go.
     topology: Topology,
+    /// Ingest's `received_at` of the domain events the open transaction holds (event age).
+    received: Vec<i64>,
     /// Tasks assigned but not yet restored (paused until they are).
     pub(crate) to_restore: Vec<TopicPartition>,
     /// After a restore was deferred: when to try again, and the backoff that led there.
@@ -95,6 +97,7 @@ impl Engine {
             txn: Transactor::new(producer, batching)?,
             stores: Stores::default(),
             topology,
+            received: Vec::new(),
             to_restore: Vec::new(),
             restore_retry: None,
             failure: None,
@@ -112,11 +115,12 @@ impl Engine {
     }
 
     /// Whether the open transaction should commit now.
-    pub(crate) fn due(&self) -> bool {
-        self.txn.due()
+    /// `caught_up`: the last poll returned nothing (see `switchboard_kafka::cadence`).
+    pub(crate) fn due(&self, caught_up: bool) -> bool {
+        self.txn.due(caught_up)
     }
 
-    /// Time until the open transaction is due (the loop's poll timeout).
+    /// How long the loop's next poll may wait (see `switchboard_kafka::cadence`).
     pub(crate) fn time_to_commit(&self) -> Duration {
         self.txn.time_to_commit()
     }
@@ -205,6 +209,7 @@ impl Engine {
         let seen_at = now_millis();
         self.emit_dedup(task, message.offset(), &raw, seen_at)?;
         self.stores.mark_seen(task, &raw.event_id, seen_at);
+        self.received.push(raw.received_at);
         Ok(Processed::Emitted)
     }
 
@@ -375,6 +380,7 @@ impl Engine {
         if let Some(committed) = self.txn.commit(consumer)? {
             self.stores.commit();
             metrics::commit(committed.elapsed, committed.records);
+            metrics::event_ages(&std::mem::take(&mut self.received));
         }
         Ok(())
     }
@@ -386,6 +392,7 @@ impl Engine {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<(), LoopError> {
+        self.received.clear();
         self.stores.abort();
         self.trace_links.clear();
         if self.txn.abort_and_rewind(consumer, &self.to_restore)? {
@@ -409,9 +416,11 @@ impl Engine {
             Some(committed) => {
                 self.stores.commit();
                 metrics::commit(committed.elapsed, committed.records);
+                metrics::event_ages(&self.received);
             }
             None => self.stores.abort(),
         }
+        self.received.clear();
         if let Some(failure) = revoke.failure {
             self.failure = Some(failure);
         }

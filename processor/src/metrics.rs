@@ -20,6 +20,10 @@ pub const LAG: &str = "switchboard_processor_consumer_lag";
 pub const REBALANCES: &str = "switchboard_processor_rebalances_total";
 /// Event ids remembered for dedup.
 pub const DEDUP_ENTRIES: &str = "switchboard_processor_dedup_entries";
+/// Age of a domain event when the transaction that makes it visible (`read_committed`) has
+/// committed: from ingest's `received_at` (the envelope's field, carried into every domain event)
+/// to the end of the commit, seconds.
+pub const EVENT_AGE_SECONDS: &str = "switchboard_processor_event_age_seconds";
 /// Restores of assigned partitions put off (the partition stays paused), by `reason`
 /// (offset_unknown, not_started, restore_failed).
 pub const RESTORE_DEFERRED: &str = "switchboard_processor_restore_deferred_total";
@@ -43,6 +47,14 @@ pub(crate) fn counter_dlq(source: &str, class: &'static str) {
 pub(crate) fn commit(elapsed: std::time::Duration, _records: usize) {
     metrics::histogram!(COMMIT_SECONDS).record(elapsed.as_secs_f64());
     metrics::counter!(TRANSACTIONS, "outcome" => "committed").increment(1);
+}
+
+/// One sample of [`EVENT_AGE_SECONDS`] per `received_at` (epoch ms) of a committed transaction.
+pub(crate) fn event_ages(received_at: &[i64]) {
+    let histogram = metrics::histogram!(EVENT_AGE_SECONDS);
+    for at in received_at {
+        histogram.record(switchboard_kafka::txn::age_since(*at).as_secs_f64());
+    }
 }
 
 pub(crate) fn aborted() {

@@ -346,7 +346,7 @@ pub fn run_with_progress(
             }
         }
         if let Some(engine) = &mut engine
-            && engine.due()
+            && engine.due(false)
         {
             commit(engine, &consumer)?;
         }

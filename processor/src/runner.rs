@@ -1,5 +1,5 @@
 //! The processing loop: a group member on its own thread, polling raw records into the
-//! [`Engine`], committing on the commit interval, and finishing the open transaction before a
+//! [`Engine`], committing once caught up (at the latest after the commit interval), and finishing the open transaction before a
 //! rebalance takes partitions away.
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -132,7 +132,8 @@ pub(crate) fn run(
     result
 }
 
-/// One iteration: restore newly assigned tasks, process the polled record, commit when due.
+/// One iteration: restore newly assigned tasks, process the polled record, commit when due (an
+/// empty poll with records waiting means caught up).
 fn step(
     config: &Config,
     codec: &Codec,
@@ -148,6 +149,7 @@ fn step(
     if !engine.to_restore.is_empty() {
         restore_assigned(config, codec, runtime, &mut engine, consumer)?;
     }
+    let caught_up = polled.is_none();
     match polled {
         Some(Ok(message)) => {
             let task = TopicPartition::new(message.topic(), message.partition());
@@ -162,7 +164,7 @@ fn step(
         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
         None => {}
     }
-    if engine.due() {
+    if engine.due(caught_up) {
         engine.commit(consumer)?;
     }
     Ok(())

@@ -56,6 +56,17 @@ impl DomainEvent {
         }
     }
 
+    /// When ingest received the webhook (epoch milliseconds), carried through.
+    pub fn received_at(&self) -> i64 {
+        match self {
+            DomainEvent::Call(e) => e.received_at,
+            DomainEvent::Message(e) => e.received_at,
+            DomainEvent::Billing(e) => e.received_at,
+            DomainEvent::Booking(e) => e.received_at,
+            DomainEvent::Generic(e) => e.received_at,
+        }
+    }
+
     /// The schema the event is written with.
     pub fn schema_def(&self) -> &'static SchemaDef {
         match self {

@@ -243,8 +243,8 @@ impl<'a> Worker<'a> {
                 break self.commit().map_err(anyhow::Error::from);
             }
             self.resume_due();
-            let step = self.step().and_then(|()| {
-                if lock(&self.state).txn.due() {
+            let step = self.step().and_then(|caught_up| {
+                if lock(&self.state).txn.due(caught_up) {
                     self.commit()
                 } else {
                     Ok(())
@@ -340,12 +340,13 @@ impl<'a> Worker<'a> {
     }
 
     /// One batch: read, plan, deliver concurrently, then route every outcome inside the open
-    /// transaction.
-    fn step(&self) -> Result<(), LoopError> {
+    /// transaction. `true` when caught up: the read stopped short of `max_in_flight`.
+    fn step(&self) -> Result<bool, LoopError> {
         let batch = self.read_batch();
         if batch.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
+        let caught_up = batch.len() < self.config.max_in_flight;
         let mut planned: Vec<(&OwnedMessage, Work)> = Vec::with_capacity(batch.len());
         let mut held_now: HashSet<TopicPartition> = HashSet::new();
         for message in &batch {
@@ -433,7 +434,7 @@ impl<'a> Worker<'a> {
                 message.offset() + 1,
             );
         }
-        Ok(())
+        Ok(caught_up)
     }
 
     fn plan(&self, message: &OwnedMessage) -> Result<Work, LoopError> {

@@ -2,12 +2,14 @@
 //! processor's, the sink's, each action worker's).
 //!
 //! - [`TopicPartition`]: the unit of processing, ownership and state.
+//! - [`cadence`]: when an open batch commits (caught up, full or old), for every loop alike.
 //! - [`txn`]: one consume-transform-produce Kafka transaction at a time, and the loop's recovery.
 //! - [`health`]: a loop's liveness, readiness and progress, and the admin routes that report it.
 //! - [`progress`]: the lag and stall monitor behind `/healthz` and the lag gauges.
 //! - [`client`]: consumer-group settings and topic creation.
 //! - [`settings`]: configuration defaults and checks every consuming service applies alike.
 
+pub mod cadence;
 pub mod client;
 pub mod health;
 mod partition;

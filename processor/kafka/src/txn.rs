@@ -27,6 +27,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext as RdProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
+use crate::cadence::{Cadence, Open};
 use crate::partition::TopicPartition;
 
 /// Longest time one attempt of a transactional call may take.
@@ -38,6 +39,12 @@ pub fn now_millis() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or_default()
+}
+
+/// Time elapsed since `millis` (epoch milliseconds, e.g. ingest's `received_at`); zero for a time
+/// in the future (clocks of two hosts).
+pub fn age_since(millis: i64) -> Duration {
+    Duration::from_millis(u64::try_from(now_millis() - millis).unwrap_or(0))
 }
 
 /// Backoff after an aborted transaction, doubled per consecutive failure (every loop of the
@@ -285,7 +292,8 @@ pub struct Batching {
     /// Kafka transactions (`true`), or idempotent producer + offsets committed after the outputs
     /// are acknowledged (`false`, at-least-once).
     pub exactly_once: bool,
-    /// Longest time a transaction stays open collecting records.
+    /// Longest time a transaction stays open collecting records (it commits sooner once the
+    /// consumer is caught up: [`crate::cadence`]).
     pub commit_interval: Duration,
     /// Most records in one transaction.
     pub max_records: usize,
@@ -426,22 +434,30 @@ impl Transactor {
         }
     }
 
-    /// Whether the open transaction should commit now.
-    pub fn due(&self) -> bool {
-        self.txn.as_ref().is_some_and(|txn| {
-            txn.started.elapsed() >= self.batching.commit_interval || txn.records >= self.batching.max_records
-        })
+    /// Whether the open transaction should commit now; `caught_up`: the last poll (waiting at most
+    /// [`Transactor::time_to_commit`]) returned nothing ([`Cadence::due`]).
+    pub fn due(&self, caught_up: bool) -> bool {
+        self.cadence().due(self.open(), caught_up)
     }
 
-    /// Time until the open transaction is due (a loop's poll timeout).
+    /// How long the loop's next poll may wait ([`Cadence::poll_timeout`]): briefly while the open
+    /// transaction holds records, so that it commits as soon as the consumer is caught up.
     pub fn time_to_commit(&self) -> Duration {
-        match &self.txn {
-            Some(txn) => self
-                .batching
-                .commit_interval
-                .saturating_sub(txn.started.elapsed()),
-            None => self.batching.commit_interval,
+        self.cadence().poll_timeout(self.open())
+    }
+
+    fn cadence(&self) -> Cadence {
+        Cadence {
+            interval: self.batching.commit_interval,
+            max_records: self.batching.max_records,
         }
+    }
+
+    fn open(&self) -> Option<Open> {
+        self.txn.as_ref().map(|txn| Open {
+            started: txn.started,
+            records: txn.records,
+        })
     }
 
     /// Hands a record to the producer inside the open transaction, waiting for queue space

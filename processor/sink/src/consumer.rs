@@ -27,6 +27,7 @@ use super::metrics;
 use super::store::{ConsumedOffset, Store};
 use switchboard_kafka::Health;
 use switchboard_kafka::TopicPartition;
+use switchboard_kafka::cadence::{Cadence, Open};
 use switchboard_kafka::txn::{BACKOFF_MAX, BACKOFF_START, now_millis};
 
 /// The domain topics the sink stores.
@@ -52,6 +53,14 @@ struct Batch {
 impl Batch {
     fn is_empty(&self) -> bool {
         self.offsets.is_empty()
+    }
+
+    /// The batch for [`Cadence`]: open once it holds a record.
+    fn open(&self) -> Option<Open> {
+        self.started.map(|started| Open {
+            started,
+            records: self.events.len(),
+        })
     }
 
     fn consumed(&self) -> Vec<ConsumedOffset> {
@@ -105,6 +114,7 @@ impl Shared {
             {
                 Ok(outcome) => {
                     metrics::batch(started.elapsed(), outcome.applied, outcome.duplicates);
+                    metrics::event_ages(&batch.events);
                     *batch = Batch::default();
                     return Ok(());
                 }
@@ -271,6 +281,11 @@ pub(crate) fn run(
     consumer.subscribe(&TOPICS)?;
     tracing::info!(group = %config.sink_group_id, "sink started");
 
+    // Written as soon as the consumer is caught up, at the latest after `batch_interval`.
+    let cadence = Cadence {
+        interval: config.batch_interval,
+        max_records: config.batch_max_records,
+    };
     let mut registry_backoff = BACKOFF_START;
     let mut assignment_published = Instant::now();
     let result = loop {
@@ -290,13 +305,10 @@ pub(crate) fn run(
         if stop.load(Ordering::Relaxed) {
             break shared.flush().map_err(anyhow::Error::msg);
         }
-        let timeout = {
-            let batch = shared.batch();
-            batch.started.map_or(config.batch_interval, |s| {
-                config.batch_interval.saturating_sub(s.elapsed())
-            })
-        };
-        match consumer.poll(timeout.max(Duration::from_millis(1))) {
+        let timeout = cadence.poll_timeout(shared.batch().open());
+        let polled = consumer.poll(timeout.max(Duration::from_millis(1)));
+        let caught_up = polled.is_none();
+        match polled {
             Some(Ok(message)) => {
                 let task = TopicPartition::new(message.topic(), message.partition());
                 let offset = message.offset();
@@ -354,13 +366,7 @@ pub(crate) fn run(
             None => {}
         }
         health.ready.store(true, Ordering::Relaxed);
-        let due = {
-            let batch = shared.batch();
-            batch.events.len() >= config.batch_max_records
-                || batch
-                    .started
-                    .is_some_and(|s| s.elapsed() >= config.batch_interval)
-        };
+        let due = cadence.due(shared.batch().open(), caught_up);
         if due {
             let offsets = shared.batch().consumed();
             if let Err(error) = shared.flush() {

@@ -6,6 +6,9 @@ use std::time::Duration;
 pub(super) const EVENTS: &str = "switchboard_sink_events_total";
 /// Database transactions (batches) and their duration.
 pub(super) const BATCH_SECONDS: &str = "switchboard_sink_batch_seconds";
+/// Age of an event when the database transaction that stores it has committed: from ingest's
+/// `received_at` (carried in every domain event) to the end of the commit, seconds.
+pub(super) const EVENT_AGE_SECONDS: &str = "switchboard_sink_event_age_seconds";
 /// Consumer lag by `topic` and `partition`.
 pub(super) const LAG: &str = "switchboard_sink_consumer_lag";
 /// Domain records that could not be decoded (skipped), by `topic`.
@@ -17,6 +20,14 @@ pub(crate) fn batch(elapsed: Duration, applied: usize, duplicates: usize) {
     metrics::histogram!(BATCH_SECONDS).record(elapsed.as_secs_f64());
     metrics::counter!(EVENTS, "outcome" => "applied").increment(applied as u64);
     metrics::counter!(EVENTS, "outcome" => "duplicate").increment(duplicates as u64);
+}
+
+/// One sample of [`EVENT_AGE_SECONDS`] per event of a committed batch.
+pub(crate) fn event_ages(events: &[switchboard_schemas::DomainEvent]) {
+    let histogram = metrics::histogram!(EVENT_AGE_SECONDS);
+    for event in events {
+        histogram.record(switchboard_kafka::txn::age_since(event.received_at()).as_secs_f64());
+    }
 }
 
 pub(crate) fn undecodable(topic: &str) {

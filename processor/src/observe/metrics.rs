@@ -15,5 +15,9 @@ pub const DLQ_DEPTH: &str = "switchboard_observed_dlq_depth";
 /// Records waiting in the retry topics, summed over actions, as scraped from the actions service
 /// (absent when `actions_admin_url` is not set).
 pub const RETRY_DEPTH: &str = "switchboard_observed_retry_depth";
+/// Event age (ingest's `received_at` to the processor's commit) by `quantile` (`0.5`, `0.99`),
+/// seconds, over the domain events committed between the last two samples, from this
+/// instance's [`crate::metrics::EVENT_AGE_SECONDS`] buckets (absent when none were committed).
+pub const EVENT_AGE_QUANTILE: &str = "switchboard_observed_event_age_quantile_seconds";
 /// Sequence number of the latest sample: tells which snapshot the other gauges belong to.
 pub const SAMPLE: &str = "switchboard_observed_sample";

@@ -52,6 +52,8 @@ const SCRIPT: &str = r#"(function () {
     s.events.forEach(function (r) { set('events-per-second-' + r.topic, r.events_per_second.toFixed(2)); });
     set('dlq-depth', String(s.dlq_depth));
     set('consumer-lag-total', String(s.consumer_lag_total));
+    set('event-age-p50', s.event_age ? s.event_age.p50_seconds.toFixed(3) : '-');
+    set('event-age-p99', s.event_age ? s.event_age.p99_seconds.toFixed(3) : '-');
     s.consumer_lag.forEach(function (r) { set('consumer-lag-' + r.topic, String(r.lag)); });
     if (s.actions && s.actions.reachable) {
       set('retry-depth', String(s.actions.retry_depth_total));
@@ -115,10 +117,25 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     );
     let _ = write!(
         html,
-        "<div class=\"card\"><div class=\"n\" id=\"consumer-lag-total\" data-metric=\"{}\">{}</div><div class=\"l\">consumer lag</div></div></div>",
+        "<div class=\"card\"><div class=\"n\" id=\"consumer-lag-total\" data-metric=\"{}\">{}</div><div class=\"l\">consumer lag</div></div>",
         crate::metrics::LAG,
         snapshot.consumer_lag_total
     );
+    let age = snapshot.event_age.as_ref();
+    for (name, quantile, value) in [
+        ("p50", "0.5", age.map(|a| a.p50_seconds)),
+        ("p99", "0.99", age.map(|a| a.p99_seconds)),
+    ] {
+        let _ = write!(
+            html,
+            "<div class=\"card\"><div class=\"n\" id=\"event-age-{name}\" data-metric=\"{}\" data-quantile=\"{quantile}\">{}</div>\
+             <div class=\"l\">event age {name} (s): received to committed, last {} s</div></div>",
+            m::EVENT_AGE_QUANTILE,
+            value.map_or_else(|| "-".to_owned(), |v| format!("{v:.3}")),
+            INTERVAL.as_secs(),
+        );
+    }
+    html.push_str("</div>");
 
     html.push_str("<h2>Request rate per source</h2><table><tr><th>source</th><th>requests/s</th></tr>");
     for source in &snapshot.sources {
@@ -246,6 +263,11 @@ mod tests {
                 lag: 2,
             }],
             consumer_lag_total: 2,
+            event_age: Some(crate::observe::sample::EventAge {
+                events: 4,
+                p50_seconds: 0.042,
+                p99_seconds: 0.25,
+            }),
             actions: Some(ActionsView {
                 reachable: true,
                 retry_depth_total: 0,
@@ -286,6 +308,8 @@ mod tests {
         assert!(html.contains("data-sample=\"7\""));
         assert!(html.contains(">1.25</td>"));
         assert!(html.contains("id=\"dlq-depth\" data-metric=\"switchboard_observed_dlq_depth\">3<"));
+        assert!(html.contains("id=\"event-age-p50\" data-metric=\"switchboard_observed_event_age_quantile_seconds\" data-quantile=\"0.5\">0.042<"));
+        assert!(html.contains("id=\"event-age-p99\" data-metric=\"switchboard_observed_event_age_quantile_seconds\" data-quantile=\"0.99\">0.250<"));
     }
 
     #[test]
@@ -298,5 +322,6 @@ mod tests {
         );
         assert!(html.contains("not configured (set <code>actions_admin_url</code>)"));
         assert!(html.contains("data-sample=\"0\""));
+        assert!(html.contains("id=\"event-age-p99\" data-metric=\"switchboard_observed_event_age_quantile_seconds\" data-quantile=\"0.99\">-<"));
     }
 }

@@ -20,6 +20,26 @@ pub(crate) fn samples(text: &str, name: &str) -> Vec<Sample> {
         .collect()
 }
 
+/// The cumulative buckets `(le, count)` of histogram `name` (its `<name>_bucket` samples, summed
+/// over other labels), in ascending `le` order.
+pub(crate) fn buckets(text: &str, name: &str) -> Vec<(f64, f64)> {
+    let mut by_bound: Vec<(f64, f64)> = Vec::new();
+    for sample in samples(text, &format!("{name}_bucket")) {
+        let Some(bound) = sample.labels.get("le").and_then(|le| match le.as_str() {
+            "+Inf" => Some(f64::INFINITY),
+            other => other.parse().ok(),
+        }) else {
+            continue;
+        };
+        match by_bound.iter_mut().find(|(b, _)| *b == bound) {
+            Some((_, count)) => *count += sample.value,
+            None => by_bound.push((bound, sample.value)),
+        }
+    }
+    by_bound.sort_by(|a, b| a.0.total_cmp(&b.0));
+    by_bound
+}
+
 fn parse_line(line: &str) -> Option<Sample> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
@@ -107,5 +127,19 @@ mod tests {
         assert_eq!(weird[0].labels["a"], "q\"uo,te");
         assert!(weird[0].value.is_infinite());
         assert!(samples(text, "missing").is_empty());
+    }
+
+    #[test]
+    fn reads_histogram_buckets_in_bound_order() {
+        let text = "a_seconds_bucket{le=\"0.5\"} 3\n\
+            a_seconds_bucket{le=\"+Inf\"} 4\n\
+            a_seconds_bucket{le=\"0.1\"} 1\n\
+            a_seconds_sum 1.2\n\
+            a_seconds_count 4\n";
+        assert_eq!(
+            buckets(text, "a_seconds"),
+            vec![(0.1, 1.0), (0.5, 3.0), (f64::INFINITY, 4.0)]
+        );
+        assert!(buckets(text, "b_seconds").is_empty());
     }
 }

@@ -1,5 +1,5 @@
 //! The dashboard's sampler: every [`INTERVAL`], on its own thread, it measures the topics (end
-//! offsets -> rates, DLQ depth), reads the processor's own consumer lag metric, scrapes the
+//! offsets -> rates, DLQ depth), reads the processor's own consumer lag and event age metrics, scrapes the
 //! actions service when configured (retry depth, breakers), reads the newest raw webhooks, and
 //! publishes one [`Snapshot`]: the page, `/dashboard.json` and the `switchboard_observed_*`
 //! gauges all show that same snapshot until the next one.
@@ -17,7 +17,7 @@ use super::events::{EventMeta, describe, newest, rfc3339};
 use super::metrics as names;
 use super::prom;
 use super::read::{Partition, Reader, Record};
-use super::stats::{Point, rate};
+use super::stats::{Point, bucket_delta, quantile, rate};
 use crate::config::Config;
 use switchboard_kafka::txn::now_millis;
 
@@ -82,6 +82,29 @@ pub(crate) struct ActionsView {
     pub(crate) breakers: Vec<Breaker>,
 }
 
+/// Event age (ingest's `received_at` to the processor's commit) over the domain events this
+/// instance committed between two samples.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub(crate) struct EventAge {
+    /// Domain events committed between the two samples.
+    pub(crate) events: u64,
+    pub(crate) p50_seconds: f64,
+    pub(crate) p99_seconds: f64,
+}
+
+impl EventAge {
+    /// From the processor's event-age buckets now and at the previous sample; `None` when no
+    /// event was committed in between.
+    pub(crate) fn between(previous: &[(f64, f64)], current: &[(f64, f64)]) -> Option<Self> {
+        let delta = bucket_delta(previous, current);
+        Some(EventAge {
+            events: delta.last()?.1 as u64,
+            p50_seconds: quantile(&delta, 0.5)?,
+            p99_seconds: quantile(&delta, 0.99)?,
+        })
+    }
+}
+
 /// One sample: everything the dashboard shows.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub(crate) struct Snapshot {
@@ -94,6 +117,8 @@ pub(crate) struct Snapshot {
     pub(crate) dlq_depth: i64,
     pub(crate) consumer_lag: Vec<TopicLag>,
     pub(crate) consumer_lag_total: i64,
+    /// `None`: no domain event committed by this instance since the previous sample.
+    pub(crate) event_age: Option<EventAge>,
     /// `None`: `actions_admin_url` is not configured.
     pub(crate) actions: Option<ActionsView>,
     pub(crate) recent: Vec<EventMeta>,
@@ -113,6 +138,12 @@ impl Snapshot {
                 .set(topic.events_per_second);
         }
         metrics::gauge!(names::DLQ_DEPTH).set(self.dlq_depth as f64);
+        for (quantile, value) in [
+            ("0.5", self.event_age.as_ref().map(|a| a.p50_seconds)),
+            ("0.99", self.event_age.as_ref().map(|a| a.p99_seconds)),
+        ] {
+            metrics::gauge!(names::EVENT_AGE_QUANTILE, "quantile" => quantile).set(value.unwrap_or(f64::NAN));
+        }
         if let Some(actions) = &self.actions {
             metrics::gauge!(names::RETRY_DEPTH).set(actions.retry_depth_total as f64);
         }
@@ -208,6 +239,7 @@ impl Sampler {
         let mut previous: Option<Totals> = None;
         let mut sequence = 0;
         let mut failing = false;
+        let mut age_buckets: Vec<(f64, f64)> = Vec::new();
         while !stop.load(Ordering::Relaxed) {
             let started = Instant::now();
             sequence += 1;
@@ -233,7 +265,11 @@ impl Sampler {
             };
             snapshot.sample = sequence;
             snapshot.taken_at = Some(rfc3339(now_millis()));
-            snapshot.consumer_lag = consumer_lag(&switchboard_service::telemetry::prometheus().render());
+            let own = switchboard_service::telemetry::prometheus().render();
+            snapshot.consumer_lag = consumer_lag(&own);
+            let buckets = prom::buckets(&own, crate::metrics::EVENT_AGE_SECONDS);
+            snapshot.event_age = EventAge::between(&age_buckets, &buckets);
+            age_buckets = buckets;
             snapshot.consumer_lag_total = snapshot.consumer_lag.iter().map(|l| l.lag).sum();
             snapshot.actions = self.scrape_actions(http.as_ref());
             snapshot.export();

@@ -38,6 +38,51 @@ pub(crate) fn success_rate(processed: u64, dead_lettered: u64) -> Option<f64> {
     (total > 0).then(|| (processed as f64 / total as f64 * 10_000.0).round() / 10_000.0)
 }
 
+/// The `q` quantile (0..1) of a histogram given as cumulative buckets `(upper bound, count)` in
+/// ascending bound order (the last one `+Inf`), interpolated linearly inside the bucket as
+/// Prometheus' `histogram_quantile` does; a quantile in the `+Inf` bucket is the highest finite
+/// bound. `None` without observations. Rounded to the millisecond.
+pub(crate) fn quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(bound, count) in buckets {
+        if count >= rank {
+            let value = if bound.is_infinite() {
+                lower.0
+            } else if count > lower.1 {
+                lower.0 + (bound - lower.0) * (rank - lower.1) / (count - lower.1)
+            } else {
+                bound
+            };
+            return Some((value * 1000.0).round() / 1000.0);
+        }
+        lower = (bound, count);
+    }
+    Some(lower.0)
+}
+
+/// `current - previous` per bucket (both cumulative, same bounds): the observations between two
+/// samples. `current` alone when the bounds differ or a count went down (a restart).
+pub(crate) fn bucket_delta(previous: &[(f64, f64)], current: &[(f64, f64)]) -> Vec<(f64, f64)> {
+    let comparable = previous.len() == current.len()
+        && previous
+            .iter()
+            .zip(current)
+            .all(|(p, c)| p.0 == c.0 && p.1 <= c.1);
+    if !comparable {
+        return current.to_vec();
+    }
+    previous
+        .iter()
+        .zip(current)
+        .map(|(p, c)| (c.0, c.1 - p.1))
+        .collect()
+}
+
 /// One error reason and how many DLQ records gave it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub(crate) struct Reason {
@@ -94,6 +139,28 @@ mod tests {
             0.0,
             "no time passed"
         );
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_cumulative_buckets() {
+        let buckets = [(0.1, 50.0), (0.25, 90.0), (0.5, 100.0), (f64::INFINITY, 100.0)];
+        assert_eq!(quantile(&buckets, 0.5), Some(0.1));
+        assert_eq!(quantile(&buckets, 0.7), Some(0.175));
+        assert_eq!(quantile(&buckets, 0.99), Some(0.475));
+        assert_eq!(quantile(&[(0.1, 0.0), (f64::INFINITY, 0.0)], 0.5), None);
+        assert_eq!(quantile(&[], 0.5), None);
+        assert_eq!(
+            quantile(&[(0.1, 0.0), (1.0, 1.0), (f64::INFINITY, 3.0)], 0.99),
+            Some(1.0),
+            "in +Inf: the highest finite bound"
+        );
+        let before = [(0.1, 10.0), (f64::INFINITY, 10.0)];
+        let after = [(0.1, 10.0), (f64::INFINITY, 14.0)];
+        assert_eq!(
+            bucket_delta(&before, &after),
+            vec![(0.1, 0.0), (f64::INFINITY, 4.0)]
+        );
+        assert_eq!(bucket_delta(&after, &before), before.to_vec(), "a restart");
     }
 
     #[test]

@@ -15,17 +15,23 @@
 //!   DOM equal the gauges `/metrics` exports for the same sample, and the consumer lag its lag
 //!   metric; a screenshot is kept under the test's output directory
 //!   (`target/tmp/test-output/dashboard.png`).
+//! - `a_webhook_is_visible_well_before_the_commit_interval_and_its_age_is_measured`: with a 5 s
+//!   commit interval, one webhook at a time is visible downstream within a second or two (the
+//!   transaction commits once the processor is caught up); the event-age histogram on `/metrics`
+//!   counts each committed domain event once, with plausible ages, and the dashboard shows its
+//!   p50/p99.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use switchboard_processor::metrics as processor_metrics;
 use switchboard_processor::observe::metrics as observed;
+use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::{RawWebhook, Source, topics};
 use switchboard_tests::broker::PrivateBroker;
 
@@ -36,14 +42,6 @@ const TOKEN: &str = "observe-test-token";
 
 fn now_millis() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// Where this test binary keeps its output (logs, the screenshot).
@@ -64,6 +62,7 @@ async fn start_processor(
     instance: &str,
     token: Option<&str>,
     actions_admin_url: Option<&str>,
+    extra_env: &[(&str, String)],
 ) -> Processor {
     let port = free_port();
     let mut env = vec![
@@ -71,6 +70,7 @@ async fn start_processor(
         ("SWITCHBOARD_ADMIN_LISTEN", format!("127.0.0.1:{port}")),
         ("SWITCHBOARD_TOPIC_PARTITIONS", PARTITIONS.to_string()),
     ];
+    env.extend(extra_env.iter().cloned());
     if let Some(token) = token {
         env.push(("SWITCHBOARD_ADMIN_TOKEN", token.to_owned()));
     }
@@ -96,36 +96,6 @@ fn call_now(phone: &str, call_sid: &str, event_id: &str, sequence: u32) -> RawWe
         received_at: now_millis(),
         ..twilio_call(phone, call_sid, "completed", sequence, event_id)
     }
-}
-
-/// The sum of the samples of `name` whose labels include `labels` (0 when there is none).
-fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_opt(text, name, labels).unwrap_or(0.0)
-}
-
-fn metric_opt(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        let matches = labels.iter().all(|(k, v)| {
-            series_labels
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        });
-        if matches {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    found
 }
 
 async fn metrics_text(processor: &Processor) -> String {
@@ -160,7 +130,7 @@ fn recent_ids(report: &Value) -> Vec<String> {
 async fn debug_endpoint_counts_what_was_sent_and_matches_the_metrics() {
     let broker = PrivateBroker::start().unwrap();
     create_raw_topics(&broker).await;
-    let processor = start_processor(&broker, "observe-debug", Some(TOKEN), None).await;
+    let processor = start_processor(&broker, "observe-debug", Some(TOKEN), None, &[]).await;
     let raw = RawProducer::new(&broker);
     let phone = "+15552220001";
 
@@ -480,7 +450,7 @@ async fn dashboard_in_headless_chromium_shows_the_numbers_of_metrics() {
     let broker = PrivateBroker::start().unwrap();
     create_raw_topics(&broker).await;
     let actions = fake_actions_service().await;
-    let processor = start_processor(&broker, "observe-dash", None, Some(&actions)).await;
+    let processor = start_processor(&broker, "observe-dash", None, Some(&actions), &[]).await;
     let raw = Arc::new(RawProducer::new(&broker));
     let phone = "+15552220002";
 
@@ -596,4 +566,94 @@ async fn dashboard_in_headless_chromium_shows_the_numbers_of_metrics() {
         dom_number(&dom, &format!("consumer-lag-{}", topics::RAW_TWILIO)),
         lag[topics::RAW_TWILIO]
     );
+}
+
+/// The event ids of the committed view of `switchboard.calls`.
+async fn committed_call_ids(broker: &PrivateBroker) -> Vec<String> {
+    read_decoded::<CallEvent>(broker, topics::CALLS, "read_committed", CallEvent::schema_def())
+        .await
+        .into_iter()
+        .map(|(event, _)| event.event_id)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_webhook_is_visible_well_before_the_commit_interval_and_its_age_is_measured() {
+    const COMMIT_INTERVAL: Duration = Duration::from_secs(5);
+    const EVENTS: u32 = 3;
+    let broker = PrivateBroker::start().unwrap();
+    create_raw_topics(&broker).await;
+    let extra = [
+        ("SWITCHBOARD_COMMIT_INTERVAL", "5s".to_owned()),
+        ("SWITCHBOARD_TRANSACTION_TIMEOUT", "30s".to_owned()),
+    ];
+    let processor = start_processor(&broker, "observe-fresh", None, None, &extra).await;
+    let raw = RawProducer::new(&broker);
+
+    // One at a time: each waits for the previous one to be visible. The first one's time also
+    // holds the group join and the restore.
+    let mut visible_after = Vec::new();
+    for n in 0..EVENTS {
+        let event_id = format!("EV-fresh-{n}");
+        let sent = Instant::now();
+        raw.send(&call_now(
+            "+15554100001",
+            &format!("CAfresh{n:028}"),
+            &event_id,
+            n,
+        ))
+        .await;
+        eventually(WAIT, || async {
+            committed_call_ids(&broker)
+                .await
+                .contains(&event_id)
+                .then_some(())
+        })
+        .await;
+        visible_after.push(sent.elapsed());
+    }
+    println!("visible after {visible_after:?} (commit interval {COMMIT_INTERVAL:?})");
+    for elapsed in &visible_after[1..] {
+        assert!(
+            *elapsed < COMMIT_INTERVAL / 2,
+            "a lone webhook waited for the commit interval: {visible_after:?}"
+        );
+    }
+
+    let text = metrics_text(&processor).await;
+    let name = processor_metrics::EVENT_AGE_SECONDS;
+    assert_eq!(
+        metric(&text, &format!("{name}_count"), &[]),
+        f64::from(EVENTS),
+        "one age per committed domain event\n{text}"
+    );
+    let sum = metric(&text, &format!("{name}_sum"), &[]);
+    assert!(sum > 0.0, "ages sum to {sum}");
+    // Every age below the longest wait above (the first one's group join included), and the
+    // later ones below half the commit interval (received_at is taken just before the send).
+    assert_eq!(
+        metric(&text, &format!("{name}_bucket"), &[("le", "60")]),
+        f64::from(EVENTS)
+    );
+    assert!(
+        metric(&text, &format!("{name}_bucket"), &[("le", "2")]) >= f64::from(EVENTS - 1),
+        "{text}"
+    );
+
+    // The dashboard's sample after the commits shows the p50/p99 of those ages.
+    let age = eventually(Duration::from_secs(15), || async {
+        let json: Value = reqwest::get(format!("{}/dashboard.json", processor.base))
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (!json["event_age"].is_null()).then(|| json["event_age"].clone())
+    })
+    .await;
+    let (p50, p99) = (
+        age["p50_seconds"].as_f64().unwrap(),
+        age["p99_seconds"].as_f64().unwrap(),
+    );
+    assert!(0.0 < p50 && p50 <= p99 && p99 <= 60.0, "{age}");
 }

@@ -371,3 +371,83 @@ async fn a_sink_on_an_empty_database_rebuilds_the_same_rows() {
     sent.sort();
     assert_eq!(stored, sent, "call_events rows are the committed events");
 }
+
+/// The sink writes a batch as soon as it is caught up, not on `batch_interval`: with a 5 s
+/// interval, one domain event at a time reaches the database within a second or two; the
+/// event-age histogram on the sink's `/metrics` counts each stored event once, with plausible
+/// ages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_event_is_stored_well_before_the_batch_interval_and_its_age_is_measured() {
+    const BATCH_INTERVAL: Duration = Duration::from_secs(5);
+    const EVENTS: usize = 3;
+    let broker = PrivateBroker::start().unwrap();
+    let now = || SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let event = |n: usize| CallEvent {
+        received_at: now(),
+        ..completed_call(&format!("EV-fresh-{n}"), n)
+    };
+    // The first one (which also creates the topic) waits for the group join too.
+    produce_calls(&broker, &[event(0)]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("sink.db").display());
+    let port = free_port();
+    let env = [
+        ("SWITCHBOARD_DATABASE_URL", database_url.clone()),
+        ("SWITCHBOARD_BATCH_INTERVAL", "5s".to_owned()),
+        ("SWITCHBOARD_ADMIN_LISTEN", format!("127.0.0.1:{port}")),
+    ];
+    let _sink = spawn(&broker, &["sink"], &env, &dir.path().join("sink.log"));
+    // Ready once its database is migrated and it polls.
+    eventually(Duration::from_secs(60), || async {
+        let response = reqwest::get(format!("http://127.0.0.1:{port}/readyz"))
+            .await
+            .ok()?;
+        (response.status() == 200).then_some(())
+    })
+    .await;
+    let db = open(&database_url).await;
+    let stored = async |n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while count(&db, "call_events").await < n as i64 {
+            assert!(Instant::now() < deadline, "event {n} not stored");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    stored(1).await;
+    let mut stored_after = Vec::new();
+    for n in 1..EVENTS {
+        let sent = Instant::now();
+        produce_calls(&broker, &[event(n)]).await;
+        stored(n + 1).await;
+        stored_after.push(sent.elapsed());
+    }
+    println!("stored after {stored_after:?} (batch interval {BATCH_INTERVAL:?})");
+    for elapsed in &stored_after {
+        assert!(
+            *elapsed < BATCH_INTERVAL / 2,
+            "a lone event waited for the batch interval: {stored_after:?}"
+        );
+    }
+
+    let text = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let name = "switchboard_sink_event_age_seconds";
+    assert_eq!(
+        metric(&text, &format!("{name}_count"), &[]),
+        EVENTS as f64,
+        "one age per stored event\n{text}"
+    );
+    assert!(metric(&text, &format!("{name}_sum"), &[]) > 0.0, "{text}");
+    assert_eq!(
+        metric(&text, &format!("{name}_bucket"), &[("le", "60")]),
+        EVENTS as f64
+    );
+    assert!(
+        metric(&text, &format!("{name}_bucket"), &[("le", "2")]) >= (EVENTS - 1) as f64,
+        "{text}"
+    );
+}
