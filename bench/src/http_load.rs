@@ -114,14 +114,31 @@ pub async fn closed_loop(
     warmup: usize,
 ) -> anyhow::Result<Run> {
     let client = client(concurrency)?;
+    let url: Arc<str> = url.into();
+    let send_one = move |index: usize| {
+        let (client, url, webhooks) = (client.clone(), Arc::clone(&url), Arc::clone(&webhooks));
+        async move { send(&client, &url, &webhooks[index % webhooks.len()]).await }
+    };
+    drive_closed_loop(target, send_one, concurrency, duration, warmup).await
+}
+
+/// The closed loop every baseline shares: `concurrency` workers, each calling `send_one` with the
+/// next request index when its previous call returned; first `warmup` unmeasured calls, then
+/// `duration` of measured ones. `send_one` maps the index onto its workload (wrapping around).
+pub async fn drive_closed_loop<S, F>(
+    target: &str,
+    send_one: S,
+    concurrency: usize,
+    duration: Duration,
+    warmup: usize,
+) -> anyhow::Result<Run>
+where
+    S: Fn(usize) -> F + Clone + Send + 'static,
+    F: Future<Output = Outcome> + Send,
+{
     let next = Arc::new(AtomicUsize::new(0));
     let worker = |until: Option<Instant>, limit: usize| {
-        let (client, next, webhooks, url) = (
-            client.clone(),
-            Arc::clone(&next),
-            Arc::clone(&webhooks),
-            url.to_owned(),
-        );
+        let (send_one, next) = (send_one.clone(), Arc::clone(&next));
         tokio::spawn(async move {
             let mut tally = Tally::default();
             loop {
@@ -132,9 +149,8 @@ pub async fn closed_loop(
                 if index >= limit {
                     break;
                 }
-                let webhook = &webhooks[index % webhooks.len()];
                 let started = Instant::now();
-                let outcome = send(&client, &url, webhook).await;
+                let outcome = send_one(index).await;
                 tally.add(started.elapsed(), outcome);
             }
             tally

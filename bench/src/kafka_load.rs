@@ -5,8 +5,7 @@
 //! a topic of its own on the same broker, with the same number of sends in flight.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use http::{HeaderMap, HeaderValue};
@@ -23,7 +22,7 @@ use switchboard_ingest::tenants::Tenants;
 use switchboard_ingest::verify::{SecretSet, SharedKeys, twilio};
 use switchboard_schemas::{Codec, RawWebhook, Source};
 
-use crate::http_load::Tally;
+use crate::http_load;
 use crate::report::Run;
 use crate::workload::{self, Webhook};
 
@@ -165,49 +164,10 @@ pub async fn closed_loop(
     duration: Duration,
     warmup: usize,
 ) -> anyhow::Result<Run> {
-    let next = Arc::new(AtomicUsize::new(0));
-    let worker = |until: Option<Instant>, limit: usize| {
-        let (producer, next, records, topic) = (
-            producer.clone(),
-            Arc::clone(&next),
-            Arc::clone(&records),
-            topic.to_owned(),
-        );
-        tokio::spawn(async move {
-            let mut tally = Tally::default();
-            loop {
-                if until.is_some_and(|until| Instant::now() >= until) {
-                    break;
-                }
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                if index >= limit {
-                    break;
-                }
-                let started = Instant::now();
-                let outcome = send(&producer, &topic, &records[index % records.len()]).await;
-                tally.add(started.elapsed(), outcome);
-            }
-            tally
-        })
+    let topic: Arc<str> = topic.into();
+    let send_one = move |index: usize| {
+        let (producer, topic, records) = (producer.clone(), Arc::clone(&topic), Arc::clone(&records));
+        async move { send(&producer, &topic, &records[index % records.len()]).await }
     };
-    let warmup_workers: Vec<_> = (0..concurrency).map(|_| worker(None, warmup)).collect();
-    for handle in warmup_workers {
-        handle.await?;
-    }
-    let started = Instant::now();
-    let workers: Vec<_> = (0..concurrency)
-        .map(|_| worker(Some(started + duration), usize::MAX))
-        .collect();
-    let mut total = Tally::default();
-    for handle in workers {
-        total.merge(handle.await?);
-    }
-    let elapsed = started.elapsed();
-    Ok(Run::new(
-        "raw rdkafka producer",
-        format!("concurrency {concurrency}"),
-        &total.histogram,
-        elapsed,
-    )
-    .with_errors(total.errors))
+    http_load::drive_closed_loop("raw rdkafka producer", send_one, concurrency, duration, warmup).await
 }

@@ -71,6 +71,13 @@ struct WorkloadArgs {
     /// Requests to pre-sign (runs wrap around when they use them all up).
     #[arg(long, default_value_t = 100_000)]
     requests: usize,
+    #[command(flatten)]
+    signing: SigningArgs,
+}
+
+/// What the pre-signed webhooks are made of and signed with.
+#[derive(Debug, Clone, Args)]
+struct SigningArgs {
     /// Seed of the CallSids and event ids; use a new one for each run against the same pipeline.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -89,9 +96,9 @@ impl WorkloadArgs {
     fn spec(&self) -> Spec {
         Spec {
             requests: self.requests,
-            seed: self.seed,
-            public_url: self.public_url.clone(),
-            auth_token: self.auth_token.clone(),
+            seed: self.signing.seed,
+            public_url: self.signing.public_url.clone(),
+            auth_token: self.signing.auth_token.clone(),
         }
     }
 
@@ -183,16 +190,8 @@ struct E2eArgs {
     /// A process whose peak RSS to report, `name=pid` (repeatable).
     #[arg(long = "pid", value_parser = parse_watched)]
     watched: Vec<Watched>,
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
-    #[arg(long)]
-    public_url: String,
-    #[arg(
-        long,
-        default_value = "dev-twilio-auth-token",
-        env = "SWITCHBOARD_BENCH_TWILIO_AUTH_TOKEN"
-    )]
-    auth_token: String,
+    #[command(flatten)]
+    signing: SigningArgs,
     #[arg(long)]
     out: Option<PathBuf>,
 }
@@ -254,8 +253,8 @@ async fn kafka(args: KafkaArgs) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let records = kafka_load::prepare(
         &webhooks,
-        &args.workload.public_url,
-        &args.workload.auth_token,
+        &args.workload.signing.public_url,
+        &args.workload.signing.auth_token,
         &codec,
         &args.topic,
     )
@@ -284,9 +283,7 @@ async fn end_to_end(args: E2eArgs) -> anyhow::Result<()> {
     let pacer = Pacer::new(args.rate)?;
     let workload = WorkloadArgs {
         requests: pacer.requests_in(args.duration),
-        seed: args.seed,
-        public_url: args.public_url.clone(),
-        auth_token: args.auth_token.clone(),
+        signing: args.signing.clone(),
     };
     let webhooks = workload.presign();
     let settings = Settings {
