@@ -222,7 +222,7 @@ impl Engine {
     fn encode<T: serde::Serialize>(
         &self,
         topic: &str,
-        def: &switchboard_schemas::SchemaDef,
+        def: &'static switchboard_schemas::SchemaDef,
         value: &T,
     ) -> Result<Vec<u8>, RecordFailure> {
         self.runtime

@@ -30,10 +30,12 @@
 //! lets an error stay in the converter's caches: it clears them whenever a call fails, so the next
 //! attempt asks the registry again. Successful lookups stay cached for the life of the process.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use apache_avro::{from_value, to_value};
+use apache_avro::from_value;
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
@@ -42,6 +44,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::schema::SchemaDef;
+
+/// The Confluent frame before the Avro datum: magic byte 0 and the 4-byte big-endian schema id.
+const FRAME_HEADER: usize = 5;
 
 /// How long one call to the schema registry may take.
 const REGISTRY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -134,6 +139,8 @@ fn http_status(err: &SRCError) -> Option<u16> {
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
+    /// Schema ids registered by this codec, per (topic, schema name): the subject's id.
+    ids: RwLock<HashMap<(String, &'static str), u32>>,
 }
 
 impl fmt::Debug for Codec {
@@ -158,6 +165,7 @@ impl Codec {
         Ok(Self {
             encoder: AvroEncoder::new(settings()?),
             decoder: AvroDecoder::new(settings()?),
+            ids: RwLock::default(),
         })
     }
 
@@ -179,27 +187,38 @@ impl Codec {
             .get_schema_and_id(&subject, strategy)
             .await
             .map_err(|e| self.registry_failed(e))?;
+        let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
+        ids.insert((topic.to_owned(), def.name), registered.id);
         Ok(registered.id)
     }
 
-    /// Encodes `value`, written with `def`, for `topic`.
+    /// Encodes `value`, written with `def`, for `topic`: the Confluent frame (magic byte 0, the
+    /// schema id, the Avro datum), serialized in one pass. The value is written (and so checked
+    /// against `def`) before the registry is asked, so a bad value is reported as such, never as a
+    /// registry error; the id is asked for once per subject, then cached.
     pub async fn encode<T: Serialize>(
         &self,
         topic: &str,
-        def: &SchemaDef,
+        def: &'static SchemaDef,
         value: &T,
     ) -> Result<Vec<u8>, CodecError> {
-        // Validate locally first so that a bad value is reported as such, not as a registry error.
-        let avro = to_value(value)
-            .and_then(|v| v.resolve(def.schema()))
+        let mut framed = vec![0; FRAME_HEADER];
+        def.write_datum(value, &mut framed)
             .map_err(|e| CodecError::Encode {
                 schema: def.name,
                 reason: e.to_string(),
             })?;
-        self.encoder
-            .encode_value(avro, &Self::strategy(topic, def))
-            .await
-            .map_err(|e| self.registry_failed(e))
+        let id = match self.cached_id(topic, def) {
+            Some(id) => id,
+            None => self.register(topic, def).await?,
+        };
+        framed[1..FRAME_HEADER].copy_from_slice(&id.to_be_bytes());
+        Ok(framed)
+    }
+
+    fn cached_id(&self, topic: &str, def: &SchemaDef) -> Option<u32> {
+        let ids = self.ids.read().unwrap_or_else(PoisonError::into_inner);
+        ids.get(&(topic.to_owned(), def.name)).copied()
     }
 
     /// Classifies a failed registration and makes sure the converter does not keep it.
@@ -365,7 +384,10 @@ mod tests {
     /// `webhook()` in the Confluent frame with schema id 7.
     fn framed() -> Vec<u8> {
         let def = crate::RawWebhook::schema_def();
-        let value = to_value(webhook()).unwrap().resolve(def.schema()).unwrap();
+        let value = apache_avro::to_value(webhook())
+            .unwrap()
+            .resolve(def.schema())
+            .unwrap();
         let body = apache_avro::writer::datum::GenericDatumWriter::builder(def.schema())
             .build()
             .unwrap()

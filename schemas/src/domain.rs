@@ -341,15 +341,12 @@ mod tests {
     /// Encodes `value` with `def` and reads it back, through both paths the codebase uses: the
     /// datum writer/reader, and `to_value` + `resolve` (what [`crate::Codec`] does). Returns what
     /// the datum reader read; asserts the other path agrees.
-    fn round_trip<T>(def: &SchemaDef, value: &T) -> T
+    fn round_trip<T>(def: &'static SchemaDef, value: &T) -> T
     where
         T: Serialize + DeserializeOwned + PartialEq + Debug,
     {
-        let bytes = GenericDatumWriter::builder(def.schema())
-            .build()
-            .unwrap()
-            .write_ser_to_vec(value)
-            .unwrap();
+        let mut bytes = Vec::new();
+        def.write_datum(value, &mut bytes).unwrap();
         let read = GenericDatumReader::builder(def.schema())
             .build()
             .unwrap()
@@ -357,6 +354,14 @@ mod tests {
             .unwrap();
         let resolved = to_value(value).unwrap().resolve(def.schema()).unwrap();
         assert_eq!(from_value::<T>(&resolved).unwrap(), *value, "to_value + resolve");
+        // The one-pass writer (what `Codec::encode` uses) writes exactly the bytes of the
+        // two-pass path (serde value, resolved against the schema, then encoded).
+        let two_pass = GenericDatumWriter::builder(def.schema())
+            .build()
+            .unwrap()
+            .write_value_to_vec(resolved)
+            .unwrap();
+        assert_eq!(bytes, two_pass, "one-pass and two-pass encodings differ");
         from_value(&read).unwrap()
     }
 

@@ -1,17 +1,27 @@
 //! The Avro schemas, compiled in from `schemas/*.avsc` and parsed once.
 
-use std::sync::LazyLock;
+use std::sync::{LazyLock, OnceLock};
 
-use apache_avro::Schema;
+use apache_avro::writer::datum::GenericDatumWriter;
+use apache_avro::{AvroResult, Schema};
 
 /// One Avro schema: its JSON text (what is registered) and its parsed form (what encodes).
-#[derive(Debug)]
 pub struct SchemaDef {
     /// Full name, e.g. `switchboard.RawWebhook`.
     pub name: &'static str,
     /// The `.avsc` text exactly as shipped.
     pub json: &'static str,
     parsed: LazyLock<Schema>,
+    /// The writer of this schema's datums, built (its named types resolved) on first use.
+    writer: OnceLock<GenericDatumWriter<'static>>,
+}
+
+impl std::fmt::Debug for SchemaDef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaDef")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
 }
 
 impl SchemaDef {
@@ -20,6 +30,7 @@ impl SchemaDef {
             name,
             json,
             parsed: LazyLock::new(parse),
+            writer: OnceLock::new(),
         }
     }
 
@@ -27,6 +38,24 @@ impl SchemaDef {
     /// cannot fail in a released build.
     pub fn schema(&self) -> &Schema {
         &self.parsed
+    }
+
+    /// Appends `value` to `out` as an Avro datum of this schema, in one pass: serde straight to
+    /// Avro binary, validated against the schema as it is written (no intermediate
+    /// `apache_avro::types::Value`, no second resolve).
+    pub fn write_datum<T: serde::Serialize>(
+        &'static self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> AvroResult<usize> {
+        let writer = match self.writer.get() {
+            Some(writer) => writer,
+            None => {
+                let built = GenericDatumWriter::builder(self.schema()).build()?;
+                self.writer.get_or_init(|| built)
+            }
+        };
+        writer.write_ser(out, value)
     }
 }
 
