@@ -78,18 +78,39 @@ pub enum Duplicates {
 /// The signed parameter string: each `name` followed by its `value`, sorted by name and then by value
 /// (byte order).
 pub fn canonical_params(params: &[(String, String)], duplicates: Duplicates) -> String {
+    let mut sorted = sorted_pairs(params);
+    if duplicates == Duplicates::Collapse {
+        sorted.dedup();
+    }
+    join_pairs(&sorted)
+}
+
+/// The signed parameter strings a form may have been signed over, from one sort: with every pair
+/// kept, then, only when the form repeats a pair, with repeats collapsed. The last one is always
+/// the collapsed form (what [`event_id`] hashes).
+fn signed_param_strings(params: &[(String, String)]) -> Vec<String> {
+    let mut sorted = sorted_pairs(params);
+    let kept = join_pairs(&sorted);
+    let len = sorted.len();
+    sorted.dedup();
+    if sorted.len() == len {
+        vec![kept]
+    } else {
+        vec![kept, join_pairs(&sorted)]
+    }
+}
+
+fn sorted_pairs(params: &[(String, String)]) -> Vec<(&str, &str)> {
     let mut sorted: Vec<(&str, &str)> = params
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
     sorted.sort_unstable();
-    if duplicates == Duplicates::Collapse {
-        sorted.dedup();
-    }
     sorted
-        .into_iter()
-        .flat_map(|(name, value)| [name, value])
-        .collect()
+}
+
+fn join_pairs(sorted: &[(&str, &str)]) -> String {
+    sorted.iter().flat_map(|(name, value)| [*name, *value]).collect()
 }
 
 /// Decodes an `application/x-www-form-urlencoded` body into parameters in body order. The body must be
@@ -200,13 +221,7 @@ pub fn verify(
         (Vec::new(), vec![String::new()])
     } else {
         let params = parse_form(body)?;
-        let kept = canonical_params(&params, Duplicates::Keep);
-        let collapsed = canonical_params(&params, Duplicates::Collapse);
-        let strings = if kept == collapsed {
-            vec![kept]
-        } else {
-            vec![kept, collapsed]
-        };
+        let strings = signed_param_strings(&params);
         (params, strings)
     };
 
@@ -220,7 +235,9 @@ pub fn verify(
     if !signed {
         return Err(VerifyError::SignatureMismatch);
     }
-    let event_id = event_id(url, &params);
+    // The collapsed parameter string, already built: what `event_id` would build again.
+    let collapsed = param_strings.last().map_or("", String::as_str);
+    let event_id = hashed_event_id(url, collapsed);
     Ok(Verified::new(scheme, params, Some(event_id)))
 }
 
@@ -233,9 +250,14 @@ pub fn verify(
 ///
 /// Not the `I-Twilio-Idempotency-Token` header, which the signature does not cover.
 pub fn event_id(url: &str, params: &[(String, String)]) -> String {
+    hashed_event_id(url, &canonical_params(params, Duplicates::Collapse))
+}
+
+/// [`event_id`] of `url` and the collapsed canonical parameter string.
+fn hashed_event_id(url: &str, collapsed: &str) -> String {
     let mut hasher = Sha256::new();
     hasher.update(url.as_bytes());
-    hasher.update(canonical_params(params, Duplicates::Collapse).as_bytes());
+    hasher.update(collapsed.as_bytes());
     format!("sha256:{}", hex::encode(hasher.finalize()))
 }
 
@@ -651,6 +673,27 @@ mod tests {
             ..BASE
         };
         assert!(run(&json).unwrap().params().is_empty());
+    }
+
+    #[test]
+    fn repeated_params_have_one_identity_whichever_way_they_were_signed() {
+        let signed = |signature| Case {
+            url: SMS_URL,
+            body: SMS_BODY,
+            signature,
+            ..BASE
+        };
+        let python = run(&signed(SMS_SIG_COLLAPSED)).unwrap();
+        let node = run(&signed(SMS_SIG_KEPT)).unwrap();
+        assert_eq!(python.event_id(), node.event_id());
+        assert_eq!(
+            python.event_id().map(str::to_owned),
+            Some(event_id(SMS_URL, python.params()))
+        );
+        assert_eq!(
+            signed_param_strings(python.params()).last(),
+            Some(&canonical_params(python.params(), Duplicates::Collapse))
+        );
     }
 
     #[test]
