@@ -44,6 +44,14 @@ enum Command {
     Kafka(KafkaArgs),
     /// End-to-end latency at a fixed rate: 2xx -> event on switchboard.calls -> calls API.
     E2e(E2eArgs),
+    /// Writes the pre-signed status callbacks, one request a line (`signature TAB event id TAB
+    /// form body`), for an independent load generator (`bench/wrk/rotate.lua`).
+    Presign {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Waits until the processor's and the sink's consumer lag settles.
     Drain {
         /// `/metrics` URLs of the processor and the sink.
@@ -242,6 +250,19 @@ async fn http(args: HttpArgs) -> anyhow::Result<()> {
     write_json(args.load.out.as_ref(), &run)
 }
 
+fn presign(workload: &WorkloadArgs, out: &std::path::Path) -> anyhow::Result<()> {
+    let mut lines = String::new();
+    for webhook in workload.presign().iter() {
+        let body = std::str::from_utf8(&webhook.body).context("a form body is ASCII")?;
+        anyhow::ensure!(
+            !body.contains(['\t', '\n']),
+            "a form body holds no tab or newline"
+        );
+        lines.push_str(&format!("{}\t{}\t{body}\n", webhook.signature, webhook.event_id));
+    }
+    std::fs::write(out, lines).with_context(|| format!("writing {}", out.display()))
+}
+
 async fn kafka(args: KafkaArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.load.rate.is_none(),
@@ -331,6 +352,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Http(args) => http(args).await,
         Command::Kafka(args) => kafka(args).await,
         Command::E2e(args) => end_to_end(args).await,
+        Command::Presign { workload, out } => presign(&workload, &out),
         Command::Drain { urls, timeout } => {
             let waited = drain::wait(&urls, timeout).await?;
             eprintln!("processor and sink caught up after {waited:.1?}");
