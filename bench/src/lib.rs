@@ -15,6 +15,7 @@ pub mod e2e;
 pub mod http_load;
 pub mod kafka_load;
 pub mod pacing;
+pub mod prom;
 pub mod report;
 pub mod results;
 pub mod rss;

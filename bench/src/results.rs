@@ -6,6 +6,7 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
+use crate::prom;
 use crate::report::{self, EndToEnd, Run};
 
 /// The throughput file of one target at one concurrency: `<target>-c<concurrency>.json`, target
@@ -52,6 +53,42 @@ pub fn eos_summary(output: &str) -> Vec<String> {
         })
         .map(|line| line.trim().to_owned())
         .collect()
+}
+
+/// The processor's transactions and the sink's batches during each end-to-end run, from the
+/// `/metrics` scrapes taken before and after it (`e2e-<rate>-<service>-<before|after>.prom`).
+fn where_the_time_goes(dir: &Path, names: &[String]) -> anyhow::Result<String> {
+    let rates = numbered(names, E2E_PREFIX, "-processor-after.prom");
+    if rates.is_empty() {
+        return Ok(String::new());
+    }
+    let mut out = String::from(
+        "### Transactions and batches during each run\n\n\
+         From the services' own `/metrics`, scraped before and after the run (warm-up excluded):\n\n\
+         | rate | processor transactions | records per transaction | mean commit ms | sink batches | events per batch | mean sink batch ms |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for rate in rates {
+        let scrape = |service: &str, when: &str| {
+            let path = dir.join(format!("{E2E_PREFIX}{rate}-{service}-{when}.prom"));
+            std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))
+        };
+        let processor = prom::Delta::between(
+            &scrape("processor", "before")?,
+            &scrape("processor", "after")?,
+            "switchboard_processor_transaction_commit_seconds",
+            "switchboard_processor_consumed_total",
+        );
+        let sink = prom::Delta::between(
+            &scrape("sink", "before")?,
+            &scrape("sink", "after")?,
+            "switchboard_sink_batch_seconds",
+            "switchboard_sink_events_total",
+        );
+        prom::row(&mut out, rate, processor, sink);
+    }
+    out.push('\n');
+    Ok(out)
 }
 
 /// Renders the figures part of the report from `dir`.
@@ -154,6 +191,7 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
              latency counts from each request's scheduled time, so a generator or server falling behind shows up as latency). \
              Calls polled but never served `completed` within the wait: {calls_missing}.\n"
         );
+        out.push_str(&where_the_time_goes(dir, &names)?);
         out.push_str("### Peak RSS during the end-to-end runs (VmHWM, reset before each run)\n\n");
         out.push_str(&report::rss_table(&e2e));
         out.push('\n');
