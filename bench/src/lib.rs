@@ -21,6 +21,7 @@ pub mod results;
 pub mod rss;
 pub mod serve_ok;
 pub mod serve_otlp;
+pub mod txn_steps;
 pub mod workload;
 
 use std::time::Duration;

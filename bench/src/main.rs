@@ -12,7 +12,7 @@ use switchboard_bench::e2e::{self, Settings};
 use switchboard_bench::pacing::Pacer;
 use switchboard_bench::rss::{Watched, parse_watched};
 use switchboard_bench::workload::{self, Spec, Webhook};
-use switchboard_bench::{drain, http_load, kafka_load, parse_duration, results, serve_ok};
+use switchboard_bench::{drain, http_load, kafka_load, parse_duration, results, serve_ok, txn_steps};
 use switchboard_schemas::Codec;
 use tokio::net::TcpListener;
 
@@ -51,6 +51,26 @@ enum Command {
         workload: WorkloadArgs,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The broker's share of an exactly-once transaction, step by step (see `txn_steps`).
+    TxnSteps {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "switchboard.bench.txn-steps")]
+        topic: String,
+        #[arg(long, default_value_t = 200)]
+        transactions: u64,
+        /// Records per transaction (the processor's at 200 webhooks/s: about 20).
+        #[arg(long, default_value_t = 20)]
+        records: usize,
+        /// An extra producer property, `name=value` (repeatable), e.g. `retry.backoff.ms=10`.
+        #[arg(long = "set", value_parser = parse_property)]
+        properties: Vec<(String, String)>,
+        /// Wait for deliveries with rust-rdkafka's `flush` (100 ms polls), as the processor did before.
+        #[arg(long)]
+        flush: bool,
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Waits until the processor's and the sink's consumer lag settles.
     Drain {
@@ -204,6 +224,11 @@ struct E2eArgs {
     out: Option<PathBuf>,
 }
 
+fn parse_property(text: &str) -> Result<(String, String), String> {
+    let (name, value) = text.split_once('=').ok_or("expected name=value")?;
+    Ok((name.trim().to_owned(), value.trim().to_owned()))
+}
+
 fn write_json(out: Option<&PathBuf>, value: &impl serde::Serialize) -> anyhow::Result<()> {
     if let Some(path) = out {
         std::fs::write(path, serde_json::to_string_pretty(value)?)
@@ -336,6 +361,11 @@ async fn end_to_end(args: E2eArgs) -> anyhow::Result<()> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // Off unless RUST_LOG asks (e.g. `RUST_LOG=librdkafka=debug` with `txn-steps --set debug=eos`).
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     match Cli::parse().command {
         Command::ServeOk { listen } => {
             let listener = TcpListener::bind(&listen)
@@ -353,6 +383,31 @@ async fn main() -> anyhow::Result<()> {
         Command::Kafka(args) => kafka(args).await,
         Command::E2e(args) => end_to_end(args).await,
         Command::Presign { workload, out } => presign(&workload, &out),
+        Command::TxnSteps {
+            bootstrap,
+            topic,
+            transactions,
+            records,
+            properties,
+            flush,
+            out,
+        } => {
+            kafka_load::create_topic(&bootstrap, &topic).await?;
+            let steps = tokio::task::spawn_blocking(move || {
+                txn_steps::measure(&txn_steps::Run {
+                    bootstrap: &bootstrap,
+                    topic: &topic,
+                    group: "switchboard-bench-txn-steps",
+                    transactions,
+                    records,
+                    properties: &properties,
+                    flush,
+                })
+            })
+            .await??;
+            print!("{}", txn_steps::table(&steps));
+            write_json(out.as_ref(), &steps)
+        }
         Command::Drain { urls, timeout } => {
             let waited = drain::wait(&urls, timeout).await?;
             eprintln!("processor and sink caught up after {waited:.1?}");

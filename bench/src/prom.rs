@@ -45,7 +45,11 @@ impl Delta {
     }
 
     fn per_unit(&self) -> f64 {
-        if self.count > 0.0 { self.records / self.count } else { 0.0 }
+        if self.count > 0.0 {
+            self.records / self.count
+        } else {
+            0.0
+        }
     }
 }
 

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use anyhow::Context as _;
 
-use crate::prom;
 use crate::report::{self, EndToEnd, Run};
+use crate::{prom, txn_steps};
 
 /// The throughput file of one target at one concurrency: `<target>-c<concurrency>.json`, target
 /// one of [`HTTP_BASELINE`], [`KAFKA_BASELINE`], [`INGEST`].
@@ -24,6 +24,10 @@ pub fn events_file(batch: usize, concurrency: usize) -> String {
     format!("{INGEST_EVENTS}-b{batch}-c{concurrency}.json")
 }
 pub const INGEST_EVENTS: &str = "ingest-events";
+/// The broker's share of a transaction (`switchboard-load txn-steps`).
+pub const TXN_STEPS: &str = "txn-steps.json";
+/// The same with rust-rdkafka's flush (`txn-steps --flush`).
+pub const TXN_STEPS_FLUSH: &str = "txn-steps-flush.json";
 /// End-to-end runs: `e2e-<rate>.json`.
 pub const E2E_PREFIX: &str = "e2e-";
 
@@ -115,7 +119,10 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
             read(&file(INGEST))?,
         );
         let wrk = |target: &str| {
-            let path = dir.join(format!("{WRK_PREFIX}{}", throughput_file(target, concurrency as usize)));
+            let path = dir.join(format!(
+                "{WRK_PREFIX}{}",
+                throughput_file(target, concurrency as usize)
+            ));
             path.exists().then(|| read::<Run>(&path)).transpose()
         };
         let _ = write!(
@@ -192,6 +199,29 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
              Calls polled but never served `completed` within the wait: {calls_missing}.\n"
         );
         out.push_str(&where_the_time_goes(dir, &names)?);
+        let steps = dir.join(TXN_STEPS);
+        if steps.exists() {
+            let steps: txn_steps::Steps = read(&steps)?;
+            let _ = writeln!(
+                out,
+                "### The broker's share of a transaction\n\n\
+                 `switchboard-load txn-steps`: a transactional producer configured as the processor's runs \
+                 {} transactions of {} records on the idle broker, one step at a time (no consuming, no processing):\n",
+                steps.transactions, steps.records_per_transaction
+            );
+            out.push_str(&txn_steps::table(&steps));
+            let flushed = dir.join(TXN_STEPS_FLUSH);
+            if flushed.exists() {
+                let flushed: txn_steps::Steps = read(&flushed)?;
+                out.push_str(
+                    "\nThe same with rust-rdkafka's `Producer::flush` before the offsets (what `commit_transaction` \
+                     does first; it polls in whole 100 ms steps while anything is in flight), as the processor \
+                     committed before waiting for its delivery reports itself:\n\n",
+                );
+                out.push_str(&txn_steps::table(&flushed));
+            }
+            out.push('\n');
+        }
         out.push_str("### Peak RSS during the end-to-end runs (VmHWM, reset before each run)\n\n");
         out.push_str(&report::rss_table(&e2e));
         out.push('\n');
@@ -274,8 +304,14 @@ mod tests {
         write("e2e-500.json", &e2e);
         let text = render(&dir, Some("EOS/ALO ratio  1.02\n")).unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
-        assert!(text.contains("| 64 | **0.60×** | **0.40×** | **0.75×** |"), "{text}");
-        assert!(text.contains("| switchboard-ingest (wrk) | concurrency 64 |"), "{text}");
+        assert!(
+            text.contains("| 64 | **0.60×** | **0.40×** | **0.75×** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| switchboard-ingest (wrk) | concurrency 64 |"),
+            "{text}"
+        );
         assert!(text.contains("| 500/s for 30 s |"), "{text}");
         assert!(
             text.contains("| `/webhooks/twilio/calls` | 1 | concurrency 64 | 6,000 | **6,000** |"),

@@ -257,6 +257,35 @@ where
     }
 }
 
+/// How often [`await_deliveries`] looks at the producer's queue.
+const DELIVERY_CHECK: Duration = Duration::from_millis(1);
+
+/// Waits until every record handed to `producer` has its delivery report (served by the
+/// producer's own polling thread), up to `timeout` (then a retriable error: the caller aborts).
+///
+/// Not `Producer::flush`: rust-rdkafka's flush (and `commit_transaction`, which calls it) checks
+/// librdkafka's queue, then, while anything is in flight, polls for a whole 100 ms before it
+/// checks again, however soon the last report arrives. Every transaction would commit at least
+/// 100 ms after its last record was sent, whatever the broker's latency (`make bench`'s
+/// `txn-steps` shows the broker's own share: a few milliseconds).
+pub fn await_deliveries<C, P>(producer: &ThreadedProducer<C, P>, timeout: Duration) -> Result<(), LoopError>
+where
+    C: RdProducerContext<P> + 'static,
+    P: rdkafka::producer::Partitioner,
+{
+    let deadline = Instant::now() + timeout;
+    while producer.in_flight_count() > 0 {
+        if Instant::now() >= deadline {
+            return Err(LoopError::Retriable(format!(
+                "{} records without a delivery report after {timeout:?}",
+                producer.in_flight_count()
+            )));
+        }
+        std::thread::sleep(DELIVERY_CHECK);
+    }
+    Ok(())
+}
+
 /// Remembers the first delivery failure (at-least-once mode checks it before committing offsets;
 /// under exactly-once a failed delivery fails the commit by itself).
 #[derive(Debug, Default)]
@@ -497,7 +526,7 @@ impl Transactor {
                 .map_err(|e| LoopError::Fatal(e.to_string()))?;
         }
         if !self.batching.exactly_once {
-            self.producer.flush(TXN_CALL_TIMEOUT).map_err(classify)?;
+            await_deliveries(&self.producer, TXN_CALL_TIMEOUT)?;
             if let Some(error) = self.producer.context().take_delivery_error() {
                 return Err(LoopError::Retriable(format!(
                     "a record was not delivered: {error}"
@@ -523,6 +552,10 @@ impl Transactor {
         if let Some(txn) = &mut self.txn {
             txn.offsets_sent = true;
         }
+        // `commit_transaction` flushes first, and rust-rdkafka's flush sleeps in 100 ms polls
+        // while anything is in flight: wait for the delivery reports here instead, so that it
+        // finds nothing to wait for.
+        await_deliveries(&self.producer, TXN_CALL_TIMEOUT)?;
         self.retrying("commit_transaction", LoopError::Fatal, |timeout| {
             self.producer.commit_transaction(timeout)
         })

@@ -369,3 +369,30 @@ async fn a_rewind_never_turns_an_unreadable_committed_offset_into_the_beginning(
     let next = owner.poll(Duration::from_secs(10)).unwrap().unwrap();
     assert_eq!(next.offset(), 4);
 }
+
+#[test]
+fn deliveries_that_never_come_are_a_retriable_error_within_the_bound() {
+    // No broker listens on port 1: the record stays in flight.
+    let producer: ThreadedProducer<ProducerContext> = ClientConfig::new()
+        .set("bootstrap.servers", "127.0.0.1:1")
+        .set("message.timeout.ms", "60000")
+        .create_with_context(ProducerContext::default())
+        .unwrap();
+    assert!(
+        await_deliveries(&producer, Duration::ZERO).is_ok(),
+        "nothing in flight"
+    );
+    producer.send(record("stuck")).map_err(|(e, _)| e).unwrap();
+    let started = Instant::now();
+    let error = await_deliveries(&producer, Duration::from_millis(200)).unwrap_err();
+    assert!(
+        matches!(&error, LoopError::Retriable(reason) if reason.contains("without a delivery report")),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+}
