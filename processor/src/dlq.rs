@@ -22,10 +22,11 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use switchboard_kafka::end::{EndOffsets, EndReader};
 use switchboard_schemas::{Codec, CodecError, RawWebhook, topics};
 
 use crate::config::Config;
@@ -278,30 +279,31 @@ pub async fn show(config: &Config, selector: &Selector) -> anyhow::Result<Vec<Sh
 
 /// The DLQ record at `position`.
 fn read_at(reader: &ClientConfig, position: Position) -> anyhow::Result<OwnedMessage> {
-    let consumer: BaseConsumer = reader.create().context("creating a Kafka consumer")?;
+    let ends = EndReader::new(reader, METADATA_TIMEOUT).context("creating a Kafka consumer")?;
+    let consumer = ends.consumer();
     let Position { partition, offset } = position;
     anyhow::ensure!(
-        read::partitions(&consumer, topics::DLQ)?.contains(&partition),
+        read::partitions(consumer, topics::DLQ)?.contains(&partition),
         "{} has no partition {partition}",
         topics::DLQ
     );
-    let (low, high) = consumer
-        .fetch_watermarks(topics::DLQ, partition, METADATA_TIMEOUT)
+    let (low, high) = ends
+        .watermarks(topics::DLQ, partition, METADATA_TIMEOUT)
         .with_context(|| format!("fetching the watermarks of {}[{partition}]", topics::DLQ))?;
     anyhow::ensure!(
         offset >= low,
         "no record at {position}: partition {partition} starts at offset {low} (older records were deleted)"
     );
+    // Past the reported end there may still be records where the broker under-reports it (the
+    // dev broker): wait briefly rather than not at all. Elsewhere there is none.
+    let timeout = match ends.capability() {
+        _ if offset < high => SHOW_TIMEOUT,
+        EndOffsets::LowerBound => Duration::from_secs(3),
+        EndOffsets::Exact => Duration::ZERO,
+    };
     let mut assignment = TopicPartitionList::new();
     assignment.add_partition_offset(topics::DLQ, partition, Offset::Offset(offset))?;
     consumer.assign(&assignment)?;
-    // Past the reported end there may still be records (Tansu reports the last batch's base
-    // offset + 1): wait briefly rather than not at all.
-    let timeout = if offset < high {
-        SHOW_TIMEOUT
-    } else {
-        Duration::from_secs(3)
-    };
     let deadline = Instant::now() + timeout;
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(300)) {

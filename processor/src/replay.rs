@@ -47,6 +47,7 @@ use crate::kafka;
 use crate::restore;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
+use switchboard_kafka::end::EndOffsets;
 use switchboard_kafka::txn::{LoopError, ProducerContext, now_millis};
 
 /// Records are looked up by their Kafka timestamp this much before `--from` and after `--to`:
@@ -235,6 +236,7 @@ pub fn run_with_progress(
     let consumer: BaseConsumer = consumer_config
         .create()
         .context("creating the replay's consumer")?;
+    let ends = EndOffsets::probe(consumer.client(), TIMEOUT);
     let mut ranges = plan(config, &consumer, args, to_millis).context("finding the range's offsets")?;
     let total: i64 = ranges.values().map(|r| (r.end - r.start).max(0)).sum();
     tracing::info!(run_id, %group, partitions = ranges.len(), records = total, into = ?args.into, "replay starting");
@@ -283,13 +285,13 @@ pub fn run_with_progress(
                 };
                 progressed_at = Instant::now();
                 let timestamp = message.timestamp().to_millis().unwrap_or(i64::MAX);
-                // Past the end offset taken at the start: on brokers that under-report it (Tansu),
-                // records that were there when the run started still count. Past a live replay's
-                // limit nothing does: the processor emits those.
+                // Past the end offset taken at the start (on a broker that under-reports it,
+                // records that were there when the run started still count), or past a live
+                // replay's limit: the processor emits those.
                 let offset = message.offset();
                 if range.done
                     || range.limit.is_some_and(|limit| offset >= limit)
-                    || (offset >= range.end && timestamp >= started_at)
+                    || ends.past_end(offset, range.end, timestamp, started_at)
                 {
                     finish(&consumer, &task, range);
                     continue;

@@ -7,9 +7,10 @@
 //! of aborted transactions (Tansu). Without the filter, a crash mid-transaction could leave an
 //! aborted dedup entry that makes the retried record look like a duplicate: a lost event.
 
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
@@ -23,6 +24,7 @@ use crate::kafka;
 use crate::state::PartitionState;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
+use switchboard_kafka::end::{Budget, EndReader, Read, ReadError, Targets};
 use switchboard_kafka::txn::BACKOFF_START;
 use switchboard_schemas::headers;
 
@@ -151,7 +153,8 @@ fn decode_call_state(codec: &Codec, runtime: &Handle, value: &[u8]) -> anyhow::R
     }
 }
 
-/// Reads one partition of `topic` from `from` (the beginning, outside tests) to its current end.
+/// Reads one partition of `topic` from `from` (the beginning, outside tests) to the end it had
+/// when the read started ([`switchboard_kafka::end`]: on the dev broker, past its reported end).
 ///
 /// If retention removes the segment being read (the position falls below the log's start), the
 /// read starts over from the earliest record, with a warning: the entries removed are gone
@@ -165,25 +168,25 @@ pub(crate) fn read_partition(
     from: Offset,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<()> {
-    let consumer: BaseConsumer = kafka::reader_config(config)
-        .set("auto.offset.reset", "error")
-        .create()?;
-    let (low, high) = consumer.fetch_watermarks(topic, partition, METADATA_TIMEOUT)?;
+    let reader = EndReader::new(
+        kafka::reader_config(config).set("auto.offset.reset", "error"),
+        METADATA_TIMEOUT,
+    )?;
+    let (low, high) = reader.watermarks(topic, partition, METADATA_TIMEOUT)?;
     if high <= low {
         return Ok(());
     }
-    let mut assignment = TopicPartitionList::new();
-    assignment.add_partition_offset(topic, partition, from)?;
-    consumer.assign(&assignment)?;
-    let deadline = Instant::now() + RESTORE_TIMEOUT;
-    loop {
-        anyhow::ensure!(
-            Instant::now() < deadline,
-            "restoring {topic}[{partition}] took longer than {RESTORE_TIMEOUT:?}"
-        );
-        match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(message)) => each(&message)?,
-            Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+    let read = Read {
+        spans: [((topic.to_owned(), partition), (from, high))].into(),
+        targets: Targets::Reported,
+        poll: Duration::from_millis(200),
+        grace: None,
+        budget: Budget::Until(Instant::now() + RESTORE_TIMEOUT),
+    };
+    let result: anyhow::Result<()> = reader.read(read, |polled| {
+        match polled {
+            Ok(message) => each(message)?,
+            Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
                 tracing::warn!(
                     topic,
                     partition,
@@ -191,23 +194,17 @@ pub(crate) fn read_partition(
                 );
                 let mut assignment = TopicPartitionList::new();
                 assignment.add_partition_offset(topic, partition, Offset::Beginning)?;
-                consumer.assign(&assignment)?;
+                reader.consumer().assign(&assignment)?;
             }
-            Some(Err(error)) => return Err(error.into()),
-            // The end: nothing more to fetch, and past the high watermark taken at the start. (The
-            // watermark alone is not enough: transaction markers take offsets but are never
-            // delivered, and some brokers (Tansu) report the base offset of the last batch + 1.)
-            None => {
-                let position = consumer.position()?;
-                let reached = position
-                    .elements_for_topic(topic)
-                    .iter()
-                    .any(|e| matches!(e.offset(), Offset::Offset(next) if next >= high));
-                if reached {
-                    return Ok(());
-                }
-            }
+            Err(error) => return Err(error.into()),
         }
+        Ok(ControlFlow::Continue(()))
+    });
+    match result {
+        Err(error) if matches!(error.downcast_ref::<ReadError>(), Some(ReadError::OutOfTime)) => {
+            anyhow::bail!("restoring {topic}[{partition}] took longer than {RESTORE_TIMEOUT:?}")
+        }
+        result => result,
     }
 }
 

@@ -7,10 +7,13 @@
 //! - [`health`]: a loop's liveness, readiness and progress, and the admin routes that report it.
 //! - [`progress`]: the lag and stall monitor behind `/healthz` and the lag gauges.
 //! - [`client`]: consumer-group settings and topic creation.
+//! - [`end`]: the true end of a partition and bounded reads to it, behind the broker's
+//!   [`end::EndOffsets`] capability (exact, or a lower bound on the dev broker).
 //! - [`settings`]: configuration defaults and checks every consuming service applies alike.
 
 pub mod cadence;
 pub mod client;
+pub mod end;
 pub mod health;
 mod partition;
 pub mod progress;

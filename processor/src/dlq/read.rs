@@ -1,20 +1,20 @@
 //! Bounded reads: a topic from chosen start offsets up to the end it had when the read began,
 //! with assigned partitions (no consumer group) and `read_committed`.
 //!
-//! The end is "position ≥ the high watermark taken at the start, and a poll came back empty" on
-//! every partition, as in [`crate::restore`]: transaction markers take offsets but are never
-//! delivered, and some brokers (Tansu) report the base offset of the last batch + 1 as the high
-//! watermark, so records past it may still arrive. Start offsets are clamped to at most
-//! `high - 1`, so every read partition has a record (or marker) to move its position past `high`.
+//! Where that end is, and when a read has reached it, is [`switchboard_kafka::end`]'s to say (the
+//! dev broker under-reports its ends): start offsets are clamped to at most
+//! [`EndOffsets::last_start`], so that on such a broker every read partition has a record (or
+//! marker) to move its position past its reported end.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use switchboard_kafka::end::{Budget, EndOffsets, EndReader, Read, ReadError, Targets};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// A read that makes no progress for this long fails.
@@ -33,20 +33,12 @@ pub(crate) enum Start {
 }
 
 /// A topic opened for a bounded read.
+#[derive(Debug)]
 pub(crate) struct BoundedRead {
-    consumer: BaseConsumer,
+    reader: EndReader,
     topic: String,
-    /// Partition -> (start offset, high watermark at the start).
+    /// Partition -> (start offset, reported end at the start).
     spans: BTreeMap<i32, (i64, i64)>,
-}
-
-impl std::fmt::Debug for BoundedRead {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BoundedRead")
-            .field("topic", &self.topic)
-            .field("spans", &self.spans)
-            .finish_non_exhaustive()
-    }
 }
 
 /// The partitions of `topic` (none when the topic does not exist).
@@ -62,11 +54,11 @@ pub(crate) fn partitions(consumer: &BaseConsumer, topic: &str) -> anyhow::Result
         .collect())
 }
 
-/// The offset a read of a partition with watermarks `low..high` starts at, given the offset a
-/// time lookup returned (`None`: no record that late; `Some(None)`: the lookup gave nothing
-/// usable, so read the whole partition).
-pub(crate) fn clamp_start(low: i64, high: i64, found: Option<Option<i64>>) -> i64 {
-    let last = (high - 1).max(low);
+/// The offset a read of a partition with watermarks `low..high` on a broker with `capability`
+/// starts at, given the offset a time lookup returned (`None`: no record that late;
+/// `Some(None)`: the lookup gave nothing usable, so read the whole partition).
+pub(crate) fn clamp_start(capability: EndOffsets, low: i64, high: i64, found: Option<Option<i64>>) -> i64 {
+    let last = capability.last_start(low, high);
     match found {
         None => last,
         Some(None) => low,
@@ -78,11 +70,12 @@ impl BoundedRead {
     /// Opens `topic` for a read from `start` to its current end. `None` when there is nothing to
     /// read (the topic is missing or empty).
     pub(crate) fn open(client: &ClientConfig, topic: &str, start: Start) -> anyhow::Result<Option<Self>> {
-        let consumer: BaseConsumer = client.create().context("creating a Kafka consumer")?;
+        let reader = EndReader::new(client, METADATA_TIMEOUT).context("creating a Kafka consumer")?;
+        let consumer = reader.consumer();
         let mut watermarks = BTreeMap::new();
-        for partition in partitions(&consumer, topic)? {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, partition, METADATA_TIMEOUT)
+        for partition in partitions(consumer, topic)? {
+            let (low, high) = reader
+                .watermarks(topic, partition, METADATA_TIMEOUT)
                 .with_context(|| format!("fetching the watermarks of {topic}[{partition}]"))?;
             if high > low {
                 watermarks.insert(partition, (low, high));
@@ -117,17 +110,20 @@ impl BoundedRead {
             .into_iter()
             .map(|(partition, (low, high))| {
                 let lookup = found.get(&partition).copied().unwrap_or(Some(None));
-                (partition, (clamp_start(low, high, lookup), high))
+                (
+                    partition,
+                    (clamp_start(reader.capability(), low, high, lookup), high),
+                )
             })
             .collect::<BTreeMap<_, _>>();
         tracing::debug!(
             topic,
             ?start,
             ?spans,
-            "bounded read: partition -> (start, high watermark)"
+            "bounded read: partition -> (start, reported end)"
         );
         Ok(Some(Self {
-            consumer,
+            reader,
             topic: topic.to_owned(),
             spans,
         }))
@@ -147,39 +143,28 @@ impl BoundedRead {
         mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<ControlFlow<()>>,
     ) -> anyhow::Result<()> {
         let topic = self.topic.as_str();
-        let mut assignment = TopicPartitionList::new();
-        for (partition, (start, _)) in &self.spans {
-            assignment.add_partition_offset(topic, *partition, Offset::Offset(*start))?;
-        }
-        self.consumer
-            .assign(&assignment)
-            .with_context(|| format!("assigning the partitions of {topic}"))?;
-        let mut last_progress = Instant::now();
-        loop {
-            anyhow::ensure!(
-                last_progress.elapsed() < STALL_TIMEOUT,
-                "reading {topic} made no progress for {STALL_TIMEOUT:?}"
-            );
-            match self.consumer.poll(Duration::from_millis(300)) {
-                Some(Ok(message)) => {
-                    last_progress = Instant::now();
-                    if each(&message)?.is_break() {
-                        return Ok(());
-                    }
-                }
-                Some(Err(error)) => return Err(error).with_context(|| format!("reading {topic}")),
-                None => {
-                    let position = self.consumer.position()?;
-                    let done = self.spans.iter().all(|(partition, (_, high))| {
-                        position
-                            .find_partition(topic, *partition)
-                            .is_some_and(|e| matches!(e.offset(), Offset::Offset(next) if next >= *high))
-                    });
-                    if done {
-                        return Ok(());
-                    }
-                }
+        let read = Read {
+            spans: self
+                .spans
+                .iter()
+                .map(|(partition, (start, high))| {
+                    ((topic.to_owned(), *partition), (Offset::Offset(*start), *high))
+                })
+                .collect(),
+            targets: Targets::Reported,
+            poll: Duration::from_millis(300),
+            grace: None,
+            budget: Budget::Stall(STALL_TIMEOUT),
+        };
+        let result = self.reader.read(read, |polled| match polled {
+            Ok(message) => each(message),
+            Err(error) => Err(error).with_context(|| format!("reading {topic}")),
+        });
+        match result {
+            Err(error) if matches!(error.downcast_ref::<ReadError>(), Some(ReadError::OutOfTime)) => {
+                anyhow::bail!("reading {topic} made no progress for {STALL_TIMEOUT:?}")
             }
+            result => result,
         }
     }
 }
@@ -191,15 +176,23 @@ mod tests {
     #[test]
     fn starts_stay_within_the_partition_and_before_its_reported_end() {
         // A time lookup inside the partition starts there.
-        assert_eq!(clamp_start(10, 50, Some(Some(30))), 30);
+        assert_eq!(clamp_start(EndOffsets::LowerBound, 10, 50, Some(Some(30))), 30);
         // Before the low watermark (deleted records): the low watermark.
-        assert_eq!(clamp_start(10, 50, Some(Some(3))), 10);
+        assert_eq!(clamp_start(EndOffsets::LowerBound, 10, 50, Some(Some(3))), 10);
         // At or past the reported end (Tansu underestimates it): the last reported offset, so the
         // position still moves past the high watermark.
-        assert_eq!(clamp_start(10, 50, Some(Some(70))), 49);
+        assert_eq!(clamp_start(EndOffsets::LowerBound, 10, 50, Some(Some(70))), 49);
         // No record that late: only the last reported offset.
-        assert_eq!(clamp_start(10, 50, None), 49);
+        assert_eq!(clamp_start(EndOffsets::LowerBound, 10, 50, None), 49);
         // No usable answer: the whole partition.
-        assert_eq!(clamp_start(10, 50, Some(None)), 10);
+        assert_eq!(clamp_start(EndOffsets::LowerBound, 10, 50, Some(None)), 10);
+    }
+
+    #[test]
+    fn on_an_exact_broker_a_start_at_the_end_reads_nothing() {
+        assert_eq!(clamp_start(EndOffsets::Exact, 10, 50, Some(Some(30))), 30);
+        assert_eq!(clamp_start(EndOffsets::Exact, 10, 50, Some(Some(70))), 50);
+        assert_eq!(clamp_start(EndOffsets::Exact, 10, 50, None), 50);
+        assert_eq!(clamp_start(EndOffsets::Exact, 10, 50, Some(None)), 10);
     }
 }

@@ -1,11 +1,11 @@
 //! Kafka reads for the debug endpoint and the dashboard: topic extents, window starts by time,
 //! and bounded reads of partition ranges. Blocking: call from a blocking thread.
 //!
-//! Ends: the high watermark alone is not the end. Transaction markers take offsets, and some
-//! brokers (Tansu) report the base offset of the last batch + 1, so records past it may exist. An
-//! extent's end is therefore found by reading from `high - 1` until the position is past `high` and
-//! a poll comes back empty (as [`crate::restore`] does); only the last batch of each partition is
-//! read. A read stops at the ends it was given: records appended meanwhile may or may not be seen.
+//! Ends: an extent's end is the true end of its partition when the extents were read, as
+//! [`switchboard_kafka::end`] finds it (on the dev broker, whose reported ends can be short, or 0
+//! while a transaction is open, by reading each partition's last batch). Every later read of
+//! these extents therefore has known targets: it stops once its position reached them. A read
+//! stops at the ends it was given: records appended meanwhile may or may not be seen.
 //!
 //! Counts: offsets count records exactly only in topics written without transactions (the raw
 //! topics: ingest's producer is idempotent, not transactional). In the topics the processor and
@@ -18,29 +18,30 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
+use switchboard_kafka::end::{Budget, EndReader, Read, ReadError, Targets};
 
 use crate::config::Config;
 use crate::kafka;
 
 /// A topic partition.
-pub(crate) type Partition = (String, i32);
+pub(crate) type Partition = switchboard_kafka::end::Partition;
 
 /// Timeout of each metadata request.
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long one poll waits before counting as empty.
 const POLL: Duration = Duration::from_millis(100);
-/// After every partition reached its target, how long a read keeps polling for an empty poll
-/// before it stops anyway (a busy partition never gives one).
+/// After every partition reached its reported end, how long the read that finds the true ends
+/// keeps polling for an empty poll before it stops anyway (a busy partition never gives one).
 const GRACE: Duration = Duration::from_millis(1_000);
 
 /// The offsets a partition holds: `low..end`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Extent {
     pub(crate) low: i64,
-    /// One past the last offset (found by reading the last batch, see the module docs).
+    /// One past the last offset (see the module docs).
     pub(crate) end: i64,
 }
 
@@ -91,27 +92,19 @@ impl Record {
 }
 
 /// A consumer without a group (partitions are assigned), with the processor's client settings.
+#[derive(Debug)]
 pub(crate) struct Reader {
-    consumer: BaseConsumer,
+    reader: EndReader,
     deadline: Instant,
-}
-
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader")
-            .field("deadline", &self.deadline)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Reader {
     /// A reader whose every operation fails once `timeout` has passed.
     pub(crate) fn new(config: &Config, timeout: Duration) -> anyhow::Result<Self> {
-        let consumer: BaseConsumer = kafka::reader_config(config)
-            .create()
+        let reader = EndReader::new(&kafka::reader_config(config), timeout.min(METADATA_TIMEOUT))
             .context("creating a Kafka consumer")?;
         Ok(Self {
-            consumer,
+            reader,
             deadline: Instant::now() + timeout,
         })
     }
@@ -134,7 +127,8 @@ impl Reader {
         prefix: Option<&str>,
     ) -> anyhow::Result<BTreeMap<String, Vec<i32>>> {
         let metadata = self
-            .consumer
+            .reader
+            .consumer()
             .fetch_metadata(None, self.remaining()?)
             .context("fetching the cluster metadata")?;
         Ok(metadata
@@ -160,29 +154,16 @@ impl Reader {
         for (topic, partitions) in topics {
             for &partition in partitions {
                 let (low, high) = self
-                    .consumer
-                    .fetch_watermarks(topic, partition, self.remaining()?)
+                    .reader
+                    .watermarks(topic, partition, self.remaining()?)
                     .with_context(|| format!("fetching the watermarks of {topic}[{partition}]"))?;
                 watermarks.insert((topic.clone(), partition), (low, high));
             }
         }
-        // Read the last batch of every non-empty partition to find its real end.
-        let mut ends: BTreeMap<Partition, i64> = watermarks
-            .iter()
-            .map(|(tp, &(_, high))| (tp.clone(), high))
-            .collect();
-        let probes = watermarks
-            .iter()
-            .filter(|(_, (low, high))| high > low)
-            .map(|(tp, &(low, high))| (tp.clone(), ((high - 1).max(low), high)))
-            .collect();
-        self.read(probes, |message| {
-            let end = ends
-                .entry((message.topic().to_owned(), message.partition()))
-                .or_default();
-            *end = (*end).max(message.offset() + 1);
-            ControlFlow::Continue(())
-        })?;
+        let ends = self
+            .reader
+            .ends(&watermarks, POLL, GRACE, Budget::Until(self.deadline))
+            .map_err(out_of_time)?;
         Ok(watermarks
             .into_iter()
             .map(|(tp, (low, _))| {
@@ -211,7 +192,8 @@ impl Reader {
             return Ok(starts);
         }
         let answer = self
-            .consumer
+            .reader
+            .consumer()
             .offsets_for_times(query, self.remaining()?)
             .context("looking up offsets by time")?;
         for element in answer.elements() {
@@ -255,70 +237,35 @@ impl Reader {
         Ok(Some(counts))
     }
 
-    /// Hands every record of the ranges `start..target` (per partition) to `each`, in partition
-    /// order, until every partition's position reached its target and a poll came back empty
-    /// (or [`GRACE`] passed after that), or until `each` breaks. Records past a target may be
-    /// handed too (see the module docs).
+    /// Hands every record of the ranges `start..target` (per partition; targets at most the
+    /// ends of [`Reader::extents`]) to `each`, in partition order, until every partition's
+    /// position reached its target, or until `each` breaks. Records past a target may be handed
+    /// too.
     pub(crate) fn read(
         &self,
         ranges: BTreeMap<Partition, (i64, i64)>,
         mut each: impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
     ) -> anyhow::Result<()> {
-        let ranges: BTreeMap<Partition, (i64, i64)> = ranges
-            .into_iter()
-            .filter(|(_, (start, target))| start < target)
-            .collect();
-        if ranges.is_empty() {
-            return Ok(());
-        }
-        let mut assignment = TopicPartitionList::new();
-        for ((topic, partition), (start, _)) in &ranges {
-            assignment.add_partition_offset(topic, *partition, Offset::Offset(*start))?;
-        }
-        self.consumer
-            .assign(&assignment)
-            .context("assigning partitions")?;
-        let result = self.read_assigned(&ranges, &mut each);
-        let _ = self.consumer.unassign();
-        result
+        let read = Read {
+            spans: ranges
+                .into_iter()
+                .map(|(tp, (start, target))| (tp, (Offset::Offset(start), target)))
+                .collect(),
+            targets: Targets::Known,
+            poll: POLL,
+            grace: None,
+            budget: Budget::Until(self.deadline),
+        };
+        self.reader
+            .read(read, |polled| Ok::<_, ReadError>(each(polled?)))
+            .map_err(out_of_time)
     }
+}
 
-    fn read_assigned(
-        &self,
-        ranges: &BTreeMap<Partition, (i64, i64)>,
-        each: &mut impl FnMut(&BorrowedMessage<'_>) -> ControlFlow<()>,
-    ) -> anyhow::Result<()> {
-        let mut reached_at: Option<Instant> = None;
-        loop {
-            self.remaining()?;
-            let polled = self.consumer.poll(POLL);
-            let empty = match polled {
-                Some(Ok(message)) => {
-                    if each(&message).is_break() {
-                        return Ok(());
-                    }
-                    false
-                }
-                Some(Err(error)) => return Err(error).context("reading records"),
-                None => true,
-            };
-            if reached_at.is_none() && self.all_reached(ranges)? {
-                reached_at = Some(Instant::now());
-            }
-            if let Some(at) = reached_at
-                && (empty || at.elapsed() >= GRACE)
-            {
-                return Ok(());
-            }
-        }
-    }
-
-    fn all_reached(&self, ranges: &BTreeMap<Partition, (i64, i64)>) -> anyhow::Result<bool> {
-        let positions = self.consumer.position().context("reading positions")?;
-        Ok(ranges.iter().all(|((topic, partition), (_, target))| {
-            positions
-                .find_partition(topic, *partition)
-                .is_some_and(|e| matches!(e.offset(), Offset::Offset(next) if next >= *target))
-        }))
+/// A read error, "Kafka reads took too long" when the time budget ran out.
+fn out_of_time(error: ReadError) -> anyhow::Error {
+    match error {
+        ReadError::OutOfTime => anyhow::anyhow!("Kafka reads took too long"),
+        ReadError::Kafka(error) => anyhow::Error::new(error).context("reading records"),
     }
 }

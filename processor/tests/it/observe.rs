@@ -15,6 +15,9 @@
 //!   DOM equal the gauges `/metrics` exports for the same sample, and the consumer lag its lag
 //!   metric; a screenshot is kept under the test's output directory
 //!   (`target/tmp/test-output/dashboard.png`).
+//! - `every_sample_shows_the_rates_that_were_sent`: under steady traffic at a known rate, each of
+//!   several consecutive samples shows that rate (within a tolerance) for the raw topic and its
+//!   domain topic, and 0 for every other source and topic: not merely a rate above zero.
 //! - `a_webhook_is_visible_well_before_the_commit_interval_and_its_age_is_measured`: with a 5 s
 //!   commit interval, one webhook at a time is visible downstream within a second or two (the
 //!   transaction commits once the processor is caught up); the event-age histogram on `/metrics`
@@ -656,4 +659,113 @@ async fn a_webhook_is_visible_well_before_the_commit_interval_and_its_age_is_mea
         age["p99_seconds"].as_f64().unwrap(),
     );
     assert!(0.0 < p50 && p50 <= p99 && p99 <= 60.0, "{age}");
+}
+
+/// `/dashboard.json`'s rates of one sample: (sample, requests/s per source, events/s per topic).
+type Rates = (u64, BTreeMap<String, f64>, BTreeMap<String, f64>);
+
+fn rates(json: &Value) -> Rates {
+    let by = |list: &str, key: &str, value: &str| -> BTreeMap<String, f64> {
+        json[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r[key].as_str().unwrap().to_owned(), r[value].as_f64().unwrap()))
+            .collect()
+    };
+    (
+        json["sample"].as_u64().unwrap(),
+        by("sources", "source", "requests_per_second"),
+        by("events", "topic", "events_per_second"),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_sample_shows_the_rates_that_were_sent() {
+    /// Calls sent per second, one every 200 ms.
+    const RATE: f64 = 5.0;
+    /// Consecutive samples checked, each covering one sampler interval of steady traffic.
+    const SAMPLES: usize = 6;
+    /// How far a sample may be from the rate sent: a sample counts what was committed between
+    /// two samples, and the processor commits when caught up, so its edges move by less than
+    /// the time a batch waits (well under a second of a 5 s interval).
+    const TOLERANCE: f64 = 0.4;
+    let broker = PrivateBroker::start().unwrap();
+    create_raw_topics(&broker).await;
+    let processor = start_processor(&broker, "observe-rate", None, None, &[]).await;
+    let raw = Arc::new(RawProducer::new(&broker));
+    let phone = "+15552220003";
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let (raw, stop) = (Arc::clone(&raw), Arc::clone(&stop));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / RATE));
+            let mut n = 0u32;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                n += 1;
+                raw.send(&call_now(
+                    phone,
+                    &format!("CA{n:032}"),
+                    &format!("EV-rate-{n}"),
+                    10,
+                ))
+                .await;
+            }
+            n
+        })
+    };
+    // Steady state: the processor joined its group and produces, and the sample interval that
+    // follows the next sample is all steady traffic.
+    eventually(WAIT, || async {
+        let text = metrics_text(&processor).await;
+        (metric(&text, processor_metrics::PRODUCED, &[("topic", topics::CALLS)]) >= RATE).then_some(())
+    })
+    .await;
+    let dashboard = format!("{}/dashboard.json", processor.base);
+    let json = || async {
+        let response = reqwest::get(&dashboard).await.ok()?;
+        response.json::<Value>().await.ok()
+    };
+    let first = eventually(WAIT, json).await["sample"].as_u64().unwrap() + 2;
+    let mut samples: Vec<Rates> = Vec::new();
+    while samples.len() < SAMPLES {
+        let sample = rates(&eventually(WAIT, json).await);
+        if sample.0 >= first && samples.last().is_none_or(|last| last.0 < sample.0) {
+            assert_eq!(
+                sample.0,
+                samples.last().map_or(first, |last| last.0 + 1),
+                "a sample was missed"
+            );
+            println!(
+                "sample {}: sources {:?} events {:?}",
+                sample.0, sample.1, sample.2
+            );
+            samples.push(sample);
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    println!("sent {} calls", traffic.await.unwrap());
+
+    let near = |value: f64| (value - RATE).abs() <= RATE * TOLERANCE;
+    for (sample, sources, events) in &samples {
+        for source in Source::ALL {
+            let expected = if source == Source::Twilio { RATE } else { 0.0 };
+            let shown = sources[source.as_str()];
+            assert!(
+                if expected > 0.0 { near(shown) } else { shown == 0.0 },
+                "sample {sample}: {shown} requests/s of {source:?}, sent {expected}/s; every sample: {samples:?}"
+            );
+        }
+        for topic in topics::DOMAIN_TOPICS {
+            let expected = if topic == topics::CALLS { RATE } else { 0.0 };
+            let shown = events[topic];
+            assert!(
+                if expected > 0.0 { near(shown) } else { shown == 0.0 },
+                "sample {sample}: {shown} events/s of {topic}, sent {expected}/s; every sample: {samples:?}"
+            );
+        }
+    }
 }

@@ -156,9 +156,20 @@ impl Stack {
     }
 
     async fn on(broker: PrivateBroker, processor_env: &[(&str, &str)]) -> Self {
+        let mut stack = Self::bare(broker, "chaos.db");
+        stack.registry = Some(stack.spawn_registry().await);
+        stack.ingest = Some(stack.spawn_ingest().await);
+        stack.processor = Some(stack.spawn_processor("chaos-0", processor_env));
+        stack.sink = Some(stack.spawn("sink", &["sink"]));
+        stack
+    }
+
+    /// The stack on `broker` with nothing started yet: free ports, a log directory, and an SQLite
+    /// database named `db_name` in it.
+    fn bare(broker: PrivateBroker, db_name: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let database_url = format!("sqlite://{}", dir.path().join("chaos.db").display());
-        let mut stack = Stack {
+        let database_url = format!("sqlite://{}", dir.path().join(db_name).display());
+        Stack {
             broker,
             registry_port: free_port(),
             ingest_port: free_port(),
@@ -168,12 +179,7 @@ impl Stack {
             ingest: None,
             processor: None,
             sink: None,
-        };
-        stack.registry = Some(stack.spawn_registry().await);
-        stack.ingest = Some(stack.spawn_ingest().await);
-        stack.processor = Some(stack.spawn_processor("chaos-0", processor_env));
-        stack.sink = Some(stack.spawn("sink", &["sink"]));
-        stack
+        }
     }
 
     fn log(&self, name: &str) -> std::fs::File {

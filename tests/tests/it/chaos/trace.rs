@@ -214,20 +214,7 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     )
     .await;
 
-    let broker = PrivateBroker::start().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let database_url = format!("sqlite://{}", dir.path().join("trace.db").display());
-    let mut stack = Stack {
-        broker,
-        registry_port: free_port(),
-        ingest_port: free_port(),
-        database_url,
-        dir,
-        registry: None,
-        ingest: None,
-        processor: None,
-        sink: None,
-    };
+    let mut stack = Stack::bare(PrivateBroker::start().unwrap(), "trace.db");
     let otel = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
