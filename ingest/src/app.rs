@@ -28,7 +28,8 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use serde_json::json;
-use switchboard_schemas::{Source, media_type};
+use switchboard_schemas::{Classify, Source, media_type};
+use switchboard_service::telemetry::chain;
 
 use crate::config::{GenericScheme, Settings};
 use crate::envelope::{self, Envelope, Extract, HeadTooLarge, InvalidJson, Request as EnvelopeRequest};
@@ -483,11 +484,11 @@ async fn publish(state: &AppState, envelope: &Envelope, claim: Option<Pending<'_
             Ok(())
         }
         Err(error) => {
-            tracing::warn!(%source, %event_id, %error, "webhook not stored; answered with an error");
+            tracing::warn!(%source, %event_id, error = %chain(&error), "webhook not stored; answered with an error");
             Err(match error {
-                PublishError::Encode(_) => Rejection::Internal,
+                PublishError::Encode(error) if !error.is_transient() => Rejection::Internal,
                 PublishError::TooLarge(_) => Rejection::Unstorable,
-                PublishError::Timeout(_) | PublishError::Unavailable(_) | PublishError::Registry(_) => {
+                PublishError::Timeout(_) | PublishError::Unavailable(_) | PublishError::Encode(_) => {
                     Rejection::Unavailable
                 }
             })

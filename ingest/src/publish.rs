@@ -28,18 +28,16 @@ pub enum PublishError {
     #[error("kafka did not acknowledge the record within {0:?}")]
     Timeout(Duration),
     /// The broker refused or could not be reached.
-    #[error("kafka unavailable: {0}")]
-    Unavailable(String),
-    /// The schema registry is needed and unreachable.
-    #[error("schema registry unavailable: {0}")]
-    Registry(String),
-    /// The envelope could not be encoded: a bug, not a condition to retry.
-    #[error("envelope could not be encoded: {0}")]
-    Encode(String),
+    #[error("kafka unavailable")]
+    Unavailable(#[source] KafkaError),
+    /// The envelope could not be encoded: transient when the schema registry is needed and
+    /// unreachable, otherwise a bug, not a condition to retry.
+    #[error("envelope could not be encoded")]
+    Encode(#[from] CodecError),
     /// The producer or the broker refused the record as too large (`message.max.bytes`, the
     /// topic's `max.message.bytes`): permanent, retrying cannot help.
-    #[error("record too large for kafka: {0}")]
-    TooLarge(String),
+    #[error("record too large for kafka")]
+    TooLarge(#[source] KafkaError),
 }
 
 /// Why the publisher cannot publish right now. `Display` holds the internal detail (for logs);
@@ -169,11 +167,7 @@ impl KafkaPublisher {
         let payload = self
             .codec
             .encode(envelope.topic(), RawWebhook::schema_def(), envelope.record())
-            .await
-            .map_err(|e| match e {
-                e if e.is_transient() => PublishError::Registry(e.to_string()),
-                e => PublishError::Encode(e.to_string()),
-            })?;
+            .await?;
         let headers = OwnedHeaders::new_with_capacity(2)
             .insert(Header {
                 key: headers::EVENT_ID,
@@ -225,8 +219,8 @@ impl KafkaPublisher {
                     RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::InvalidMessageSize,
                 ),
                 _,
-            ))) => Err(PublishError::TooLarge(error.to_string())),
-            Ok(Err((error, _))) => Err(PublishError::Unavailable(error.to_string())),
+            ))) => Err(PublishError::TooLarge(error)),
+            Ok(Err((error, _))) => Err(PublishError::Unavailable(error)),
             Err(_elapsed) => Err(PublishError::Timeout(self.timeout)),
         }
     }

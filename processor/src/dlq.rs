@@ -27,7 +27,7 @@ use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchboard_kafka::end::{EndOffsets, EndReader};
-use switchboard_schemas::{Codec, CodecError, RawWebhook, topics};
+use switchboard_schemas::{Classify, Codec, CodecError, RawWebhook, topics};
 
 use crate::config::Config;
 use crate::kafka;

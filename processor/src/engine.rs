@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, ThreadedProducer};
 use switchboard_schemas::domain::CallState;
-use switchboard_schemas::{Codec, DomainEvent, RawWebhook, topics};
+use switchboard_schemas::{Classify, Codec, DomainEvent, RawWebhook, topics};
 use tokio::runtime::Handle;
 
 use crate::config::{Config, Guarantee};
@@ -41,8 +41,14 @@ pub(crate) enum Processed {
 pub(crate) enum RecordFailure {
     /// The record can never be processed: DLQ, and the partition moves on.
     Poison(Poison),
-    /// Something outside the record failed (registry unreachable …): abort, rewind, retry later.
-    Transient(String),
+    /// Something outside the record failed (registry unreachable …): what the loop does about it.
+    Loop(LoopError),
+}
+
+impl From<LoopError> for RecordFailure {
+    fn from(error: LoopError) -> Self {
+        RecordFailure::Loop(error)
+    }
 }
 
 /// Processing state and the transaction, shared by the loop and the rebalance callbacks (which
@@ -163,7 +169,7 @@ impl Engine {
                 self.dead_letter(message, &poison)?;
                 Processed::DeadLettered
             }
-            Err(RecordFailure::Transient(reason)) => return Err(LoopError::Retriable(reason)),
+            Err(RecordFailure::Loop(error)) => return Err(error),
         };
         self.txn.consumed(task, message.offset() + 1);
         Ok(processed)
@@ -183,7 +189,7 @@ impl Engine {
             .block_on(self.codec.decode(RawWebhook::schema_def(), payload))
             .map_err(|e| {
                 if e.is_transient() {
-                    RecordFailure::Transient(e.to_string())
+                    RecordFailure::Loop(LoopError::retriable("decoding a raw record", e))
                 } else {
                     RecordFailure::Poison(Poison::new(PoisonClass::Undecodable, e.to_string()))
                 }
@@ -224,13 +230,13 @@ impl Engine {
         topic: &str,
         def: &'static switchboard_schemas::SchemaDef,
         value: &T,
-    ) -> Result<Vec<u8>, RecordFailure> {
+    ) -> Result<Vec<u8>, LoopError> {
         self.runtime
             .block_on(self.codec.encode(topic, def, value))
-            .map_err(|e| RecordFailure::Transient(format!("encoding a record for {topic}: {e}")))
+            .map_err(|e| LoopError::retriable(format!("encoding a record for {topic}"), e))
     }
 
-    fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), RecordFailure> {
+    fn emit(&mut self, event: &DomainEvent, raw: &RawWebhook) -> Result<(), LoopError> {
         let topic = self.topology.topic(event.topic());
         let payload = match event {
             DomainEvent::Call(e) => self.encode(&topic, event.schema_def(), e)?,
@@ -278,7 +284,7 @@ impl Engine {
         task: &TopicPartition,
         offset: i64,
         state: &CallState,
-    ) -> Result<(), RecordFailure> {
+    ) -> Result<(), LoopError> {
         let topic = self.topology.topic(topics::CALL_STATE);
         let payload = self.encode(&topic, CallState::schema_def(), state)?;
         // Co-partitioned with the raw partition, so that restoring a task reads one partition.
@@ -296,7 +302,7 @@ impl Engine {
         offset: i64,
         raw: &RawWebhook,
         seen_at: i64,
-    ) -> Result<(), RecordFailure> {
+    ) -> Result<(), LoopError> {
         let key = format!("{}:{}", raw.source, raw.event_id);
         let value = seen_at.to_string();
         let topic = self.topology.topic(topics::DEDUP_CHANGELOG);
@@ -360,15 +366,13 @@ impl Engine {
     }
 
     /// Hands an output record to the open transaction.
-    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), RecordFailure>
+    fn send<K, P>(&self, record: BaseRecord<'_, K, P>) -> Result<(), LoopError>
     where
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
         let topic = record.topic;
-        self.txn
-            .send(record)
-            .map_err(|error| RecordFailure::Transient(error.to_string()))?;
+        self.txn.send(record)?;
         metrics::counter_produced(topic);
         Ok(())
     }

@@ -48,7 +48,7 @@ use crate::restore;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
 use switchboard_kafka::end::EndOffsets;
-use switchboard_kafka::txn::{LoopError, ProducerContext, now_millis};
+use switchboard_kafka::txn::{ProducerContext, now_millis};
 
 /// Records are looked up by their Kafka timestamp this much before `--from` and after `--to`:
 /// ingest instances' clocks differ slightly, and the envelope's `received_at` decides.
@@ -362,13 +362,10 @@ pub fn run_with_progress(
 }
 
 fn commit(engine: &mut Engine, consumer: &BaseConsumer) -> anyhow::Result<()> {
-    engine.commit(consumer).map_err(|error| match error {
-        // A bounded command does not retry on its own: run it again to resume.
-        LoopError::Retriable(reason) | LoopError::Fatal(reason) => {
-            anyhow::anyhow!(
-                "committing a transaction failed ({reason}); run the same command again to resume"
-            )
-        }
+    // A bounded command does not retry on its own: run it again to resume.
+    engine.commit(consumer).map_err(|error| {
+        anyhow::Error::new(error)
+            .context("committing a transaction failed; run the same command again to resume")
     })
 }
 

@@ -14,9 +14,9 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use switchboard_schemas::Codec;
 use switchboard_schemas::domain::CallState;
 use switchboard_schemas::topics;
+use switchboard_schemas::{Classify, Codec};
 use tokio::runtime::Handle;
 
 use crate::config::Config;

@@ -23,6 +23,7 @@ use switchboard_kafka::txn::{
     self, BACKOFF_MAX, BACKOFF_START, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis,
 };
 use switchboard_kafka::{TopicPartition, topic_partitions};
+use switchboard_service::telemetry::chain;
 
 /// How often lag and the dedup window are refreshed.
 const HOUSEKEEPING_INTERVAL: Duration = Duration::from_secs(5);
@@ -66,7 +67,7 @@ impl ConsumerContext for RebalanceContext {
                 // position set from the same committed offset (`restore_assigned` resumes it):
                 // librdkafka's own start position is not trusted with exactly-once state.
                 if let Err(error) = consumer.pause(partitions) {
-                    let failure = LoopError::Fatal(format!("pausing assigned partitions: {error}"));
+                    let failure = LoopError::fatal("pausing assigned partitions", error);
                     lock(&self.engine).failure = Some(failure);
                 }
                 let mut engine = lock(&self.engine);
@@ -189,10 +190,13 @@ fn restore_assigned(
     let pending = std::mem::take(&mut engine.to_restore);
     let committed = match txn::committed_offsets(consumer, &pending, RESTORE_OFFSETS_TIMEOUT) {
         Ok(committed) => committed,
-        Err(LoopError::Retriable(reason)) => pending
-            .iter()
-            .map(|task| (task.clone(), CommittedOffset::Unknown(reason.clone())))
-            .collect(),
+        Err(error @ LoopError::Retriable { .. }) => {
+            let reason = chain(&error).to_string();
+            pending
+                .iter()
+                .map(|task| (task.clone(), CommittedOffset::Unknown(reason.clone())))
+                .collect()
+        }
         Err(fatal) => {
             engine.to_restore = pending;
             return Err(fatal);
@@ -283,9 +287,8 @@ fn restore_one(
         CommittedOffset::Nothing => (Offset::Beginning, None),
         CommittedOffset::Unknown(reason) => return Err(Deferral::OffsetUnknown(reason.clone())),
     };
-    txn::seek(consumer, &[(task.clone(), position)], false).map_err(|e| match e {
-        LoopError::Retriable(reason) | LoopError::Fatal(reason) => Deferral::NotStarted(reason),
-    })?;
+    txn::seek(consumer, &[(task.clone(), position)], false)
+        .map_err(|e| Deferral::NotStarted(chain(&e).to_string()))?;
     let state = restore::restore(config, engine.topology(), codec, runtime, task, offset, cutoff)
         .map_err(|error| Deferral::Restore(format!("{error:#}")))?;
     let sizes = (state.dedup.len(), state.calls.len());

@@ -8,8 +8,8 @@
 //!
 //! # Transient or permanent: decided here, once
 //!
-//! Every service that talks to the registry goes through this codec, and [`CodecError::is_transient`]
-//! is the one classification they all act on (the processor rewinds and retries, the sink re-reads
+//! Every service that talks to the registry goes through this codec, and its errors'
+//! [`Classify::transience`] is what they all act on (the processor rewinds and retries, the sink re-reads
 //! the record, restore retries; only permanent errors are poison).
 //!
 //! - **Reading a record**, the record is to blame only for its own bytes: no Confluent frame
@@ -44,6 +44,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::schema::SchemaDef;
+use crate::transience::{Classify, Transience};
 
 /// The Confluent frame before the Avro datum: magic byte 0 and the 4-byte big-endian schema id.
 const FRAME_HEADER: usize = 5;
@@ -92,12 +93,19 @@ fn split_credentials(registry_url: &str) -> Result<(String, Credentials), CodecE
     Ok((url.as_str().trim_end_matches('/').to_owned(), credentials))
 }
 
-impl CodecError {
-    /// Whether the same call may succeed later (registry down) rather than never (bad data).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, CodecError::RegistryUnavailable(_))
+impl Classify for CodecError {
+    /// Transient when the registry is down, permanent for bad data or a refused schema.
+    fn transience(&self) -> Transience {
+        match self {
+            CodecError::RegistryUnavailable(_) => Transience::Transient,
+            CodecError::Registry(_) | CodecError::Encode { .. } | CodecError::Decode(_) => {
+                Transience::Permanent
+            }
+        }
     }
+}
 
+impl CodecError {
     /// A failed registration or encoding: permanent only when the registry judged the schema
     /// (or nothing was sent: a local error such as a schema the converter cannot parse).
     fn from_registry(err: SRCError) -> Self {

@@ -5,6 +5,7 @@ use crate::codec::{Codec, CodecError};
 use crate::domain::{BillingEvent, BookingEvent, CallEvent, GenericEvent, MessageEvent};
 use crate::schema::SchemaDef;
 use crate::topics;
+use crate::transience::{Classify, Transience};
 
 /// An event of a domain topic: what the processor's normalizers produce and write, and what the
 /// sink and the actions service read back ([`DomainEvent::decode`]).
@@ -78,8 +79,10 @@ impl DomainEvent {
         }
     }
 
-    /// Decodes a record of domain topic `topic` (its value, in the Confluent wire format).
-    pub async fn decode(codec: &Codec, topic: &str, payload: &[u8]) -> Result<Self, DecodeError> {
+    /// Decodes a record of domain topic `topic` (its value, in the Confluent wire format; `None`
+    /// for a record without one).
+    pub async fn decode(codec: &Codec, topic: &str, payload: Option<&[u8]>) -> Result<Self, DecodeError> {
+        let payload = payload.ok_or(DecodeError::NoValue)?;
         Ok(match topic {
             topics::CALLS => DomainEvent::Call(codec.decode(CallEvent::schema_def(), payload).await?),
             topics::MESSAGES => {
@@ -90,7 +93,7 @@ impl DomainEvent {
                 DomainEvent::Booking(codec.decode(BookingEvent::schema_def(), payload).await?)
             }
             topics::GENERIC => DomainEvent::Generic(codec.decode(GenericEvent::schema_def(), payload).await?),
-            _ => return Err(DecodeError::NotADomainTopic),
+            _ => return Err(DecodeError::NotADomainTopic(topic.to_owned())),
         })
     }
 }
@@ -99,10 +102,41 @@ impl DomainEvent {
 #[derive(Debug, thiserror::Error)]
 pub enum DecodeError {
     /// The topic is none of [`topics::DOMAIN_TOPICS`].
-    #[error("not a domain topic")]
-    NotADomainTopic,
+    #[error("{0} is not a domain topic")]
+    NotADomainTopic(String),
+    /// The record has no value.
+    #[error("record has no value")]
+    NoValue,
     /// The value could not be decoded with the topic's schema (or the registry is unavailable:
-    /// [`CodecError::is_transient`]).
+    /// transient).
     #[error(transparent)]
     Codec(#[from] CodecError),
+}
+
+impl Classify for DecodeError {
+    /// Only the registry's unavailability is transient: everything else is the record's fault.
+    fn transience(&self) -> Transience {
+        match self {
+            DecodeError::NotADomainTopic(_) | DecodeError::NoValue => Transience::Permanent,
+            DecodeError::Codec(error) => error.transience(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_unavailable_registry_is_transient() {
+        let unavailable = DecodeError::Codec(CodecError::RegistryUnavailable("down".into()));
+        assert_eq!(unavailable.transience(), Transience::Transient);
+        for permanent in [
+            DecodeError::NoValue,
+            DecodeError::NotADomainTopic("switchboard.raw.twilio".into()),
+            DecodeError::Codec(CodecError::Decode("junk".into())),
+        ] {
+            assert_eq!(permanent.transience(), Transience::Permanent, "{permanent}");
+        }
+    }
 }

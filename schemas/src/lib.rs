@@ -18,6 +18,7 @@ pub mod metric_names;
 pub mod raw_webhook;
 pub mod schema;
 pub mod topics;
+pub mod transience;
 
 pub use codec::{Codec, CodecError};
 pub use domain::{BillingEvent, BookingEvent, CallEvent, CallKind, CallState, GenericEvent, MessageEvent};
@@ -25,3 +26,4 @@ pub use domain_event::DomainEvent;
 pub use raw_webhook::RawWebhook;
 pub use schema::SchemaDef;
 pub use topics::Source;
+pub use transience::{Classify, Transience};

@@ -75,6 +75,25 @@ fn service_name() -> String {
     }
 }
 
+/// An error with its causes, `error: source: source's source`, for a log field
+/// (`error = %chain(&error)`): errors keep their cause as `source` rather than in their own text,
+/// and a log line should still say it.
+pub fn chain<'a>(error: &'a (dyn std::error::Error + 'static)) -> impl std::fmt::Display + 'a {
+    struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+    impl std::fmt::Display for Chain<'_> {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}", self.0)?;
+            let mut cause = self.0.source();
+            while let Some(error) = cause {
+                write!(f, ": {error}")?;
+                cause = error.source();
+            }
+            Ok(())
+        }
+    }
+    Chain(error)
+}
+
 /// The process-wide Prometheus recorder, installed on first use. Every histogram is exported
 /// with the same buckets (0.5 ms to 10 s).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -106,3 +125,16 @@ pub const EVENT_AGE_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.075, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0,
     10.0, 30.0, 60.0, 300.0,
 ];
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn a_chain_shows_every_cause() {
+        let error = Outer(std::io::Error::other("inner"));
+        assert_eq!(super::chain(&error).to_string(), "outer: inner");
+    }
+}

@@ -461,7 +461,7 @@ async fn kafka_trouble_is_503_with_retry_after() {
     let harness = Harness::new(config());
     for fail in [
         || PublishError::Timeout(Duration::from_secs(5)),
-        || PublishError::Unavailable("broker down".into()),
+        || PublishError::Unavailable(rdkafka::error::KafkaError::ClientCreation("broker down".into())),
     ] {
         *harness.publisher.fail_with.lock().unwrap() = Some(fail);
         let (status, headers, body) = harness.send(signed_twilio("/webhooks/twilio/calls")).await;

@@ -11,7 +11,7 @@
 
 use switchboard_schemas::domain::CallKind;
 use switchboard_schemas::domain_event::DecodeError;
-use switchboard_schemas::{Codec, CodecError, DomainEvent, topics};
+use switchboard_schemas::{Codec, DomainEvent, topics};
 use tokio::runtime::Handle;
 
 use crate::delivery::OutboundEvent;
@@ -40,46 +40,20 @@ pub(crate) fn topics_for(patterns: &[String]) -> Vec<&'static str> {
         .collect()
 }
 
-/// Why a domain record cannot become an event.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum EventError {
-    /// The registry is unreachable: try the record again later.
-    #[error("schema registry unavailable: {0}")]
-    Transient(String),
-    /// The record is not a domain event of its topic.
-    #[error("{0}")]
-    Undecodable(String),
-}
-
-impl From<CodecError> for EventError {
-    fn from(error: CodecError) -> Self {
-        if error.is_transient() {
-            EventError::Transient(error.to_string())
-        } else {
-            EventError::Undecodable(error.to_string())
-        }
-    }
-}
-
 fn json<T: serde::Serialize>(value: &T) -> serde_json::Value {
     // Plain structs of strings and numbers: serialization cannot fail.
     serde_json::to_value(value).unwrap_or_default()
 }
 
-/// The event a domain record of `topic` carries.
+/// The event a domain record of `topic` carries (`payload`: its value), or why it carries none
+/// (transient when the registry is unavailable, [`Classify`](switchboard_schemas::Classify)).
 pub(crate) fn event(
     codec: &Codec,
     runtime: &Handle,
     topic: &str,
-    payload: &[u8],
-) -> Result<OutboundEvent, EventError> {
-    let decoded = match runtime.block_on(DomainEvent::decode(codec, topic, payload)) {
-        Ok(event) => event,
-        Err(DecodeError::Codec(error)) => return Err(error.into()),
-        Err(DecodeError::NotADomainTopic) => {
-            return Err(EventError::Undecodable(format!("{topic} is not a domain topic")));
-        }
-    };
+    payload: Option<&[u8]>,
+) -> Result<OutboundEvent, DecodeError> {
+    let decoded = runtime.block_on(DomainEvent::decode(codec, topic, payload))?;
     let event = match decoded {
         DomainEvent::Call(call) => {
             let event_type = match call.call_kind() {

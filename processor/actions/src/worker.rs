@@ -28,11 +28,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_schemas::{Codec, topics};
+use switchboard_schemas::{Classify, Codec, topics};
 use tokio::runtime::Handle;
 
 use super::config::ActionsConfig;
-use super::events::{self, EventError};
+use super::events;
 use super::ladder::{self, DeliveryFailure, Origin, RetryState, Route};
 use super::metrics;
 use crate::delivery::{OutboundEvent, Outcome, Target};
@@ -237,7 +237,7 @@ impl<'a> Worker<'a> {
         let result = loop {
             health.heartbeat_millis.store(now_millis(), Ordering::Relaxed);
             if let Some(failure) = lock(&self.state).failure.take() {
-                break Err(anyhow::anyhow!("{failure}"));
+                break Err(failure.into());
             }
             if stop.load(Ordering::Relaxed) {
                 break self.commit().map_err(anyhow::Error::from);
@@ -251,7 +251,7 @@ impl<'a> Worker<'a> {
                 }
             });
             health.ready.store(true, Ordering::Relaxed);
-            if matches!(step, Err(LoopError::Retriable(_))) {
+            if matches!(step, Err(LoopError::Retriable { .. })) {
                 metrics::aborted(self.target.name());
             }
             let recovered = recovery.after(step, || {
@@ -260,7 +260,7 @@ impl<'a> Worker<'a> {
                 state.txn.abort_and_rewind(&self.consumer, &[]).map(drop)
             });
             if let Err(fatal) = recovered {
-                break Err(anyhow::anyhow!("action {}: {fatal}", self.target.name()));
+                break Err(anyhow::Error::new(fatal).context(format!("action {}", self.target.name())));
             }
             health.publish_positions(&self.consumer);
         };
@@ -469,24 +469,17 @@ impl<'a> Worker<'a> {
         };
         let event_topic = origin.topic.clone();
         let targeted = previous.is_some() || message.topic() == topics::ACTIONS_REDRIVE;
-        let Some(payload) = message.payload() else {
-            return Ok(Work::DeadLetter {
-                class: error_class::UNDECODABLE,
-                reason: "record has no value".into(),
-                origin,
-            });
-        };
-        match events::event(self.codec, &self.runtime, &event_topic, payload) {
+        match events::event(self.codec, &self.runtime, &event_topic, message.payload()) {
             Ok(event) if targeted || self.target.matches(&event.event_type) => Ok(Work::Deliver {
                 event,
                 previous,
                 origin,
             }),
             Ok(_) => Ok(Work::Skip),
-            Err(EventError::Transient(reason)) => Err(LoopError::Retriable(reason)),
-            Err(EventError::Undecodable(reason)) => Ok(Work::DeadLetter {
+            Err(error) if error.is_transient() => Err(LoopError::retriable("decoding the event", error)),
+            Err(error) => Ok(Work::DeadLetter {
                 class: error_class::UNDECODABLE,
-                reason,
+                reason: error.to_string(),
                 origin,
             }),
         }
@@ -506,7 +499,7 @@ impl<'a> Worker<'a> {
         list.add_partition(&task.topic, task.partition);
         self.consumer
             .pause(&list)
-            .map_err(|e| LoopError::Retriable(format!("pausing {task}: {e}")))?;
+            .map_err(|e| LoopError::retriable(format!("pausing {task}"), e))?;
         self.consumer
             .seek(
                 &task.topic,
@@ -514,7 +507,7 @@ impl<'a> Worker<'a> {
                 Offset::Offset(offset),
                 TXN_CALL_TIMEOUT,
             )
-            .map_err(|e| LoopError::Retriable(format!("rewinding {task} to {offset}: {e}")))?;
+            .map_err(|e| LoopError::retriable(format!("rewinding {task} to {offset}"), e))?;
         lock(&self.state).held.insert(task.clone(), not_before);
         Ok(())
     }

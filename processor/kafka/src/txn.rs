@@ -16,6 +16,7 @@
 //! stops the loop: the restarted instance's `init_transactions` fences the old producer and ends
 //! its transaction on the broker.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,6 +27,8 @@ use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::DeliveryResult;
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext as RdProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
+
+use switchboard_service::telemetry::chain;
 
 use crate::cadence::{Cadence, Open};
 use crate::partition::TopicPartition;
@@ -52,26 +55,56 @@ pub fn age_since(millis: i64) -> Duration {
 pub const BACKOFF_START: Duration = Duration::from_millis(500);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
-/// What the loop must do after an error.
+/// The error a loop's step failed with (a Kafka error, a codec error …).
+pub type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the loop must do after an error: `context` says what failed, the error that made it fail
+/// is the `source` (none when the failure is the loop's own finding).
 #[derive(Debug, thiserror::Error)]
 pub enum LoopError {
     /// Abort the open transaction, rewind, back off, continue.
-    #[error("retriable: {0}")]
-    Retriable(String),
+    #[error("retriable: {context}")]
+    Retriable {
+        context: Cow<'static, str>,
+        #[source]
+        cause: Option<Cause>,
+    },
     /// Stop with a non-zero exit; the orchestrator restarts the instance.
-    #[error("fatal: {0}")]
-    Fatal(String),
+    #[error("fatal: {context}")]
+    Fatal {
+        context: Cow<'static, str>,
+        #[source]
+        cause: Option<Cause>,
+    },
 }
 
-/// Classifies an error that is not (or no longer) retried: fatal errors stop the loop, every
-/// other error aborts the transaction and rewinds.
-pub fn classify(error: KafkaError) -> LoopError {
-    match &error {
-        KafkaError::Transaction(rd) if rd.is_fatal() => LoopError::Fatal(error.to_string()),
-        _ if error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal) => {
-            LoopError::Fatal(error.to_string())
+impl LoopError {
+    /// A retriable failure of `context`, caused by `cause`.
+    pub fn retriable(context: impl Into<Cow<'static, str>>, cause: impl Into<Cause>) -> Self {
+        LoopError::Retriable {
+            context: context.into(),
+            cause: Some(cause.into()),
         }
-        _ => LoopError::Retriable(error.to_string()),
+    }
+
+    /// A fatal failure of `context`, caused by `cause`.
+    pub fn fatal(context: impl Into<Cow<'static, str>>, cause: impl Into<Cause>) -> Self {
+        LoopError::Fatal {
+            context: context.into(),
+            cause: Some(cause.into()),
+        }
+    }
+}
+
+/// Classifies an error of `context` that is not (or no longer) retried: fatal errors stop the
+/// loop, every other error aborts the transaction and rewinds.
+pub fn classify(context: impl Into<Cow<'static, str>>, error: KafkaError) -> LoopError {
+    let fatal = matches!(&error, KafkaError::Transaction(rd) if rd.is_fatal())
+        || error.rdkafka_error_code() == Some(RDKafkaErrorCode::Fatal);
+    if fatal {
+        LoopError::fatal(context, error)
+    } else {
+        LoopError::retriable(context, error)
     }
 }
 
@@ -108,20 +141,20 @@ impl Recovery {
         outcome: Result<(), LoopError>,
         abort_and_rewind: impl FnOnce() -> Result<(), LoopError>,
     ) -> Result<(), LoopError> {
-        let reason = match outcome {
+        let error = match outcome {
             Ok(()) => {
                 self.backoff = self.start;
                 return Ok(());
             }
-            Err(LoopError::Fatal(reason)) => return Err(LoopError::Fatal(reason)),
-            Err(LoopError::Retriable(reason)) => reason,
+            Err(fatal @ LoopError::Fatal { .. }) => return Err(fatal),
+            Err(retriable @ LoopError::Retriable { .. }) => retriable,
         };
-        tracing::warn!(%reason, backoff = ?self.backoff, "transaction aborted; rewinding to the committed offsets");
+        tracing::warn!(reason = %chain(&error), backoff = ?self.backoff, "transaction aborted; rewinding to the committed offsets");
         // Nothing may run before the abort and the rewind have completed (both retry what can be
         // retried): a transaction left in progress refuses every other transactional call, and a
         // partition left past records of the aborted transaction would skip them.
-        if let Err(LoopError::Fatal(reason) | LoopError::Retriable(reason)) = abort_and_rewind() {
-            return Err(LoopError::Fatal(format!("aborting and rewinding: {reason}")));
+        if let Err(error) = abort_and_rewind() {
+            return Err(LoopError::fatal("aborting and rewinding", error));
         }
         std::thread::sleep(self.backoff);
         self.backoff = (self.backoff * 2).min(self.max);
@@ -167,7 +200,7 @@ pub fn committed_offsets<C: ConsumerContext>(
     }
     let committed = consumer
         .committed_offsets(list, timeout)
-        .map_err(|e| LoopError::Retriable(format!("reading committed offsets: {e}")))?;
+        .map_err(|e| LoopError::retriable("reading committed offsets", e))?;
     Ok(tasks
         .iter()
         .map(|task| {
@@ -205,11 +238,11 @@ pub fn seek<C: ConsumerContext>(
     let mut list = TopicPartitionList::new();
     for (task, offset) in positions {
         list.add_partition_offset(&task.topic, task.partition, *offset)
-            .map_err(|e| LoopError::Retriable(format!("seeking {task}: {e}")))?;
+            .map_err(|e| LoopError::retriable(format!("seeking {task}"), e))?;
     }
     let sought = consumer
         .seek_partitions(list, TXN_CALL_TIMEOUT)
-        .map_err(|e| LoopError::Retriable(format!("seeking: {e}")))?;
+        .map_err(|e| LoopError::retriable("seeking", e))?;
     seek_errors(&sought, accept_not_started)
 }
 
@@ -220,12 +253,15 @@ pub fn seek_errors(sought: &TopicPartitionList, accept_not_started: bool) -> Res
             if accept_not_started && error.rdkafka_error_code() == Some(RDKafkaErrorCode::State) {
                 continue;
             }
-            return Err(LoopError::Retriable(format!(
-                "seeking {}[{}] to {:?}: {error}",
-                element.topic(),
-                element.partition(),
-                element.offset()
-            )));
+            return Err(LoopError::retriable(
+                format!(
+                    "seeking {}[{}] to {:?}",
+                    element.topic(),
+                    element.partition(),
+                    element.offset()
+                ),
+                error,
+            ));
         }
     }
     Ok(())
@@ -276,10 +312,14 @@ where
     let deadline = Instant::now() + timeout;
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
-            return Err(LoopError::Retriable(format!(
-                "{} records without a delivery report after {timeout:?}",
-                producer.in_flight_count()
-            )));
+            return Err(LoopError::Retriable {
+                context: format!(
+                    "{} records without a delivery report after {timeout:?}",
+                    producer.in_flight_count()
+                )
+                .into(),
+                cause: None,
+            });
         }
         std::thread::sleep(DELIVERY_CHECK);
     }
@@ -290,11 +330,11 @@ where
 /// under exactly-once a failed delivery fails the commit by itself).
 #[derive(Debug, Default)]
 pub struct ProducerContext {
-    delivery_error: Mutex<Option<String>>,
+    delivery_error: Mutex<Option<KafkaError>>,
 }
 
 impl ProducerContext {
-    pub fn take_delivery_error(&self) -> Option<String> {
+    pub fn take_delivery_error(&self) -> Option<KafkaError> {
         self.delivery_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -310,7 +350,7 @@ impl RdProducerContext for ProducerContext {
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
         if let Err((error, _)) = result {
             let mut slot = self.delivery_error.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.get_or_insert_with(|| error.to_string());
+            slot.get_or_insert_with(|| error.clone());
         }
     }
 }
@@ -392,7 +432,7 @@ impl Transactor {
             offsets: BTreeMap::new(),
         };
         if batching.exactly_once {
-            transactor.retrying("init_transactions", LoopError::Fatal, |timeout| {
+            transactor.retrying("init_transactions", LoopError::fatal, |timeout| {
                 transactor.producer.init_transactions(timeout)
             })?;
         }
@@ -405,7 +445,7 @@ impl Transactor {
     fn retrying(
         &self,
         what: &'static str,
-        stuck: fn(String) -> LoopError,
+        stuck: fn(String, KafkaError) -> LoopError,
         mut call: impl FnMut(Duration) -> KafkaResult<()>,
     ) -> Result<(), LoopError> {
         let started = Instant::now();
@@ -416,13 +456,16 @@ impl Transactor {
             let error = match call(attempt.min(remaining).max(Duration::from_secs(1))) {
                 Ok(()) => return Ok(()),
                 Err(error) if is_retriable(&error) => error,
-                Err(error) => return Err(classify(error)),
+                Err(error) => return Err(classify(what, error)),
             };
             if started.elapsed() >= self.batching.resolve_within {
-                return Err(stuck(format!(
-                    "{what} has not completed within {:?}: {error}",
-                    self.batching.resolve_within
-                )));
+                return Err(stuck(
+                    format!(
+                        "{what} has not completed within {:?}",
+                        self.batching.resolve_within
+                    ),
+                    error,
+                ));
             }
             tracing::warn!(call = what, %error, elapsed = ?started.elapsed(), "transactional call not completed; calling it again");
             std::thread::sleep(pause);
@@ -437,8 +480,8 @@ impl Transactor {
                 self.producer.begin_transaction().map_err(|error| match error {
                     // With every other call resolved first, a failing begin means a producer
                     // that nothing but a restart can repair.
-                    error if is_retriable(&error) => classify(error),
-                    error => LoopError::Fatal(format!("beginning a transaction: {error}")),
+                    error if is_retriable(&error) => classify("beginning a transaction", error),
+                    error => LoopError::fatal("beginning a transaction", error),
                 })?;
             }
             self.txn = Some(OpenTxn {
@@ -496,7 +539,7 @@ impl Transactor {
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
-        send_waiting(&self.producer, record).map_err(|error| LoopError::Retriable(error.to_string()))
+        send_waiting(&self.producer, record).map_err(|error| LoopError::retriable("sending a record", error))
     }
 
     /// Commits the open transaction: outputs and consumed offsets together. `None` when no
@@ -523,28 +566,29 @@ impl Transactor {
         for (task, next) in &self.offsets {
             offsets
                 .add_partition_offset(&task.topic, task.partition, Offset::Offset(*next))
-                .map_err(|e| LoopError::Fatal(e.to_string()))?;
+                .map_err(|e| LoopError::fatal(format!("adding the offset of {task}"), e))?;
         }
         if !self.batching.exactly_once {
             await_deliveries(&self.producer, TXN_CALL_TIMEOUT)?;
             if let Some(error) = self.producer.context().take_delivery_error() {
-                return Err(LoopError::Retriable(format!(
-                    "a record was not delivered: {error}"
-                )));
+                return Err(LoopError::retriable("a record was not delivered", error));
             }
             if offsets.count() > 0 {
-                consumer.commit(&offsets, CommitMode::Sync).map_err(classify)?;
+                consumer
+                    .commit(&offsets, CommitMode::Sync)
+                    .map_err(|e| classify("committing offsets", e))?;
             }
             return Ok(());
         }
         let offsets_sent = self.txn.as_ref().is_some_and(|txn| txn.offsets_sent);
         if !offsets_sent && offsets.count() > 0 {
-            let metadata = consumer
-                .group_metadata()
-                .ok_or_else(|| LoopError::Retriable("no consumer group metadata yet".into()))?;
+            let metadata = consumer.group_metadata().ok_or(LoopError::Retriable {
+                context: "no consumer group metadata yet".into(),
+                cause: None,
+            })?;
             // Not resumable in librdkafka: a retriable failure is simply called again, and one
             // that cannot complete aborts (not fatal: no call is left in progress).
-            self.retrying("send_offsets_to_transaction", LoopError::Retriable, |timeout| {
+            self.retrying("send_offsets_to_transaction", LoopError::retriable, |timeout| {
                 self.producer
                     .send_offsets_to_transaction(&offsets, &metadata, timeout)
             })?;
@@ -556,7 +600,7 @@ impl Transactor {
         // while anything is in flight: wait for the delivery reports here instead, so that it
         // finds nothing to wait for.
         await_deliveries(&self.producer, TXN_CALL_TIMEOUT)?;
-        self.retrying("commit_transaction", LoopError::Fatal, |timeout| {
+        self.retrying("commit_transaction", LoopError::fatal, |timeout| {
             self.producer.commit_transaction(timeout)
         })
     }
@@ -570,14 +614,10 @@ impl Transactor {
             return Ok(false);
         }
         if self.batching.exactly_once {
-            self.retrying("abort_transaction", LoopError::Fatal, |timeout| {
+            self.retrying("abort_transaction", LoopError::fatal, |timeout| {
                 self.producer.abort_transaction(timeout)
             })
-            .map_err(|error| match error {
-                LoopError::Fatal(reason) | LoopError::Retriable(reason) => {
-                    LoopError::Fatal(format!("aborting the transaction: {reason}"))
-                }
-            })?;
+            .map_err(|error| LoopError::fatal("aborting the transaction", error))?;
         }
         self.txn = None;
         Ok(true)
@@ -599,16 +639,19 @@ impl Transactor {
         loop {
             let error = match self.rewind(consumer, except) {
                 Ok(()) => return Ok(aborted),
-                Err(LoopError::Fatal(reason)) => return Err(LoopError::Fatal(reason)),
-                Err(LoopError::Retriable(reason)) => reason,
+                Err(fatal @ LoopError::Fatal { .. }) => return Err(fatal),
+                Err(retriable @ LoopError::Retriable { .. }) => retriable,
             };
             if started.elapsed() >= self.batching.resolve_within {
-                return Err(LoopError::Fatal(format!(
-                    "rewinding to the committed offsets has not completed within {:?}: {error}",
-                    self.batching.resolve_within
-                )));
+                return Err(LoopError::fatal(
+                    format!(
+                        "rewinding to the committed offsets has not completed within {:?}",
+                        self.batching.resolve_within
+                    ),
+                    error,
+                ));
             }
-            tracing::warn!(%error, "rewinding to the committed offsets failed; retrying");
+            tracing::warn!(error = %chain(&error), "rewinding to the committed offsets failed; retrying");
             std::thread::sleep(pause);
             pause = (pause * 2).min(Duration::from_secs(2));
         }
@@ -619,7 +662,9 @@ impl Transactor {
         consumer: &BaseConsumer<C>,
         except: &[TopicPartition],
     ) -> Result<(), LoopError> {
-        let assignment = consumer.assignment().map_err(classify)?;
+        let assignment = consumer
+            .assignment()
+            .map_err(|e| classify("reading the assignment", e))?;
         let owned: Vec<TopicPartition> = crate::partition::topic_partitions(&assignment)
             .into_iter()
             .filter(|task| !except.contains(task))
@@ -632,9 +677,10 @@ impl Transactor {
             match committed.position() {
                 Some(offset) => positions.push((task, offset)),
                 None => {
-                    return Err(LoopError::Retriable(format!(
-                        "committed offset of {task} unknown: {committed:?}"
-                    )));
+                    return Err(LoopError::Retriable {
+                        context: format!("committed offset of {task} unknown: {committed:?}").into(),
+                        cause: None,
+                    });
                 }
             }
         }
@@ -658,12 +704,12 @@ impl Transactor {
             },
             // The loop stops; the next instance with this transactional id ends the
             // transaction (and nothing else may be called while a commit is in progress).
-            Err(error @ LoopError::Fatal(_)) => Revoke {
+            Err(error @ LoopError::Fatal { .. }) => Revoke {
                 committed: None,
                 failure: Some(error),
             },
             Err(error) => {
-                tracing::warn!(%error, "commit before revoke failed; aborting");
+                tracing::warn!(error = %chain(&error), "commit before revoke failed; aborting");
                 Revoke {
                     committed: None,
                     failure: self.abort().err(),

@@ -19,7 +19,8 @@ use rdkafka::error::KafkaResult;
 use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_schemas::{Codec, CodecError, DomainEvent, domain_event, topics};
+use switchboard_schemas::domain_event::DecodeError;
+use switchboard_schemas::{Classify, Codec, DomainEvent, topics};
 use tokio::runtime::Handle;
 
 use super::config::SinkConfig;
@@ -82,7 +83,7 @@ struct Shared {
     runtime: Handle,
     batch: Mutex<Batch>,
     /// A failure inside a callback, surfaced by the loop (which then exits non-zero).
-    failure: Mutex<Option<String>>,
+    failure: Mutex<Option<anyhow::Error>>,
 }
 
 impl Shared {
@@ -91,7 +92,7 @@ impl Shared {
     }
 
     /// Writes the pending batch in one database transaction, retrying transient errors.
-    fn flush(&self) -> Result<(), String> {
+    fn flush(&self) -> anyhow::Result<()> {
         let mut batch = self.batch();
         if batch.is_empty() {
             return Ok(());
@@ -123,7 +124,7 @@ impl Shared {
                     std::thread::sleep(backoff);
                     backoff *= 2;
                 }
-                Err(error) => return Err(format!("database write failed: {error}")),
+                Err(error) => return Err(anyhow::Error::new(error).context("database write failed")),
             }
         }
     }
@@ -150,7 +151,7 @@ impl ConsumerContext for SinkContext {
                 if let Err(error) = self.start_at_stored_offsets(partitions) {
                     // Never fall back to Kafka's offsets: stop, and let the orchestrator retry.
                     *self.shared.failure.lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(format!("reading offsets from the database: {error}"));
+                        Some(error.context("reading offsets from the database"));
                 }
                 log_result("assign", consumer.assign(partitions));
             }
@@ -178,7 +179,7 @@ fn log_result(what: &str, result: KafkaResult<()>) {
 }
 
 impl SinkContext {
-    fn start_at_stored_offsets(&self, partitions: &mut TopicPartitionList) -> Result<(), String> {
+    fn start_at_stored_offsets(&self, partitions: &mut TopicPartitionList) -> anyhow::Result<()> {
         let wanted: Vec<(String, i32)> = partitions
             .elements()
             .iter()
@@ -187,15 +188,12 @@ impl SinkContext {
         let stored = self
             .shared
             .runtime
-            .block_on(self.shared.store.offsets(&self.shared.group, &wanted))
-            .map_err(|e| e.to_string())?;
+            .block_on(self.shared.store.offsets(&self.shared.group, &wanted))?;
         for (topic, partition) in &wanted {
             let offset = stored
                 .get(&(topic.clone(), *partition))
                 .map_or(Offset::Beginning, |next| Offset::Offset(*next));
-            partitions
-                .set_partition_offset(topic, *partition, offset)
-                .map_err(|e| e.to_string())?;
+            partitions.set_partition_offset(topic, *partition, offset)?;
         }
         tracing::info!(
             partitions = wanted.len(),
@@ -218,44 +216,16 @@ pub(crate) fn base_config(config: &SinkConfig) -> ClientConfig {
     switchboard_kafka::client::base(&config.kafka_bootstrap, "switchboard-sink", &config.kafka)
 }
 
-/// Why a domain record did not decode (classified by [`CodecError::is_transient`]).
-enum DecodeError {
-    /// The registry cannot serve the record's writer schema now (any answer but the schema): the
-    /// same record is read again after a pause, and no offset moves past it.
-    Transient(String),
-    /// The record is not a domain event of its topic's schema: the sink stops before it.
-    Permanent(String),
-}
-
-impl From<CodecError> for DecodeError {
-    fn from(error: CodecError) -> Self {
-        if error.is_transient() {
-            DecodeError::Transient(error.to_string())
-        } else {
-            DecodeError::Permanent(error.to_string())
-        }
-    }
-}
-
+/// The domain event a record carries. A transient error (the registry cannot serve the record's
+/// writer schema now, whatever it answered) reads the same record again after a pause, and no
+/// offset moves past it; a permanent one (not a domain event of its topic's schema) stops the
+/// sink before it.
 fn decode(
     codec: &Codec,
     runtime: &Handle,
     message: &BorrowedMessage<'_>,
 ) -> Result<DomainEvent, DecodeError> {
-    let payload = message
-        .payload()
-        .ok_or_else(|| DecodeError::Permanent("record has no value".into()))?;
-    let topic = message.topic();
-    if !TOPICS.contains(&topic) {
-        return Err(DecodeError::Permanent(format!("unexpected topic {topic}")));
-    }
-    match runtime.block_on(DomainEvent::decode(codec, topic, payload)) {
-        Ok(event) => Ok(event),
-        Err(domain_event::DecodeError::Codec(error)) => Err(error.into()),
-        Err(domain_event::DecodeError::NotADomainTopic) => {
-            Err(DecodeError::Permanent(format!("unexpected topic {topic}")))
-        }
-    }
+    runtime.block_on(DomainEvent::decode(codec, message.topic(), message.payload()))
 }
 
 /// Runs the sink loop until `stop` is set (writes the pending batch, leaves the group) or a fatal
@@ -300,10 +270,10 @@ pub(crate) fn run(
             .unwrap_or_else(PoisonError::into_inner)
             .take()
         {
-            break Err(anyhow::anyhow!(failure));
+            break Err(failure);
         }
         if stop.load(Ordering::Relaxed) {
-            break shared.flush().map_err(anyhow::Error::msg);
+            break shared.flush();
         }
         let timeout = cadence.poll_timeout(shared.batch().open());
         let polled = consumer.poll(timeout.max(Duration::from_millis(1)));
@@ -314,7 +284,7 @@ pub(crate) fn run(
                 let offset = message.offset();
                 let event = match decode(codec, &runtime, &message) {
                     Ok(event) => event,
-                    Err(DecodeError::Permanent(reason)) => {
+                    Err(error) if !error.is_transient() => {
                         // Domain topics are written by the processor with registered schemas: a
                         // record that does not decode means a sink older than the schema it reads,
                         // or a corrupted topic. Skipping it would leave the database wrong for
@@ -325,26 +295,27 @@ pub(crate) fn run(
                         metrics::undecodable(&task.topic);
                         drop(message);
                         if let Err(error) = shared.flush() {
-                            break Err(anyhow::anyhow!(error));
+                            break Err(error);
                         }
-                        tracing::error!(topic = %task.topic, partition = task.partition, offset, %reason, "undecodable domain record; the sink stops before it rather than skip it");
-                        break Err(anyhow::anyhow!(
-                            "undecodable domain record {}[{}] at offset {offset}: {reason}",
-                            task.topic,
-                            task.partition
-                        ));
+                        tracing::error!(topic = %task.topic, partition = task.partition, offset, reason = %error, "undecodable domain record; the sink stops before it rather than skip it");
+                        break Err(anyhow::Error::new(error).context(format!(
+                            "undecodable domain record {}[{}] at offset {offset}",
+                            task.topic, task.partition
+                        )));
                     }
-                    Err(DecodeError::Transient(reason)) => {
+                    Err(error) => {
                         // Keep what came before it and read this record again after a pause.
-                        tracing::warn!(%reason, ?registry_backoff, "schema registry unavailable; retrying the record");
+                        tracing::warn!(reason = %error, ?registry_backoff, "schema registry unavailable; retrying the record");
                         drop(message);
                         if let Err(error) = shared.flush() {
-                            break Err(anyhow::anyhow!(error));
+                            break Err(error);
                         }
                         if let Err(error) =
                             consumer.seek(&task.topic, task.partition, Offset::Offset(offset), SEEK_TIMEOUT)
                         {
-                            break Err(anyhow::anyhow!("rewinding {task:?} to {offset}: {error}"));
+                            break Err(
+                                anyhow::Error::new(error).context(format!("rewinding {task:?} to {offset}"))
+                            );
                         }
                         std::thread::sleep(registry_backoff);
                         registry_backoff = (registry_backoff * 2).min(REGISTRY_BACKOFF_MAX);
@@ -370,7 +341,7 @@ pub(crate) fn run(
         if due {
             let offsets = shared.batch().consumed();
             if let Err(error) = shared.flush() {
-                break Err(anyhow::anyhow!(error));
+                break Err(error);
             }
             publish_progress(&consumer, &offsets, health);
         }

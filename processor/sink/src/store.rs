@@ -35,8 +35,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
-use switchboard_schemas::DomainEvent;
 use switchboard_schemas::domain::CallState;
+use switchboard_schemas::{Classify, DomainEvent, Transience};
 
 pub(crate) use precedence::{fold_booking, fold_message};
 
@@ -178,19 +178,19 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
 }
 
-impl StoreError {
-    /// Whether retrying the same operation later may succeed: lost connections, pool and lock
-    /// timeouts, SQLite busy/locked, PostgreSQL serialization failures, deadlocks and shutdowns.
-    /// Constraint violations, decode errors and bad configuration are not.
-    pub fn is_transient(&self) -> bool {
-        match self {
+impl Classify for StoreError {
+    /// Transient when retrying the same operation later may succeed: lost connections, pool and
+    /// lock timeouts, SQLite busy/locked, PostgreSQL serialization failures, deadlocks and
+    /// shutdowns. Constraint violations, decode errors and bad configuration are permanent.
+    fn transience(&self) -> Transience {
+        Transience::transient_if(match self {
             StoreError::UnsupportedUrl => false,
             StoreError::Migrate(MigrateError::Execute(error) | MigrateError::ExecuteMigration(error, _)) => {
                 is_transient(error)
             }
             StoreError::Migrate(_) => false,
             StoreError::Database(error) => is_transient(error),
-        }
+        })
     }
 }
 

@@ -141,7 +141,7 @@ async fn an_abort_that_times_out_is_called_again_until_it_completes() {
     // of spinning, and the supervisor's restart (the same transactional id) goes on.
     let consumer = consumer(&broker, "txn-loop-abort");
     if let Err(error) = try_commit_one(&mut txn, &consumer, "committed") {
-        assert!(matches!(error, LoopError::Fatal(_)), "{error:?}");
+        assert!(matches!(error, LoopError::Fatal { .. }), "{error:?}");
         drop(txn);
         let mut txn = Transactor::new(
             producer(&broker, "abort-times-out"),
@@ -178,7 +178,7 @@ async fn a_commit_across_a_long_broker_pause_recovers_or_stops_for_a_restart() {
     let started = Instant::now();
     let outcome = frozen(&broker, TRANSACTION_TIMEOUT * 3, || match txn.commit(&consumer) {
         Ok(Some(_)) => Ok("committed"),
-        Err(LoopError::Retriable(_)) => {
+        Err(LoopError::Retriable { .. }) => {
             assert!(txn.is_open(), "a failed commit leaves the transaction to abort");
             txn.abort_and_rewind(&consumer, &[]).map(|_| "aborted")
         }
@@ -191,7 +191,7 @@ async fn a_commit_across_a_long_broker_pause_recovers_or_stops_for_a_restart() {
             assert!(!txn.is_open());
             txn
         }
-        Err(LoopError::Fatal(_)) => {
+        Err(LoopError::Fatal { .. }) => {
             // The supervisor's restart: the same transactional id fences the stuck producer.
             assert!(
                 elapsed < resolve_within * 2 + TRANSACTION_TIMEOUT * 3,
@@ -228,7 +228,7 @@ async fn an_abort_that_never_completes_is_fatal_within_its_bound() {
     let elapsed = started.elapsed();
     broker.resume().unwrap();
     assert!(
-        matches!(aborted, Err(LoopError::Fatal(_))),
+        matches!(aborted, Err(LoopError::Fatal { .. })),
         "abort: {aborted:?} after {elapsed:?}"
     );
     assert!(
@@ -251,7 +251,7 @@ fn a_seek_refused_for_one_partition_is_an_error() {
         &[(TopicPartition::new(TOPIC, 0), Offset::Offset(5))],
         true,
     );
-    assert!(matches!(result, Err(LoopError::Retriable(_))), "{result:?}");
+    assert!(matches!(result, Err(LoopError::Retriable { .. })), "{result:?}");
 }
 
 /// A committed offset is only "nothing committed, start from the beginning" when the answer
@@ -336,7 +336,10 @@ async fn a_rewind_never_turns_an_unreadable_committed_offset_into_the_beginning(
     let rewound = txn.abort_and_rewind(&owner, &[]);
     match &committed[0].1 {
         CommittedOffset::Unknown(_) => {
-            assert!(matches!(rewound, Err(LoopError::Fatal(_))), "rewind: {rewound:?}");
+            assert!(
+                matches!(rewound, Err(LoopError::Fatal { .. })),
+                "rewind: {rewound:?}"
+            );
             let next = owner.poll(Duration::from_secs(2));
             assert!(
                 next.is_none(),
@@ -388,7 +391,7 @@ fn deliveries_that_never_come_are_a_retriable_error_within_the_bound() {
     let started = Instant::now();
     let error = await_deliveries(&producer, Duration::from_millis(200)).unwrap_err();
     assert!(
-        matches!(&error, LoopError::Retriable(reason) if reason.contains("without a delivery report")),
+        matches!(&error, LoopError::Retriable { context, .. } if context.contains("without a delivery report")),
         "{error}"
     );
     assert!(

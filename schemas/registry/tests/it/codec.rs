@@ -8,7 +8,7 @@ use apache_avro::{Schema, from_value, to_value};
 use serde_json::{Value, json};
 use switchboard_schemas::codec::schema_id;
 use switchboard_schemas::topics::{RAW_TWILIO, value_subject};
-use switchboard_schemas::{Codec, RawWebhook};
+use switchboard_schemas::{Classify, Codec, RawWebhook};
 
 use crate::support::{Registry, sample_webhook};
 
