@@ -122,7 +122,10 @@ pub fn measure(run: &Run<'_>) -> anyhow::Result<Steps> {
         if flush {
             producer.flush(CALL_TIMEOUT)?;
         } else {
-            await_deliveries(&producer, CALL_TIMEOUT).map_err(|e| anyhow::anyhow!("{e}"))?;
+            anyhow::ensure!(
+                await_deliveries(&producer, CALL_TIMEOUT),
+                "records without a delivery report after {CALL_TIMEOUT:?}"
+            );
         }
         let produced = step(&mut produce, started);
 

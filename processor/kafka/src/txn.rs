@@ -296,34 +296,33 @@ where
 /// How often [`await_deliveries`] looks at the producer's queue.
 const DELIVERY_CHECK: Duration = Duration::from_millis(1);
 
+/// How long a commit waits for its delivery reports itself before it leaves them to
+/// `commit_transaction` (or, at least once, `flush`): a broker that does not answer then meets
+/// the commit's own timeouts and retries, exactly as without this wait.
+const DELIVERY_WAIT: Duration = Duration::from_secs(1);
+
 /// Waits until every record handed to `producer` has its delivery report (served by the
-/// producer's own polling thread), up to `timeout` (then a retriable error: the caller aborts).
+/// producer's own polling thread), for up to `within`. `true` when nothing is left in flight.
 ///
-/// Not `Producer::flush`: rust-rdkafka's flush (and `commit_transaction`, which calls it) checks
-/// librdkafka's queue, then, while anything is in flight, polls for a whole 100 ms before it
-/// checks again, however soon the last report arrives. Every transaction would commit at least
-/// 100 ms after its last record was sent, whatever the broker's latency (`make bench`'s
-/// `txn-steps` shows the broker's own share: a few milliseconds).
-pub fn await_deliveries<C, P>(producer: &ThreadedProducer<C, P>, timeout: Duration) -> Result<(), LoopError>
+/// An optimization, never a decision: rust-rdkafka's `Producer::flush` (and `commit_transaction`,
+/// which calls it first) checks librdkafka's queue, then, while anything is in flight, polls for a
+/// whole 100 ms before it checks again, however soon the last report arrives. Every transaction
+/// would commit at least 100 ms after its last record was sent, whatever the broker's latency
+/// (`make bench`'s `txn-steps` shows the broker's own share: a few milliseconds). Called first,
+/// this leaves the flush nothing to wait for.
+pub fn await_deliveries<C, P>(producer: &ThreadedProducer<C, P>, within: Duration) -> bool
 where
     C: RdProducerContext<P> + 'static,
     P: rdkafka::producer::Partitioner,
 {
-    let deadline = Instant::now() + timeout;
+    let deadline = Instant::now() + within;
     while producer.in_flight_count() > 0 {
         if Instant::now() >= deadline {
-            return Err(LoopError::Retriable {
-                context: format!(
-                    "{} records without a delivery report after {timeout:?}",
-                    producer.in_flight_count()
-                )
-                .into(),
-                cause: None,
-            });
+            return false;
         }
         std::thread::sleep(DELIVERY_CHECK);
     }
-    Ok(())
+    true
 }
 
 /// Remembers the first delivery failure (at-least-once mode checks it before committing offsets;
@@ -569,7 +568,10 @@ impl Transactor {
                 .map_err(|e| LoopError::fatal(format!("adding the offset of {task}"), e))?;
         }
         if !self.batching.exactly_once {
-            await_deliveries(&self.producer, TXN_CALL_TIMEOUT)?;
+            await_deliveries(&self.producer, DELIVERY_WAIT);
+            self.producer
+                .flush(TXN_CALL_TIMEOUT)
+                .map_err(|e| classify("flushing the producer", e))?;
             if let Some(error) = self.producer.context().take_delivery_error() {
                 return Err(LoopError::retriable("a record was not delivered", error));
             }
@@ -597,9 +599,9 @@ impl Transactor {
             txn.offsets_sent = true;
         }
         // `commit_transaction` flushes first, and rust-rdkafka's flush sleeps in 100 ms polls
-        // while anything is in flight: wait for the delivery reports here instead, so that it
-        // finds nothing to wait for.
-        await_deliveries(&self.producer, TXN_CALL_TIMEOUT)?;
+        // while anything is in flight: wait for the delivery reports here first, so that it
+        // (normally) finds nothing to wait for.
+        await_deliveries(&self.producer, DELIVERY_WAIT);
         self.retrying("commit_transaction", LoopError::fatal, |timeout| {
             self.producer.commit_transaction(timeout)
         })
