@@ -147,8 +147,9 @@ fn http_status(err: &SRCError) -> Option<u16> {
 pub struct Codec {
     encoder: AvroEncoder,
     decoder: AvroDecoder,
-    /// Schema ids registered by this codec, per (topic, schema name): the subject's id.
-    ids: RwLock<HashMap<(String, &'static str), u32>>,
+    /// Schema ids registered by this codec: topic -> schema name -> the subject's id (looked up
+    /// per record without allocating).
+    ids: RwLock<HashMap<String, HashMap<&'static str, u32>>>,
 }
 
 impl fmt::Debug for Codec {
@@ -196,7 +197,9 @@ impl Codec {
             .await
             .map_err(|e| self.registry_failed(e))?;
         let mut ids = self.ids.write().unwrap_or_else(PoisonError::into_inner);
-        ids.insert((topic.to_owned(), def.name), registered.id);
+        ids.entry(topic.to_owned())
+            .or_default()
+            .insert(def.name, registered.id);
         Ok(registered.id)
     }
 
@@ -226,7 +229,7 @@ impl Codec {
 
     fn cached_id(&self, topic: &str, def: &SchemaDef) -> Option<u32> {
         let ids = self.ids.read().unwrap_or_else(PoisonError::into_inner);
-        ids.get(&(topic.to_owned(), def.name)).copied()
+        ids.get(topic)?.get(def.name).copied()
     }
 
     /// Classifies a failed registration and makes sure the converter does not keep it.
