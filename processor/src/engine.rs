@@ -96,6 +96,7 @@ impl Engine {
             commit_interval: config.commit_interval,
             max_records: config.max_batch_records,
             resolve_within: Batching::resolve_within(config.transaction_timeout),
+            wait_for_deliveries: true,
         };
         Ok(Self {
             codec,

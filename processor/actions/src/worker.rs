@@ -193,6 +193,8 @@ impl<'a> Worker<'a> {
             commit_interval: config.commit_interval,
             max_records: config.max_in_flight * 16,
             resolve_within: Batching::resolve_within(config.transaction_timeout),
+            // Not yet: see `Batching::wait_for_deliveries`.
+            wait_for_deliveries: false,
         };
         let state = Arc::new(Mutex::new(State {
             txn: Transactor::new(producer, batching)?,

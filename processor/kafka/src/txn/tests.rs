@@ -46,6 +46,7 @@ fn batching(resolve_within: Duration) -> Batching {
         commit_interval: Duration::from_millis(100),
         max_records: 100,
         resolve_within,
+        wait_for_deliveries: true,
     }
 }
 
