@@ -9,6 +9,7 @@ import os
 import pathlib
 
 import helm_python
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -28,7 +29,7 @@ INGEST_ADMIN_PORT = 9095
 ENV_KEYS = {
     "ingest": {"listen", "kafka_bootstrap", "schema_registry_url", "public_url", "twilio_auth_tokens",
                "twilio_shared_keys", "stripe_webhook_secrets", "calendly_signing_keys"},
-    "processor": {"kafka_bootstrap", "schema_registry_url", "instance_id", "admin_token"},
+    "processor": {"kafka_bootstrap", "schema_registry_url", "instance_id", "admin_token", "state_dir"},
     "sink": {"kafka_bootstrap", "schema_registry_url", "database_url", "api_token"},
     "actions": {"kafka_bootstrap", "schema_registry_url", "instance_id"},
 }
@@ -64,6 +65,19 @@ def workload(docs, component):
     found = find(docs, kind, component)
     assert len(found) == 1, f"one {kind} for {component}, got {len(found)}"
     return found[0]
+
+
+def render(overrides):
+    """The chart rendered for the default values with `overrides`, as a list of manifests."""
+    with helm_python.Chart.load(CHART) as chart:
+        manifests = chart.render(values=overrides, name="switchboard", namespace="switchboard")
+    return [
+        d
+        for template, text in manifests.items()
+        if template.endswith(".yaml")
+        for d in yaml.safe_load_all(text)
+        if d
+    ]
 
 
 def enabled(case, component):
@@ -323,3 +337,135 @@ def test_tracing_sets_the_otel_variables_of_every_service_only_when_an_endpoint_
         assert env["OTEL_SERVICE_NAME"] == f"switchboard-{component}"
         assert env["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
         assert env["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
+
+
+# The processor's state store (issue 14): a volume per pod at STATE_MOUNT, the store in STATE_DIR.
+STATE_MOUNT = "/var/lib/switchboard"
+STATE_DIR = "/var/lib/switchboard/state"
+
+
+def processor_state(docs):
+    """(StatefulSet spec, pod spec, container env by name, the container's mount named "state")."""
+    sts = workload(docs, "processor")
+    pod = sts["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    (mount,) = [m for m in container["volumeMounts"] if m["name"] == "state"]
+    return sts["spec"], pod, env, mount
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_processor_state_is_a_volume_claim_template_per_pod(case):
+    state = values(case)["processor"]["state"]
+    assert state["enabled"] is True
+    spec, pod, env, mount = processor_state(load(case))
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "state"
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == state["size"] == "10Gi"
+    assert "storageClassName" not in claim["spec"], "empty storageClassName: the cluster's default class"
+    # The claim, not a pod volume, backs the mount.
+    assert "state" not in {v["name"] for v in pod["volumes"]}
+    assert mount["mountPath"] == STATE_MOUNT and not mount.get("readOnly")
+    assert env["SWITCHBOARD_STATE_DIR"]["value"] == STATE_DIR
+    assert STATE_DIR.startswith(STATE_MOUNT + "/")
+    # uid 10001 with a read-only root filesystem writes the volume through its fsGroup.
+    sc = pod["securityContext"]
+    assert sc["runAsNonRoot"] is True and sc["fsGroup"] == sc["runAsGroup"] == 10001
+
+
+def test_processor_state_size_and_storage_class_come_from_values():
+    docs = render({"processor": {"state": {"size": "50Gi", "storageClassName": "gp3"}}})
+    kubernetes_validate.validate(workload(docs, "processor"), "1.30.0", strict=True)
+    spec, _, _, _ = processor_state(docs)
+    (claim,) = spec["volumeClaimTemplates"]
+    assert claim["spec"]["resources"]["requests"]["storage"] == "50Gi"
+    assert claim["spec"]["storageClassName"] == "gp3"
+
+
+def test_processor_state_disabled_is_an_empty_dir():
+    docs = render({"processor": {"state": {"enabled": False, "size": "5Gi"}}})
+    # scripts/deploy-check validates the default and production renders; this one here.
+    kubernetes_validate.validate(workload(docs, "processor"), "1.30.0", strict=True)
+    spec, pod, env, mount = processor_state(docs)
+    assert "volumeClaimTemplates" not in spec
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "state"]
+    assert volume["emptyDir"] == {"sizeLimit": "5Gi"}
+    assert mount["mountPath"] == STATE_MOUNT
+    assert env["SWITCHBOARD_STATE_DIR"]["value"] == STATE_DIR
+
+
+def test_only_the_processor_has_a_state_volume():
+    docs = load("production")
+    assert enabled("production", "actions")
+    for component in SERVICES:
+        if component == "processor" or not enabled("production", component):
+            continue
+        spec = workload(docs, component)["spec"]
+        assert "volumeClaimTemplates" not in spec, component
+        (container,) = spec["template"]["spec"]["containers"]
+        assert "SWITCHBOARD_STATE_DIR" not in {e["name"] for e in container["env"]}, component
+
+
+def processor_toml(docs):
+    config = next(c for c in find(docs, "ConfigMap") if c["metadata"]["name"].endswith("-config"))
+    return config["data"]["processor.toml"]
+
+
+def dedup_retention_ms(docs):
+    (topics_cm,) = find(docs, "ConfigMap", "topics")
+    (line,) = [line.split() for line in topics_cm["data"]["topics"].splitlines() if line.startswith("switchboard.processor.dedup ")]
+    (retention,) = [c for c in line if c.startswith("retention.ms=")]
+    return int(retention.removeprefix("retention.ms="))
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_state_cache_and_source_windows_are_the_processors_defaults_unless_set(case):
+    docs = load(case)
+    toml = processor_toml(docs)
+    assert "state_cache" not in toml and "dedup_window_" not in toml
+    # The longest default window (generic, 7d) and dedupWindow (7d).
+    assert dedup_retention_ms(docs) == 7 * 86_400_000
+
+
+def test_state_cache_and_source_windows_reach_the_processor_config():
+    docs = render({"processor": {
+        "dedupWindow": "1d",
+        "dedupWindows": {"twilio": "12h", "stripe": "", "calendly": "3d", "generic": "14d"},
+        "state": {"cache": 268435456},
+    }})
+    toml = processor_toml(docs)
+    assert 'dedup_window = "1d"\n' in toml
+    assert 'dedup_window_twilio = "12h"\n' in toml
+    assert 'dedup_window_calendly = "3d"\n' in toml
+    assert 'dedup_window_generic = "14d"\n' in toml
+    assert "dedup_window_stripe" not in toml
+    assert "state_cache = 268435456\n" in toml
+    # The dedup changelog keeps the longest window: generic's 14 days.
+    assert dedup_retention_ms(docs) == 14 * 86_400_000
+    # Shorter windows everywhere: still the processor's default for stripe (4d), which is unset.
+    short = render({"processor": {"dedupWindow": "1h", "dedupWindows": {
+        "twilio": "1h", "stripe": "", "calendly": "1h", "generic": "1h"}}})
+    assert dedup_retention_ms(short) == 4 * 86_400_000
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"processor": {"state": {"size": "lots"}}},
+        {"processor": {"state": {"cache": -1}}},
+        {"processor": {"state": {"cache": "64MiB"}}},
+        {"processor": {"state": {"sizeLimit": "1Gi"}}},
+        {"processor": {"dedupWindows": {"twilio": "one day"}}},
+        {"processor": {"dedupWindows": {"zoom": "1d"}}},
+    ],
+)
+def test_invalid_state_values_are_rejected_by_the_schema(override):
+    with helm_python.Chart.load(CHART) as chart:
+        # The same keys with valid values pass: the failure below is the value's.
+        chart.validate_schema({"processor": {
+            "state": {"enabled": False, "size": "1.5Gi", "storageClassName": "gp3", "cache": 1 << 28},
+            "dedupWindows": {"twilio": "2d", "stripe": "", "calendly": "36h", "generic": "7d"},
+        }})
+        with pytest.raises(helm_python.HelmValuesError):
+            chart.validate_schema(override)

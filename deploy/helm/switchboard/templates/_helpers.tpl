@@ -320,6 +320,22 @@ affinity:
 {{- mul (atoi $n) $factor }}
 {{- end }}
 
+{{/*
+retention.ms of the dedup changelog: the longest dedup window the processor applies, dedupWindow
+or a per-source window (dedupWindows, else the processor's default for that source: keep these in
+step with processor/src/config.rs), so a store rebuilt from the changelog covers every window.
+*/}}
+{{- define "switchboard.dedupRetentionMs" -}}
+{{- $p := .Values.processor }}
+{{- $defaults := dict "twilio" "1d" "stripe" "4d" "calendly" "2d" "generic" "7d" }}
+{{- $ms := include "switchboard.durationMs" $p.dedupWindow | atoi }}
+{{- range $source, $default := $defaults }}
+{{- $window := default $default (get $p.dedupWindows $source) }}
+{{- $ms = max $ms (include "switchboard.durationMs" $window | atoi) }}
+{{- end }}
+{{- $ms }}
+{{- end }}
+
 {{/* switchboard.retry.<delay>, named as the actions service names it (schemas/src/topics.rs, retry_topic). */}}
 {{- define "switchboard.retryTopic" -}}
 {{- $ms := include "switchboard.durationMs" . | atoi }}
@@ -342,7 +358,7 @@ schemas/src/topics.rs (ALL_TOPICS, COMPACTED_TOPICS) and the services' create_to
 {{ . }} {{ $retained }}
 {{- end }}
 switchboard.call-state {{ $base }} cleanup.policy=compact
-switchboard.processor.dedup {{ $base }} cleanup.policy=compact,delete retention.ms={{ include "switchboard.durationMs" .Values.processor.dedupWindow }}
+switchboard.processor.dedup {{ $base }} cleanup.policy=compact,delete retention.ms={{ include "switchboard.dedupRetentionMs" . }}
 switchboard.dlq.redriven {{ $base }} cleanup.policy=compact
 {{- if .Values.actions.enabled }}
 {{- range .Values.actions.retryDelays }}
