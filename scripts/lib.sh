@@ -79,6 +79,7 @@ start_stack() {
   # Tansu completes a consumer-group join after about half the session timeout: keep it short.
   SWITCHBOARD_ADMIN_LISTEN="127.0.0.1:$processor_port" \
   SWITCHBOARD_INSTANCE_ID="$instance" \
+  SWITCHBOARD_STATE_DIR="${SWITCHBOARD_STATE_DIR:-$dir/state/$instance}" \
   SWITCHBOARD_SESSION_TIMEOUT="6s" \
     start processor "$dir/processor.log" "$bin/switchboard-processor"
   processor_pid="${started_pids[-1]}"

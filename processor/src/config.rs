@@ -9,7 +9,23 @@ use switchboard_kafka::settings::{
     DEFAULT_STALL_TIMEOUT, hostname, validate_endpoints, validate_session_timeout, validate_stall_timeout,
     validate_topic_settings,
 };
-use switchboard_service::config::{ConfigError, duration};
+use switchboard_schemas::Source;
+use switchboard_service::config::{ConfigError, duration, optional_duration};
+
+/// Each source's default dedup window: how long its provider may redeliver an event, with room.
+/// Twilio retries a callback within minutes (connection overrides) and an Event Streams batch for
+/// up to 4 hours: 1 day. Stripe retries for up to 3 days: 4 days. Calendly retries for up to a
+/// day: 2 days. Other senders (Standard Webhooks, GitHub-style) vary; Svix-style schedules run a
+/// day or more and GitHub redelivers by hand within 3 days: 7 days.
+pub fn default_dedup_window(source: Source) -> Duration {
+    const DAY: u64 = 24 * 3600;
+    Duration::from_secs(match source {
+        Source::Twilio => DAY,
+        Source::Stripe => 4 * DAY,
+        Source::Calendly => 2 * DAY,
+        Source::Generic => 7 * DAY,
+    })
+}
 
 pub use switchboard_service::auth::AdminToken;
 
@@ -25,6 +41,12 @@ pub const ENV_KEYS: &[&str] = &[
     "max_batch_records",
     "transaction_timeout",
     "dedup_window",
+    "dedup_window_twilio",
+    "dedup_window_stripe",
+    "dedup_window_calendly",
+    "dedup_window_generic",
+    "state_dir",
+    "state_cache",
     "create_topics",
     "topic_partitions",
     "topic_replication_factor",
@@ -77,9 +99,25 @@ pub struct Config {
     /// doubled). It also bounds librdkafka's delivery timeout for the outputs.
     #[serde(deserialize_with = "duration")]
     pub transaction_timeout: Duration,
-    /// How long a provider event id is remembered for dedup.
-    #[serde(deserialize_with = "duration")]
-    pub dedup_window: Duration,
+    /// How long a provider event id is remembered for dedup, for every source without a window
+    /// of its own below. Unset: each source's default ([`default_dedup_window`]).
+    #[serde(deserialize_with = "optional_duration")]
+    pub dedup_window: Option<Duration>,
+    /// The dedup window of each source (see [`Config::dedup_window_of`]).
+    #[serde(deserialize_with = "optional_duration")]
+    pub dedup_window_twilio: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    pub dedup_window_stripe: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    pub dedup_window_calendly: Option<Duration>,
+    #[serde(deserialize_with = "optional_duration")]
+    pub dedup_window_generic: Option<Duration>,
+    /// Directory of the local state store (the StatefulSet's volume). Losing it is safe: the
+    /// state is restored from the changelog topics, which takes longer.
+    pub state_dir: std::path::PathBuf,
+    /// Cache of the state store, bytes: with the open transaction, what bounds the processor's
+    /// memory for state.
+    pub state_cache: usize,
     pub create_topics: bool,
     /// Partitions of created topics. Must match the raw topics' (state changelogs are
     /// co-partitioned with them).
@@ -117,7 +155,13 @@ impl Default for Config {
             commit_interval: Duration::from_millis(100),
             max_batch_records: 5_000,
             transaction_timeout: Duration::from_secs(10),
-            dedup_window: Duration::from_secs(7 * 24 * 3600),
+            dedup_window: None,
+            dedup_window_twilio: None,
+            dedup_window_stripe: None,
+            dedup_window_calendly: None,
+            dedup_window_generic: None,
+            state_dir: "state".into(),
+            state_cache: 64 << 20,
             create_topics: true,
             topic_partitions: 6,
             topic_replication_factor: 1,
@@ -168,8 +212,25 @@ impl Config {
         if self.max_batch_records == 0 {
             return Err(ConfigError::invalid("max_batch_records", "must be at least 1"));
         }
-        if self.dedup_window < Duration::from_secs(60) {
-            return Err(ConfigError::invalid("dedup_window", "must be at least 1m"));
+        for (key, window) in [
+            ("dedup_window", self.dedup_window),
+            ("dedup_window_twilio", self.dedup_window_twilio),
+            ("dedup_window_stripe", self.dedup_window_stripe),
+            ("dedup_window_calendly", self.dedup_window_calendly),
+            ("dedup_window_generic", self.dedup_window_generic),
+        ] {
+            if window.is_some_and(|w| w < Duration::from_secs(60)) {
+                return Err(ConfigError::invalid(key, "must be at least 1m"));
+            }
+        }
+        if self.state_cache < 1 << 20 {
+            return Err(ConfigError::invalid(
+                "state_cache",
+                "must be at least 1 MiB (1048576)",
+            ));
+        }
+        if self.state_dir.as_os_str().is_empty() {
+            return Err(ConfigError::invalid("state_dir", "must not be empty"));
         }
         validate_session_timeout(self.session_timeout)?;
         validate_stall_timeout(self.stall_timeout)?;
@@ -189,6 +250,39 @@ impl Config {
     }
 
     /// This instance's stable id (validated configs always have one).
+    /// How long `source`'s event ids are remembered: its own key, else `dedup_window`, else its
+    /// default.
+    pub fn dedup_window_of(&self, source: Source) -> Duration {
+        let own = match source {
+            Source::Twilio => self.dedup_window_twilio,
+            Source::Stripe => self.dedup_window_stripe,
+            Source::Calendly => self.dedup_window_calendly,
+            Source::Generic => self.dedup_window_generic,
+        };
+        own.or(self.dedup_window)
+            .unwrap_or_else(|| default_dedup_window(source))
+    }
+
+    /// The longest dedup window of any source: how long the dedup changelog keeps entries.
+    pub fn longest_dedup_window(&self) -> Duration {
+        Source::ALL
+            .into_iter()
+            .map(|source| self.dedup_window_of(source))
+            .max()
+            .expect("there are sources")
+    }
+
+    /// The dedup window of the raw topic `topic`'s source (the longest for a topic of no source).
+    pub fn dedup_window_of_topic(&self, topic: &str) -> Duration {
+        Source::ALL
+            .into_iter()
+            .find(|source| source.raw_topic() == topic)
+            .map_or_else(
+                || self.longest_dedup_window(),
+                |source| self.dedup_window_of(source),
+            )
+    }
+
     pub fn instance_id(&self) -> &str {
         self.instance_id.as_deref().unwrap_or("switchboard-processor")
     }
@@ -227,9 +321,38 @@ mod tests {
         assert_eq!(config.commit_interval, Duration::from_millis(100));
         assert_eq!(config.processing_guarantee, Guarantee::ExactlyOnce);
         assert_eq!(config.transactional_id(), "switchboard-processor-p-0");
-        assert_eq!(config.dedup_window, Duration::from_secs(604_800));
+        assert_eq!(
+            config.dedup_window_of(Source::Twilio),
+            Duration::from_secs(86_400)
+        );
+        assert_eq!(
+            config.dedup_window_of(Source::Stripe),
+            Duration::from_secs(4 * 86_400)
+        );
+        assert_eq!(config.longest_dedup_window(), Duration::from_secs(604_800));
+        assert_eq!(config.state_cache, 64 << 20);
         assert_eq!(config.admin_listen.port(), 9090);
         assert_eq!(config.stall_timeout, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_source_window_wins_over_dedup_window_which_wins_over_the_defaults() {
+        let config =
+            config("instance_id = \"p-0\"\ndedup_window = \"3d\"\ndedup_window_stripe = \"5d\"").unwrap();
+        assert_eq!(
+            config.dedup_window_of(Source::Stripe),
+            Duration::from_secs(5 * 86_400)
+        );
+        assert_eq!(
+            config.dedup_window_of(Source::Twilio),
+            Duration::from_secs(3 * 86_400)
+        );
+        assert_eq!(
+            config.dedup_window_of_topic("switchboard.raw.calendly"),
+            Duration::from_secs(3 * 86_400)
+        );
+        assert_eq!(config.longest_dedup_window(), Duration::from_secs(5 * 86_400));
+        assert!(self::config("instance_id = \"p-0\"\ndedup_window_twilio = \"30s\"").is_err());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use tokio::runtime::Handle;
 use crate::config::{Config, Guarantee};
 use crate::metrics;
 use crate::normalize::{self, Poison, PoisonClass};
-use crate::state::Stores;
+use crate::state::{Db, StoreError, Stores};
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
 pub(crate) use switchboard_kafka::txn::LoopError;
@@ -45,6 +45,11 @@ pub(crate) enum RecordFailure {
     Loop(LoopError),
 }
 
+/// A state store read failed: fatal (see [`crate::state::StoreError`]).
+fn store_failure(error: StoreError) -> RecordFailure {
+    RecordFailure::Loop(LoopError::fatal("reading the state store", error))
+}
+
 impl From<LoopError> for RecordFailure {
     fn from(error: LoopError) -> Self {
         RecordFailure::Loop(error)
@@ -62,10 +67,17 @@ pub(crate) struct Engine {
     topology: Topology,
     /// Ingest's `received_at` of the domain events the open transaction holds (event age).
     received: Vec<i64>,
-    /// Tasks assigned but not yet restored (paused until they are).
+    /// Tasks assigned but not yet restored (paused until they are), and not being restored.
     pub(crate) to_restore: Vec<TopicPartition>,
+    /// The restore running on the restore thread, if any.
+    pub(crate) restoring: Option<crate::runner::Restoring>,
+    /// Bumped by every rebalance: a restore started under an older one finds its tasks
+    /// reassigned (and queued again) or gone.
+    pub(crate) generation: u64,
     /// After a restore was deferred: when to try again, and the backoff that led there.
     pub(crate) restore_retry: Option<(std::time::Instant, Duration)>,
+    /// Restores that failed in a row.
+    pub(crate) restore_failures: u32,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
     pub(crate) failure: Option<LoopError>,
     /// Tracing: the consumer group named on record spans, whether records start new traces
@@ -73,7 +85,16 @@ pub(crate) struct Engine {
     trace_group: String,
     trace_relink: bool,
     trace_links: Vec<opentelemetry::trace::SpanContext>,
+    /// Fault injection for the tests ([`FAULT_ABORT_BEFORE_STORE_WRITE`]): transactions left to
+    /// commit before the process aborts between a Kafka commit and its store write.
+    abort_before_store_write: Option<u64>,
 }
+
+/// Test hook: `SWITCHBOARD_FAULT_ABORT_BEFORE_STORE_WRITE=N` makes the process abort (as a
+/// SIGKILL would) right after its Nth transaction has committed in Kafka, before that
+/// transaction's state reaches the store: the crash the checkpoints must survive. Read once at
+/// start; never set it outside tests.
+pub const FAULT_ABORT_BEFORE_STORE_WRITE: &str = "SWITCHBOARD_FAULT_ABORT_BEFORE_STORE_WRITE";
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -90,6 +111,7 @@ impl Engine {
         runtime: Handle,
         producer: ThreadedProducer<ProducerContext>,
         topology: Topology,
+        db: Db,
     ) -> Result<Self, LoopError> {
         let batching = Batching {
             exactly_once: config.processing_guarantee == Guarantee::ExactlyOnce,
@@ -102,15 +124,21 @@ impl Engine {
             codec,
             runtime,
             txn: Transactor::new(producer, batching)?,
-            stores: Stores::default(),
+            stores: Stores::new(db),
             topology,
             received: Vec::new(),
             to_restore: Vec::new(),
+            restoring: None,
+            generation: 0,
             restore_retry: None,
+            restore_failures: 0,
             failure: None,
             trace_group: config.group_id.clone(),
             trace_relink: false,
             trace_links: Vec::new(),
+            abort_before_store_write: std::env::var(FAULT_ABORT_BEFORE_STORE_WRITE)
+                .ok()
+                .and_then(|n| n.parse().ok()),
         })
     }
 
@@ -198,22 +226,23 @@ impl Engine {
         if !select(&raw) {
             return Ok(Processed::Skipped);
         }
-        if self.stores.seen(task, &raw.event_id) {
+        if self.stores.seen(task, &raw.event_id).map_err(store_failure)? {
             metrics::counter_duplicate(&raw.source);
             return Ok(Processed::Duplicate);
         }
         let event = normalize::normalize(&raw).map_err(RecordFailure::Poison)?;
         self.emit(&event, &raw)?;
+        let now = now_millis();
         if let DomainEvent::Call(call) = &event
             && self.topology.call_state()
         {
-            let current = self.stores.call(task, &call.call_sid).cloned();
+            let current = self.stores.call(task, &call.call_sid).map_err(store_failure)?;
             if let Some(next) = call_state::apply(current.as_ref(), call) {
                 self.emit_call_state(task, message.offset(), &next)?;
-                self.stores.put_call(task, next);
+                self.stores.put_call(task, next, now);
             }
         }
-        let seen_at = now_millis();
+        let seen_at = now;
         self.emit_dedup(task, message.offset(), &raw, seen_at)?;
         self.stores.mark_seen(task, &raw.event_id, seen_at);
         self.received.push(raw.received_at);
@@ -383,7 +412,7 @@ impl Engine {
         let span = self.transaction_span();
         let _entered = span.as_ref().map(tracing::Span::enter);
         if let Some(committed) = self.txn.commit(consumer)? {
-            self.stores.commit();
+            self.store_committed(&committed)?;
             metrics::commit(committed.elapsed, committed.records);
             metrics::event_ages(&std::mem::take(&mut self.received));
         }
@@ -400,7 +429,11 @@ impl Engine {
         self.received.clear();
         self.stores.abort();
         self.trace_links.clear();
-        if self.txn.abort_and_rewind(consumer, &self.to_restore)? {
+        let mut not_started = self.to_restore.clone();
+        if let Some(restoring) = &self.restoring {
+            not_started.extend(restoring.tasks().cloned());
+        }
+        if self.txn.abort_and_rewind(consumer, &not_started)? {
             metrics::aborted();
         }
         Ok(())
@@ -417,22 +450,49 @@ impl Engine {
         let span = self.transaction_span();
         let _entered = span.as_ref().map(tracing::Span::enter);
         let revoke = self.txn.finish_before_revoke(consumer, revoked);
+        let mut failure = revoke.failure;
         match revoke.committed {
             Some(committed) => {
-                self.stores.commit();
+                if let Err(error) = self.store_committed(&committed) {
+                    failure.get_or_insert(error);
+                }
                 metrics::commit(committed.elapsed, committed.records);
                 metrics::event_ages(&self.received);
             }
             None => self.stores.abort(),
         }
         self.received.clear();
-        if let Some(failure) = revoke.failure {
+        if let Some(failure) = failure {
             self.failure = Some(failure);
         }
         for task in revoked {
             self.stores.remove(task);
             self.to_restore.retain(|t| t != task);
         }
+        self.generation += 1;
+    }
+
+    /// Writes what a transaction that committed in Kafka changed to the state store, with the
+    /// new checkpoints. A failure is fatal: the store is left behind Kafka (never ahead), and a
+    /// restart brings it up to date from the changelogs.
+    fn store_committed(&mut self, committed: &switchboard_kafka::txn::Committed) -> Result<(), LoopError> {
+        if let Some(left) = &mut self.abort_before_store_write {
+            *left = left.saturating_sub(1);
+            if *left == 0 {
+                tracing::error!(
+                    "{FAULT_ABORT_BEFORE_STORE_WRITE}: aborting between the Kafka commit and the store write"
+                );
+                std::process::abort();
+            }
+        }
+        let delivered = self.txn.take_delivered();
+        let changelogs = (
+            self.topology.topic(topics::DEDUP_CHANGELOG),
+            self.topology.topic(topics::CALL_STATE),
+        );
+        self.stores
+            .commit(&committed.offsets, &delivered, (&changelogs.0, &changelogs.1))
+            .map_err(|e| LoopError::fatal("writing a committed transaction to the state store", e))
     }
 
     /// The span of the commit of the open transaction, linked to its sampled records' spans.

@@ -73,7 +73,7 @@ pub(crate) async fn create_topics(config: &Config) -> Result<(), KafkaError> {
 
 /// Creates the output topics of `topology` when missing, configured like the live ones.
 pub(crate) async fn create_output_topics(config: &Config, topology: &Topology) -> Result<(), KafkaError> {
-    let retention = config.dedup_window.as_millis().to_string();
+    let retention = config.longest_dedup_window().as_millis().to_string();
     let replication = || TopicReplication::Fixed(config.topic_replication_factor);
     let partitions = config.topic_partitions;
     let call_state = topology.topic(topics::CALL_STATE);

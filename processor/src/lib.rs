@@ -17,6 +17,7 @@
 pub mod config;
 pub mod dlq;
 mod engine;
+pub use engine::FAULT_ABORT_BEFORE_STORE_WRITE;
 mod kafka;
 pub mod metrics;
 pub mod normalize;

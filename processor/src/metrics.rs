@@ -25,8 +25,18 @@ pub const DEDUP_ENTRIES: &str = "switchboard_processor_dedup_entries";
 /// to the end of the commit, seconds.
 pub const EVENT_AGE_SECONDS: &str = "switchboard_processor_event_age_seconds";
 /// Restores of assigned partitions put off (the partition stays paused), by `reason`
-/// (offset_unknown, not_started, restore_failed).
+/// (offset_unknown, not_started, restore_failed: a restore that failed and is retried).
 pub const RESTORE_DEFERRED: &str = "switchboard_processor_restore_deferred_total";
+
+/// Changelog entries applied by restores.
+pub const RESTORED_ENTRIES: &str = "switchboard_processor_restored_entries_total";
+/// Duration of restores (on the restore thread), seconds.
+pub const RESTORE_SECONDS: &str = "switchboard_processor_restore_seconds";
+
+pub(crate) fn restored(entries: u64, elapsed: std::time::Duration) {
+    metrics::counter!(RESTORED_ENTRIES).increment(entries);
+    metrics::histogram!(RESTORE_SECONDS).record(elapsed.as_secs_f64());
+}
 
 pub(crate) fn counter_consumed(topic: &str) {
     metrics::counter!(CONSUMED, "topic" => topic.to_owned()).increment(1);

@@ -45,6 +45,7 @@ use crate::config::{Config, Guarantee};
 use crate::engine::{Engine, Processed};
 use crate::kafka;
 use crate::restore;
+use crate::state::Db;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
 use switchboard_kafka::end::EndOffsets;
@@ -255,12 +256,16 @@ pub fn run_with_progress(
         let mut producer = kafka::producer_config(&replay_config);
         producer.set("transactional.id", &group);
         let producer = producer.create_with_context(ProducerContext::default())?;
+        // The replay's own copy of the state it restores, in a temporary store: bounded memory
+        // however large the range, deleted when the replay ends.
+        let db = Db::temporary(config.state_cache, &group)?;
         Some(Engine::new(
             &replay_config,
             Arc::clone(&codec),
             runtime.clone(),
             producer,
             topology.clone(),
+            db,
         )?)
     };
     if let Some(engine) = &mut engine {
@@ -487,16 +492,33 @@ fn restore_state(
         Some(Offset::Offset(offset)) => Some(offset),
         _ => None,
     };
-    let cutoff = now_millis() - config.dedup_window.as_millis() as i64;
+    let mut jobs = Vec::new();
     for task in ranges.keys() {
         let committed = [Some(&own), processor.as_ref()]
             .into_iter()
             .flatten()
             .filter_map(|l| offset_in(l, task))
             .max();
-        let state = restore::restore(config, engine.topology(), codec, runtime, task, committed, cutoff)
-            .with_context(|| format!("restoring the state of {task}"))?;
-        engine.stores.install(task.clone(), state);
+        if let Some(committed) = committed {
+            jobs.push(restore::TaskRestore {
+                task: task.clone(),
+                committed,
+                from: None,
+                cutoff_millis: now_millis() - config.dedup_window_of_topic(&task.topic).as_millis() as i64,
+            });
+        }
+    }
+    restore::restore(
+        config,
+        &engine.topology().clone(),
+        codec,
+        runtime,
+        engine.stores.db(),
+        &jobs,
+    )
+    .context("restoring the state of the replayed partitions")?;
+    for task in ranges.keys() {
+        engine.stores.install(task.clone());
     }
     Ok(())
 }

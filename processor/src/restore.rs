@@ -7,6 +7,7 @@
 //! of aborted transactions (Tansu). Without the filter, a crash mid-transaction could leave an
 //! aborted dedup entry that makes the retried record look like a duplicate: a lost event.
 
+use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -21,16 +22,16 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::kafka;
-use crate::state::PartitionState;
+use crate::state::{Changes, Checkpoint, Db, StoreError};
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
 use switchboard_kafka::end::{Budget, EndReader, Read, ReadError, Targets};
-use switchboard_kafka::txn::BACKOFF_START;
+use switchboard_kafka::txn::{BACKOFF_START, now_millis};
 use switchboard_schemas::headers;
 
-/// How long restoring one changelog partition may take before the processor gives up (and the
-/// orchestrator restarts it).
-const RESTORE_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long reading a changelog partition may go without a record before its end before the
+/// restore fails (and is retried; see the runner).
+const RESTORE_STALL: Duration = Duration::from_secs(60);
 const METADATA_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one restore waits, in place, for a schema registry that cannot serve a changelog
 /// entry's schema (retrying the entry with backoff) before it fails and the loop retries the
@@ -62,76 +63,226 @@ fn origin<'a>(message: &'a BorrowedMessage<'_>) -> Option<Origin<'a>> {
     })
 }
 
-/// Restores `task` from the changelogs of `topology`, where the raw partition's committed offset
-/// is `committed` (`None`: nothing committed yet, so no changelog entry can be committed either).
+/// One task to restore, and from where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TaskRestore {
+    pub(crate) task: TopicPartition,
+    /// The raw partition's committed offset: entries of records below it count.
+    pub(crate) committed: i64,
+    /// The checkpoint the stored state reflects: only entries of records at or above its `raw`
+    /// are read, from its changelog positions. `None`: the state is rebuilt from the beginning of
+    /// the changelogs (the task's stored state is deleted first).
+    pub(crate) from: Option<Checkpoint>,
+    /// Dedup entries first seen before this (ms) have left the dedup window.
+    pub(crate) cutoff_millis: i64,
+}
+
+/// What a task needs before its records may be processed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Plan {
+    /// Its stored state is exactly that of its committed offset (or nothing is committed).
+    Ready,
+    /// Its stored state must be brought up to its committed offset.
+    Restore(TaskRestore),
+}
+
+/// Decides what `task` needs, from its checkpoint and its committed offset (`None`: nothing
+/// committed). A checkpoint past the committed offset (the group was rewound with `reset`, or
+/// the topics were recreated) claims state the changelog no longer backs: the task is rebuilt.
+pub(crate) fn plan(
+    db: &Db,
+    task: &TopicPartition,
+    committed: Option<i64>,
+    cutoff_millis: i64,
+) -> Result<Plan, StoreError> {
+    let checkpoint = db.checkpoint(task)?;
+    let Some(committed) = committed else {
+        // No changelog entry can be committed either.
+        if checkpoint.is_some() {
+            db.wipe(task)?;
+        }
+        return Ok(Plan::Ready);
+    };
+    let from = match checkpoint {
+        Some(checkpoint) if checkpoint.raw == committed => return Ok(Plan::Ready),
+        Some(checkpoint) if checkpoint.raw < committed => Some(checkpoint),
+        _ => None,
+    };
+    Ok(Plan::Restore(TaskRestore {
+        task: task.clone(),
+        committed,
+        from,
+        cutoff_millis,
+    }))
+}
+
+/// Changes read but not yet written to the store, per task; written every [`FLUSH_EVERY`].
+const FLUSH_EVERY: usize = 10_000;
+
+/// What a restore did.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Restored {
+    /// Changelog entries applied.
+    pub(crate) entries: u64,
+    /// Changelog records read.
+    pub(crate) read: u64,
+}
+
+/// Brings the stored state of `tasks` up to their committed offsets from the changelogs of
+/// `topology`, reading each changelog partition once for every task of that partition number
+/// (the raw topics are co-partitioned with the changelogs), and writes each task's new
+/// checkpoint. Blocking: runs on the restore thread, while the processing loop goes on polling.
 pub(crate) fn restore(
     config: &Config,
     topology: &Topology,
     codec: &Codec,
     runtime: &Handle,
-    task: &TopicPartition,
-    committed: Option<i64>,
-    dedup_cutoff_millis: i64,
-) -> anyhow::Result<PartitionState> {
-    let mut state = PartitionState::default();
-    let Some(committed) = committed else {
-        return Ok(state);
-    };
-    let counts = |origin: &Origin<'_>| {
-        origin.topic == task.topic && origin.partition == task.partition && origin.offset < committed
-    };
-
-    read_partition(
-        config,
-        &topology.topic(topics::DEDUP_CHANGELOG),
-        task.partition,
-        Offset::Beginning,
-        |message| {
-            if !origin(message).is_some_and(|o| counts(&o)) {
-                return Ok(());
-            }
-            let (Some(key), Some(value)) = (message.key(), message.payload()) else {
-                return Ok(());
-            };
-            let Some(event_id) = std::str::from_utf8(key)
-                .ok()
-                .and_then(|k| k.split_once(':'))
-                .map(|(_, id)| id)
-            else {
-                return Ok(());
-            };
-            let seen_at: i64 = std::str::from_utf8(value)
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or_default();
-            if seen_at >= dedup_cutoff_millis {
-                state.dedup.insert(event_id.to_owned(), seen_at);
+    db: &Db,
+    tasks: &[TaskRestore],
+) -> anyhow::Result<Restored> {
+    let mut restored = Restored::default();
+    for task in tasks.iter().filter(|t| t.from.is_none()) {
+        db.wipe(&task.task)?;
+    }
+    let mut partitions: BTreeMap<i32, Vec<&TaskRestore>> = BTreeMap::new();
+    for task in tasks {
+        partitions.entry(task.task.partition).or_default().push(task);
+    }
+    for (partition, group) in partitions {
+        let find = |origin: &Origin<'_>| {
+            group.iter().copied().find(|t| {
+                t.task.topic == origin.topic
+                    && t.task.partition == origin.partition
+                    && origin.offset >= t.from.map_or(0, |c| c.raw)
+                    && origin.offset < t.committed
+            })
+        };
+        let mut pending: BTreeMap<TopicPartition, Changes> = BTreeMap::new();
+        let mut buffered = 0;
+        let flush = |pending: &mut BTreeMap<TopicPartition, Changes>| -> anyhow::Result<()> {
+            for (task, changes) in std::mem::take(pending) {
+                db.apply_restored(&task, &changes)?;
             }
             Ok(())
-        },
-    )?;
+        };
 
-    if topology.call_state() && task.topic == switchboard_schemas::Source::Twilio.raw_topic() {
-        read_partition(
+        let start = group
+            .iter()
+            .map(|t| {
+                t.from
+                    .map_or(Offset::Beginning, |c| Offset::Offset(c.dedup_changelog))
+            })
+            .min_by_key(|offset| match offset {
+                Offset::Offset(offset) => *offset,
+                _ => -1,
+            })
+            .unwrap_or(Offset::Beginning);
+        let dedup_end = read_partition(
             config,
-            &topology.topic(topics::CALL_STATE),
-            task.partition,
-            Offset::Beginning,
+            &topology.topic(topics::DEDUP_CHANGELOG),
+            partition,
+            start,
             |message| {
-                if !origin(message).is_some_and(|o| counts(&o)) {
-                    return Ok(());
-                }
-                let Some(value) = message.payload() else {
+                restored.read += 1;
+                let Some(task) = origin(message).and_then(|o| find(&o)) else {
                     return Ok(());
                 };
-                let call = decode_call_state(codec, runtime, value)?;
-                // Later offsets are later states of the same call.
-                state.calls.insert(call.call_sid.clone(), call);
+                let (Some(key), Some(value)) = (message.key(), message.payload()) else {
+                    return Ok(());
+                };
+                let Some(event_id) = std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|k| k.split_once(':'))
+                    .map(|(_, id)| id)
+                else {
+                    return Ok(());
+                };
+                let seen_at: i64 = std::str::from_utf8(value)
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default();
+                if seen_at >= task.cutoff_millis {
+                    pending
+                        .entry(task.task.clone())
+                        .or_default()
+                        .dedup
+                        .insert(event_id.to_owned(), seen_at);
+                    restored.entries += 1;
+                    buffered += 1;
+                    if buffered >= FLUSH_EVERY {
+                        buffered = 0;
+                        flush(&mut pending)?;
+                    }
+                }
                 Ok(())
             },
         )?;
+        flush(&mut pending)?;
+
+        let twilio = group
+            .iter()
+            .copied()
+            .find(|t| t.task.topic == switchboard_schemas::Source::Twilio.raw_topic());
+        let mut call_end = None;
+        if let Some(twilio) = twilio.filter(|_| topology.call_state()) {
+            let start = twilio
+                .from
+                .map_or(Offset::Beginning, |c| Offset::Offset(c.call_changelog));
+            buffered = 0;
+            call_end = Some(read_partition(
+                config,
+                &topology.topic(topics::CALL_STATE),
+                partition,
+                start,
+                |message| {
+                    restored.read += 1;
+                    if origin(message)
+                        .and_then(|o| find(&o))
+                        .is_none_or(|t| t.task != twilio.task)
+                    {
+                        return Ok(());
+                    }
+                    let Some(value) = message.payload() else {
+                        return Ok(());
+                    };
+                    let call = decode_call_state(codec, runtime, value)?;
+                    let written_at = message.timestamp().to_millis().unwrap_or_else(now_millis);
+                    if written_at < twilio.cutoff_millis {
+                        return Ok(());
+                    }
+                    // Later offsets are later states of the same call.
+                    pending
+                        .entry(twilio.task.clone())
+                        .or_default()
+                        .calls
+                        .insert(call.call_sid.clone(), (call, written_at));
+                    restored.entries += 1;
+                    buffered += 1;
+                    if buffered >= FLUSH_EVERY {
+                        buffered = 0;
+                        flush(&mut pending)?;
+                    }
+                    Ok(())
+                },
+            )?);
+            flush(&mut pending)?;
+        }
+
+        for task in group {
+            let previous = task.from;
+            db.finish_restore(
+                &task.task,
+                Checkpoint {
+                    raw: task.committed,
+                    dedup_changelog: dedup_end,
+                    call_changelog: call_end
+                        .or(previous.map(|c| c.call_changelog))
+                        .unwrap_or_default(),
+                },
+            )?;
+        }
     }
-    Ok(state)
+    Ok(restored)
 }
 
 /// Decodes a call-state changelog entry, retrying it while the registry cannot serve its schema
@@ -153,8 +304,10 @@ fn decode_call_state(codec: &Codec, runtime: &Handle, value: &[u8]) -> anyhow::R
     }
 }
 
-/// Reads one partition of `topic` from `from` (the beginning, outside tests) to the end it had
-/// when the read started ([`switchboard_kafka::end`]: on the dev broker, past its reported end).
+/// Reads one partition of `topic` from `from` to the end it had when the read started
+/// ([`switchboard_kafka::end`]: on the dev broker, past its reported end). Returns where a later
+/// read may resume: an offset no record appended after this read can lie below (the partition's
+/// reported end, or past the last record read).
 ///
 /// If retention removes the segment being read (the position falls below the log's start), the
 /// read starts over from the earliest record, with a warning: the entries removed are gone
@@ -167,25 +320,29 @@ pub(crate) fn read_partition(
     partition: i32,
     from: Offset,
     mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i64> {
     let reader = EndReader::new(
         kafka::reader_config(config).set("auto.offset.reset", "error"),
         METADATA_TIMEOUT,
     )?;
     let (low, high) = reader.watermarks(topic, partition, METADATA_TIMEOUT)?;
     if high <= low {
-        return Ok(());
+        return Ok(high.max(0));
     }
+    let mut resume = high;
     let read = Read {
         spans: [((topic.to_owned(), partition), (from, high))].into(),
         targets: Targets::Reported,
         poll: Duration::from_millis(200),
         grace: None,
-        budget: Budget::Until(Instant::now() + RESTORE_TIMEOUT),
+        budget: Budget::Stall(RESTORE_STALL),
     };
     let result: anyhow::Result<()> = reader.read(read, |polled| {
         match polled {
-            Ok(message) => each(message)?,
+            Ok(message) => {
+                resume = resume.max(message.offset() + 1);
+                each(message)?
+            }
             Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset)) => {
                 tracing::warn!(
                     topic,
@@ -202,9 +359,9 @@ pub(crate) fn read_partition(
     });
     match result {
         Err(error) if matches!(error.downcast_ref::<ReadError>(), Some(ReadError::OutOfTime)) => {
-            anyhow::bail!("restoring {topic}[{partition}] took longer than {RESTORE_TIMEOUT:?}")
+            anyhow::bail!("restoring {topic}[{partition}]: no record for {RESTORE_STALL:?} before the end")
         }
-        result => result,
+        result => result.map(|()| resume),
     }
 }
 

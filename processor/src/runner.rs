@@ -16,13 +16,16 @@ use tokio::runtime::Handle;
 
 use crate::config::Config;
 use crate::engine::Engine;
+use crate::restore::{self, Plan, TaskRestore};
+use crate::state::Db;
 use crate::topology::Topology;
-use crate::{kafka, metrics, restore};
+use crate::{kafka, metrics};
 use switchboard_kafka::Health;
 use switchboard_kafka::txn::{
     self, BACKOFF_MAX, BACKOFF_START, CommittedOffset, LoopError, ProducerContext, Recovery, now_millis,
 };
 use switchboard_kafka::{TopicPartition, topic_partitions};
+use switchboard_schemas::topics;
 use switchboard_service::telemetry::chain;
 
 /// How often lag and the dedup window are refreshed.
@@ -73,6 +76,7 @@ impl ConsumerContext for RebalanceContext {
                 let mut engine = lock(&self.engine);
                 engine.to_restore.extend(assigned);
                 engine.restore_retry = None;
+                engine.generation += 1;
             }
             Rebalance::Revoke(_) => {}
             Rebalance::Error(error) => tracing::warn!(%error, "rebalance error"),
@@ -88,13 +92,23 @@ pub(crate) fn run(
     shutdown: Arc<AtomicBool>,
     health: Arc<Health>,
 ) -> anyhow::Result<()> {
-    let producer = kafka::producer_config(&config).create_with_context(ProducerContext::default())?;
+    let topology = Topology::live();
+    let db = Db::open(
+        &config.state_dir,
+        config.state_cache,
+        &store_owner(&config, &topology),
+    )?;
+    let producer = kafka::producer_config(&config).create_with_context(ProducerContext::watching(vec![
+        topology.topic(topics::DEDUP_CHANGELOG),
+        topology.topic(topics::CALL_STATE),
+    ]))?;
     let engine = Engine::new(
         &config,
         Arc::clone(&codec),
         runtime.clone(),
         producer,
-        Topology::live(),
+        topology,
+        db,
     )?;
     let engine = Arc::new(Mutex::new(engine));
     let consumer: BaseConsumer<RebalanceContext> =
@@ -102,7 +116,7 @@ pub(crate) fn run(
             engine: Arc::clone(&engine),
         })?;
     consumer.subscribe(&kafka::raw_topics())?;
-    tracing::info!(transactional_id = %config.transactional_id(), guarantee = ?config.processing_guarantee, "processor started");
+    tracing::info!(transactional_id = %config.transactional_id(), guarantee = ?config.processing_guarantee, state_dir = %config.state_dir.display(), "processor started");
 
     let mut recovery = Recovery::new(BACKOFF_START, BACKOFF_MAX);
     let mut last_housekeeping = Instant::now();
@@ -115,7 +129,7 @@ pub(crate) fn run(
         let polled = consumer.poll(timeout);
         health.ready.store(true, Ordering::Relaxed);
 
-        let step = step(&config, &codec, &runtime, &engine, &consumer, polled);
+        let step = step(&config, &codec, &runtime, &engine, &consumer, &health, polled);
         if let Err(fatal) = recovery.after(step, || lock(&engine).abort_and_rewind(&consumer)) {
             break Err(anyhow::Error::from(fatal));
         }
@@ -133,33 +147,46 @@ pub(crate) fn run(
     result
 }
 
-/// One iteration: restore newly assigned tasks, process the polled record, commit when due (an
-/// empty poll with records waiting means caught up).
+/// Who a state store belongs to: a store of another group, topology or cluster describes other
+/// offsets.
+fn store_owner(config: &Config, topology: &Topology) -> String {
+    format!(
+        "group={} topology={} bootstrap={}",
+        config.group_id,
+        topology.topic(""),
+        config.kafka_bootstrap
+    )
+}
+
+/// One iteration: take over a finished restore, start restoring newly assigned tasks, process
+/// the polled record, commit when due (an empty poll with records waiting means caught up).
 fn step(
-    config: &Config,
-    codec: &Codec,
+    config: &Arc<Config>,
+    codec: &Arc<Codec>,
     runtime: &Handle,
     engine: &Mutex<Engine>,
     consumer: &BaseConsumer<RebalanceContext>,
+    health: &Health,
     polled: Option<Result<rdkafka::message::BorrowedMessage<'_>, KafkaError>>,
 ) -> Result<(), LoopError> {
     let mut engine = lock(engine);
     if let Some(failure) = engine.failure.take() {
         return Err(failure);
     }
-    if !engine.to_restore.is_empty() {
-        restore_assigned(config, codec, runtime, &mut engine, consumer)?;
+    finish_restore(&mut engine, consumer, health)?;
+    if !engine.to_restore.is_empty() && engine.restoring.is_none() {
+        start_restore(config, codec, runtime, &mut engine, consumer, health)?;
     }
     let caught_up = polled.is_none();
     match polled {
         Some(Ok(message)) => {
             let task = TopicPartition::new(message.topic(), message.partition());
-            if engine.to_restore.contains(&task) {
+            if engine.stores.is_installed(&task) {
+                engine.process(&message)?;
+            } else {
                 // Read before its pause took effect: its restore seeks back to the committed
                 // offset, so the record is read again then.
                 tracing::debug!(%task, offset = message.offset(), "record of a partition not restored yet; read again later");
-            } else {
-                engine.process(&message)?;
             }
         }
         Some(Err(error)) => tracing::warn!(%error, "consumer error"),
@@ -171,18 +198,49 @@ fn step(
     Ok(())
 }
 
-/// Restores the state of newly assigned partitions and positions each at the committed offset
-/// its state was restored from, then resumes it. A partition whose committed offset cannot be
-/// read (an error, an unstable offset held by another producer's open transaction), whose
-/// position cannot be set yet, or whose state does not restore stays paused and pending: it is
-/// tried again after a backoff, said in a WARN and counted, and never started from the beginning
-/// with empty state (which would emit its records a second time).
-fn restore_assigned(
-    config: &Config,
-    codec: &Codec,
+/// A restore running on its own thread while the loop goes on polling (so the group keeps the
+/// member, and the other partitions are processed).
+pub(crate) struct Restoring {
+    generation: u64,
+    tasks: Vec<TaskRestore>,
+    started: Instant,
+    thread: std::thread::JoinHandle<anyhow::Result<restore::Restored>>,
+}
+
+impl std::fmt::Debug for Restoring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restoring")
+            .field("generation", &self.generation)
+            .field("tasks", &self.tasks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Restoring {
+    /// The tasks being restored.
+    pub(crate) fn tasks(&self) -> impl Iterator<Item = &TopicPartition> {
+        self.tasks.iter().map(|t| &t.task)
+    }
+}
+
+/// Consecutive failed restores after which the processor gives up (non-zero exit; its
+/// orchestrator restarts it, and `/readyz` said why meanwhile).
+const MAX_RESTORE_FAILURES: u32 = 5;
+
+/// Positions newly assigned tasks at their committed offsets and brings their stored state up to
+/// them: at once when the store's checkpoint already matches (a restart, a rebalance that gave
+/// back the same partitions), otherwise on the restore thread. A task whose committed offset
+/// cannot be read (an error, an unstable offset held by another producer's open transaction) or
+/// whose position cannot be set yet stays paused and pending: it is tried again after a backoff,
+/// said in a WARN and counted, and never started from the beginning with empty state (which would
+/// emit its records a second time).
+fn start_restore(
+    config: &Arc<Config>,
+    codec: &Arc<Codec>,
     runtime: &Handle,
     engine: &mut Engine,
     consumer: &BaseConsumer<RebalanceContext>,
+    health: &Health,
 ) -> Result<(), LoopError> {
     if engine.restore_retry.is_some_and(|(at, _)| Instant::now() < at) {
         return Ok(());
@@ -202,15 +260,22 @@ fn restore_assigned(
             return Err(fatal);
         }
     };
-    let cutoff = now_millis() - config.dedup_window.as_millis() as i64;
     let mut deferred = Vec::new();
+    let mut jobs = Vec::new();
     for (task, committed) in committed {
-        let started = Instant::now();
-        match restore_one(
-            config, codec, runtime, engine, consumer, &task, &committed, cutoff,
-        ) {
-            Ok(state) => {
-                tracing::info!(%task, ?committed, dedup = state.0, calls = state.1, elapsed = ?started.elapsed(), "state restored");
+        let cutoff = now_millis() - config.dedup_window_of_topic(&task.topic).as_millis() as i64;
+        match position(consumer, &task, &committed) {
+            Ok(offset) => {
+                engine.stores.claim(&task);
+                let plan = restore::plan(engine.stores.db(), &task, offset, cutoff)
+                    .map_err(|e| LoopError::fatal(format!("reading the checkpoint of {task}"), e))?;
+                match plan {
+                    Plan::Ready => {
+                        tracing::info!(%task, ?committed, "stored state is current");
+                        install(engine, consumer, &task)?;
+                    }
+                    Plan::Restore(job) => jobs.push(job),
+                }
             }
             Err(deferral) => {
                 metrics::restore_deferred(deferral.kind());
@@ -220,7 +285,7 @@ fn restore_assigned(
                     Deferral::NotStarted(reason) => {
                         tracing::debug!(%task, %reason, "partition not fetching yet; restoring it later")
                     }
-                    _ => {
+                    Deferral::OffsetUnknown(_) => {
                         tracing::warn!(%task, reason = %deferral, "partition not processed until it can be restored; retrying")
                     }
                 }
@@ -239,7 +304,108 @@ fn restore_assigned(
         Some((Instant::now() + backoff, backoff))
     };
     engine.to_restore = deferred;
+    if !jobs.is_empty() {
+        for job in &jobs {
+            tracing::info!(task = %job.task, committed = job.committed, from = ?job.from, "restoring state from the changelogs");
+        }
+        let (config, codec, runtime) = (Arc::clone(config), Arc::clone(codec), runtime.clone());
+        let (topology, db, tasks) = (
+            engine.topology().clone(),
+            engine.stores.db().clone(),
+            jobs.clone(),
+        );
+        let thread = std::thread::Builder::new()
+            .name("restore".into())
+            .spawn(move || restore::restore(&config, &topology, &codec, &runtime, &db, &tasks))
+            .map_err(|e| LoopError::fatal("starting the restore thread", e))?;
+        set_not_ready(
+            health,
+            Some(format!("restoring the state of {} partition(s)", jobs.len())),
+        );
+        engine.restoring = Some(Restoring {
+            generation: engine.generation,
+            tasks: jobs,
+            started: Instant::now(),
+            thread,
+        });
+    }
     Ok(())
+}
+
+/// Takes over a restore that has finished: its tasks are installed and resumed, unless a
+/// rebalance has happened since (they are queued again, or gone). A failed restore is retried
+/// after a backoff, [`MAX_RESTORE_FAILURES`] times in a row at most: then fatal.
+fn finish_restore(
+    engine: &mut Engine,
+    consumer: &BaseConsumer<RebalanceContext>,
+    health: &Health,
+) -> Result<(), LoopError> {
+    if !engine.restoring.as_ref().is_some_and(|r| r.thread.is_finished()) {
+        return Ok(());
+    }
+    let restoring = engine.restoring.take().expect("checked above");
+    let elapsed = restoring.started.elapsed();
+    let outcome = restoring
+        .thread
+        .join()
+        .unwrap_or_else(|_| Err(anyhow::anyhow!("the restore thread panicked")));
+    let current = restoring.generation == engine.generation;
+    match outcome {
+        Ok(restored) => {
+            engine.restore_failures = 0;
+            metrics::restored(restored.entries, elapsed);
+            tracing::info!(
+                partitions = restoring.tasks.len(),
+                entries = restored.entries,
+                read = restored.read,
+                ?elapsed,
+                per_second = (restored.read as f64 / elapsed.as_secs_f64().max(1e-3)) as u64,
+                current,
+                "state restored"
+            );
+            if current {
+                for job in &restoring.tasks {
+                    install(engine, consumer, &job.task)?;
+                }
+            }
+            set_not_ready(health, None);
+        }
+        Err(error) => {
+            engine.restore_failures += 1;
+            metrics::restore_deferred("restore_failed");
+            let attempt = engine.restore_failures;
+            let reason = format!("{error:#}");
+            if attempt >= MAX_RESTORE_FAILURES {
+                set_not_ready(
+                    health,
+                    Some(format!("restoring state failed {attempt} times: {reason}")),
+                );
+                return Err(LoopError::Fatal {
+                    context: format!("restoring state failed {attempt} times in a row").into(),
+                    cause: Some(error.into()),
+                });
+            }
+            tracing::warn!(attempt, max = MAX_RESTORE_FAILURES, %reason, "restoring state failed; retrying");
+            set_not_ready(
+                health,
+                Some(format!(
+                    "restoring state failed (attempt {attempt} of {MAX_RESTORE_FAILURES}): {reason}"
+                )),
+            );
+            if current {
+                engine
+                    .to_restore
+                    .extend(restoring.tasks.into_iter().map(|t| t.task));
+                let backoff = RESTORE_BACKOFF_START * 2u32.pow(attempt);
+                engine.restore_retry = Some((Instant::now() + backoff.min(RESTORE_BACKOFF_MAX), backoff));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_not_ready(health: &Health, reason: Option<String>) {
+    *health.not_ready.lock().unwrap_or_else(PoisonError::into_inner) = reason;
 }
 
 /// How long reading the committed offsets of assigned partitions may take.
@@ -255,8 +421,6 @@ enum Deferral {
     OffsetUnknown(String),
     #[error("consumer not fetching it yet: {0}")]
     NotStarted(String),
-    #[error("restore failed: {0}")]
-    Restore(String),
 }
 
 impl Deferral {
@@ -264,24 +428,17 @@ impl Deferral {
         match self {
             Deferral::OffsetUnknown(_) => "offset_unknown",
             Deferral::NotStarted(_) => "not_started",
-            Deferral::Restore(_) => "restore_failed",
         }
     }
 }
 
-/// Positions `task` at `committed`, restores its state from there, installs it and resumes the
-/// partition. The sizes of the restored state (dedup entries, calls).
-#[allow(clippy::too_many_arguments)]
-fn restore_one(
-    config: &Config,
-    codec: &Codec,
-    runtime: &Handle,
-    engine: &mut Engine,
+/// Positions `task` at `committed` (the beginning when nothing is committed); the committed
+/// offset, `None` when nothing is.
+fn position(
     consumer: &BaseConsumer<RebalanceContext>,
     task: &TopicPartition,
     committed: &CommittedOffset,
-    cutoff: i64,
-) -> Result<(usize, usize), Deferral> {
+) -> Result<Option<i64>, Deferral> {
     let (position, offset) = match committed {
         CommittedOffset::At(offset) => (Offset::Offset(*offset), Some(*offset)),
         CommittedOffset::Nothing => (Offset::Beginning, None),
@@ -289,33 +446,46 @@ fn restore_one(
     };
     txn::seek(consumer, &[(task.clone(), position)], false)
         .map_err(|e| Deferral::NotStarted(chain(&e).to_string()))?;
-    let state = restore::restore(config, engine.topology(), codec, runtime, task, offset, cutoff)
-        .map_err(|error| Deferral::Restore(format!("{error:#}")))?;
-    let sizes = (state.dedup.len(), state.calls.len());
-    engine.stores.install(task.clone(), state);
+    Ok(offset)
+}
+
+/// Starts processing `task`, whose stored state is that of its committed offset.
+fn install(
+    engine: &mut Engine,
+    consumer: &BaseConsumer<RebalanceContext>,
+    task: &TopicPartition,
+) -> Result<(), LoopError> {
+    engine.stores.install(task.clone());
     let mut list = TopicPartitionList::new();
     list.add_partition(&task.topic, task.partition);
     consumer
         .resume(&list)
-        .map_err(|error| Deferral::Restore(format!("resuming: {error}")))?;
-    Ok(sizes)
+        .map_err(|error| LoopError::fatal(format!("resuming {task}"), error))
 }
 
-/// Applies the dedup window and publishes the assignment and positions for the progress monitor.
-/// Never blocks on the network: the processing loop must not stall behind metadata requests.
+/// Applies each source's dedup window and publishes the assignment and positions for the
+/// progress monitor. Never blocks on the network: the processing loop must not stall behind
+/// metadata requests.
 fn housekeeping(
     config: &Config,
     engine: &Mutex<Engine>,
     consumer: &BaseConsumer<RebalanceContext>,
     health: &Health,
 ) {
-    let cutoff = now_millis() - config.dedup_window.as_millis() as i64;
+    let now = now_millis();
     let mut engine = lock(engine);
-    let evicted = engine.stores.evict(cutoff);
-    if evicted > 0 {
-        tracing::debug!(evicted, "dedup window applied");
+    match engine
+        .stores
+        .evict(|task| now - config.dedup_window_of_topic(&task.topic).as_millis() as i64)
+    {
+        Ok(0) => {}
+        Ok(evicted) => tracing::debug!(evicted, "dedup window applied"),
+        Err(error) => tracing::warn!(%error, "applying the dedup window failed; trying again later"),
     }
-    metrics::dedup_entries(engine.stores.dedup_entries());
+    match engine.stores.dedup_entries() {
+        Ok(entries) => metrics::dedup_entries(entries as usize),
+        Err(error) => tracing::warn!(%error, "counting dedup entries failed"),
+    }
     drop(engine);
     health.publish_positions(consumer);
 }

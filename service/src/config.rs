@@ -6,6 +6,7 @@ use std::fmt;
 
 use figment::Figment;
 use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
 use serde::de::{self, DeserializeOwned, Deserializer, SeqAccess, Visitor};
 
 /// Env var naming the TOML configuration file.
@@ -207,6 +208,15 @@ pub fn duration<'de, D: Deserializer<'de>>(deserializer: D) -> Result<std::time:
     }
 
     deserializer.deserialize_any(DurationVisitor)
+}
+
+/// [`duration`] for an optional key (absent: `None`).
+pub fn optional_duration<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    #[derive(serde::Deserialize)]
+    struct Wrapped(#[serde(deserialize_with = "duration")] std::time::Duration);
+    Option::<Wrapped>::deserialize(deserializer).map(|wrapped| wrapped.map(|Wrapped(d)| d))
 }
 
 /// Parses `"250ms"`, `"5s"`, `"2m"`, `"1h"`, `"7d"` or a bare number of seconds.

@@ -34,6 +34,9 @@ pub const BROKER_KIND_ENV: &str = "SWITCHBOARD_TEST_BROKER_KIND";
 #[derive(Debug)]
 pub struct PrivateBroker {
     kind: Kind,
+    /// Local state of the processors run against this broker (their stores describe its topics),
+    /// deleted with it.
+    state: tempfile::TempDir,
 }
 
 #[derive(Debug)]
@@ -76,6 +79,7 @@ impl PrivateBroker {
         anyhow::ensure!(status.success(), "scripts/broker start failed: {status}");
         Ok(Self {
             kind: Kind::Tansu { port, dir },
+            state: tempfile::tempdir()?,
         })
     }
 
@@ -96,7 +100,15 @@ impl PrivateBroker {
                 bootstrap,
                 _lock: lock,
             },
+            state: tempfile::tempdir()?,
         })
+    }
+
+    /// The state directory (`SWITCHBOARD_STATE_DIR`) of processor instance `instance` against
+    /// this broker: the same for each start of the instance (a restart finds its store), apart
+    /// from every other instance's, deleted with the broker.
+    pub fn state_dir(&self, instance: &str) -> PathBuf {
+        self.state.path().join(instance)
     }
 
     pub fn bootstrap(&self) -> String {

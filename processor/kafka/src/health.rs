@@ -35,6 +35,9 @@ pub struct Health {
     /// Owned partitions with lag and no committed progress for `stall_timeout` (set by the
     /// progress monitor).
     pub stalled: AtomicUsize,
+    /// Why the loop, though running, is not ready yet (e.g. its state is being restored, or
+    /// its restore keeps failing): `/readyz` answers 503 with it.
+    pub not_ready: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -129,6 +132,18 @@ fn readiness<'a>(healths: impl IntoIterator<Item = &'a Health> + Clone) -> Respo
         .all(|h| h.ready.load(Ordering::Relaxed))
     {
         return (StatusCode::SERVICE_UNAVAILABLE, "not ready: not consuming yet").into_response();
+    }
+    let reasons: Vec<String> = healths
+        .clone()
+        .into_iter()
+        .filter_map(|h| h.not_ready.lock().unwrap_or_else(PoisonError::into_inner).clone())
+        .collect();
+    if !reasons.is_empty() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {}", reasons.join("; ")),
+        )
+            .into_response();
     }
     match unhealthy(healths) {
         None => (StatusCode::OK, "ready").into_response(),

@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
-use rdkafka::message::DeliveryResult;
+use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext as RdProducerContext, ThreadedProducer};
 use rdkafka::{Offset, TopicPartitionList};
 
@@ -326,18 +326,38 @@ where
 }
 
 /// Remembers the first delivery failure (at-least-once mode checks it before committing offsets;
-/// under exactly-once a failed delivery fails the commit by itself).
+/// under exactly-once a failed delivery fails the commit by itself), and the highest offset
+/// delivered per partition of the topics it is asked to watch (the processor's state changelogs:
+/// where a checkpoint of its local store resumes reading).
 #[derive(Debug, Default)]
 pub struct ProducerContext {
     delivery_error: Mutex<Option<KafkaError>>,
+    watched: Vec<String>,
+    delivered: Mutex<BTreeMap<TopicPartition, i64>>,
 }
 
 impl ProducerContext {
+    /// A context that also records the highest offset delivered per partition of `topics`.
+    pub fn watching(topics: Vec<String>) -> Self {
+        Self {
+            watched: topics,
+            ..Self::default()
+        }
+    }
+
     pub fn take_delivery_error(&self) -> Option<KafkaError> {
         self.delivery_error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .take()
+    }
+
+    /// The offset after the highest one delivered per watched partition since the last call.
+    /// Once a transaction's commit (or an at-least-once flush) has returned, every report of its
+    /// records has been served, so this covers them (a report still being served at that instant
+    /// can only make a value lower, which a reader of the offset must accept anyway).
+    pub fn take_delivered(&self) -> BTreeMap<TopicPartition, i64> {
+        std::mem::take(&mut *self.delivered.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -347,9 +367,19 @@ impl RdProducerContext for ProducerContext {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, _opaque: ()) {
-        if let Err((error, _)) = result {
-            let mut slot = self.delivery_error.lock().unwrap_or_else(PoisonError::into_inner);
-            slot.get_or_insert_with(|| error.clone());
+        match result {
+            Err((error, _)) => {
+                let mut slot = self.delivery_error.lock().unwrap_or_else(PoisonError::into_inner);
+                slot.get_or_insert_with(|| error.clone());
+            }
+            Ok(message) if self.watched.iter().any(|t| t == message.topic()) => {
+                let mut delivered = self.delivered.lock().unwrap_or_else(PoisonError::into_inner);
+                let next = delivered
+                    .entry(TopicPartition::new(message.topic(), message.partition()))
+                    .or_default();
+                *next = (*next).max(message.offset() + 1);
+            }
+            Ok(_) => {}
         }
     }
 }
@@ -388,11 +418,13 @@ impl Batching {
     }
 }
 
-/// A committed transaction, for metrics.
-#[derive(Debug, Clone, Copy)]
+/// A committed transaction: for metrics, and what it committed.
+#[derive(Debug, Clone)]
 pub struct Committed {
     pub elapsed: Duration,
     pub records: usize,
+    /// The next offset committed per consumed partition.
+    pub offsets: BTreeMap<TopicPartition, i64>,
 }
 
 /// The state of the open transaction.
@@ -497,6 +529,11 @@ impl Transactor {
         Ok(())
     }
 
+    /// The producer's [`ProducerContext::take_delivered`].
+    pub fn take_delivered(&self) -> BTreeMap<TopicPartition, i64> {
+        self.producer.context().take_delivered()
+    }
+
     /// Whether a transaction is open.
     pub fn is_open(&self) -> bool {
         self.txn.is_some()
@@ -557,11 +594,12 @@ impl Transactor {
         }
         let started = Instant::now();
         self.commit_offsets(consumer)?;
-        self.offsets.clear();
+        let offsets = std::mem::take(&mut self.offsets);
         let txn = self.txn.take().expect("checked above");
         Ok(Some(Committed {
             elapsed: started.elapsed(),
             records: txn.records,
+            offsets,
         }))
     }
 

@@ -20,11 +20,39 @@ const KILLS: usize = 5;
 const GROUP: &str = "switchboard-processor";
 
 fn spawn_processor(broker: &PrivateBroker, log: &std::path::Path) -> Proc {
-    let env = [
+    spawn_processor_with(broker, log, &[])
+}
+
+fn spawn_processor_with(broker: &PrivateBroker, log: &std::path::Path, extra: &[(&str, String)]) -> Proc {
+    let mut env = vec![
         ("SWITCHBOARD_INSTANCE_ID", "crash-0".to_owned()),
         ("SWITCHBOARD_TOPIC_PARTITIONS", PARTITIONS.to_string()),
     ];
+    env.extend(extra.iter().cloned());
     spawn(broker, &[], &env, log)
+}
+
+/// Waits until the processor's committed offsets reach `ends` (at most 300 s).
+async fn wait_caught_up(broker: &PrivateBroker, ends: &HashMap<(String, i32), i64>, log: &std::path::Path) {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let committed = tokio::task::block_in_place(|| progress(broker));
+        if ends
+            .iter()
+            .all(|(tp, end)| committed.get(tp).copied().unwrap_or(0) >= *end)
+        {
+            return;
+        }
+        if Instant::now() >= deadline {
+            let log = std::fs::read_to_string(log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            panic!(
+                "the processor did not catch up: {committed:?} vs {ends:?}\nlog tail:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// Committed offsets of the processor's group per raw partition (0 where nothing is committed).
@@ -113,25 +141,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
 
     // A last run to the end, then SIGTERM.
     let child = spawn_processor(&broker, &log);
-    let deadline = Instant::now() + Duration::from_secs(300);
-    loop {
-        let committed = tokio::task::block_in_place(|| progress(&broker));
-        if ends
-            .iter()
-            .all(|(tp, end)| committed.get(tp).copied().unwrap_or(0) >= *end)
-        {
-            break;
-        }
-        if Instant::now() >= deadline {
-            let log = std::fs::read_to_string(&log).unwrap_or_default();
-            let tail: Vec<&str> = log.lines().rev().take(60).collect();
-            panic!(
-                "the processor did not catch up: {committed:?} vs {ends:?}\nlog tail:\n{}",
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
+    wait_caught_up(&broker, &ends, &log).await;
     let status = child.terminate();
     assert!(
         status.success(),
@@ -170,5 +180,122 @@ async fn sigkill_at_random_moments_loses_nothing() {
         latest
             .values()
             .all(|s| s.status == "completed" && s.duration_seconds == Some(120))
+    );
+}
+
+/// The crash the local state store must survive: the process dies after a transaction has
+/// committed in Kafka and before its state reached the store, so the store's checkpoint is
+/// behind Kafka. The restart must bring the store up from the changelog tail: provider
+/// redeliveries of events processed in that transaction, sent after the restart, are still
+/// duplicates (dropped), and every event is in the committed output exactly once. A third start
+/// finds every checkpoint current and reads no changelog.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_between_the_kafka_commit_and_the_store_write_loses_and_doubles_nothing() {
+    let broker = PrivateBroker::start().unwrap();
+    create_raw_topics(&broker).await;
+    let raw = RawProducer::new(&broker);
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("processor.log");
+
+    let calls = 400;
+    let mut expected = HashSet::new();
+    let mut sends = Vec::new();
+    for call in 0..calls {
+        for (sequence, status) in STATUSES.iter().enumerate() {
+            let event_id = format!("EV-{call}-{status}");
+            sends.push(twilio_call(
+                &format!("+1555300{:04}", call % 40),
+                &format!("CA{call:032}"),
+                status,
+                sequence as u32,
+                &event_id,
+            ));
+            expected.insert(event_id);
+        }
+    }
+    for chunk in sends.chunks(500) {
+        futures::future::join_all(chunk.iter().map(|raw_webhook| raw.send(raw_webhook))).await;
+    }
+
+    // Run 1: aborts right after its 3rd Kafka commit, before that commit's store write.
+    let mut child = spawn_processor_with(
+        &broker,
+        &log,
+        &[(
+            switchboard_processor::FAULT_ABORT_BEFORE_STORE_WRITE,
+            "3".to_owned(),
+        )],
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let status = loop {
+        if let Some(status) = child.try_wait() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the fault hook never fired");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(!status.success(), "aborted: {status}");
+    let committed_at_crash: i64 = tokio::task::block_in_place(|| progress(&broker)).values().sum();
+    assert!(
+        committed_at_crash > 0,
+        "the crash came after a committed transaction"
+    );
+
+    // Run 2: restores the tail the store missed, then processes the rest.
+    let ends = raw_ends(&broker).await;
+    let child = spawn_processor(&broker, &log);
+    wait_caught_up(&broker, &ends, &log).await;
+    assert!(child.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("restoring state from the changelogs") && text.contains("Some(Checkpoint"),
+        "the restart read a changelog tail after a checkpoint:\n{text}"
+    );
+
+    // Run 3: every checkpoint is current; redeliveries of everything are duplicates.
+    let before = text.len();
+    let redeliveries: Vec<_> = sends.iter().step_by(7).cloned().collect();
+    for chunk in redeliveries.chunks(500) {
+        futures::future::join_all(chunk.iter().map(|raw_webhook| raw.send(raw_webhook))).await;
+    }
+    let ends = raw_ends(&broker).await;
+    let child = spawn_processor(&broker, &log);
+    wait_caught_up(&broker, &ends, &log).await;
+    assert!(child.terminate().success());
+    let text = std::fs::read_to_string(&log).unwrap();
+    let third = &text[before..];
+    let current = third.matches("stored state is current").count();
+    assert!(
+        current >= Source::ALL.len() * PARTITIONS as usize
+            && !third.contains("restoring state from the changelogs"),
+        "every task's checkpoint was current on the third start ({current} said so):\n{third}"
+    );
+
+    let report = assert_calls_exactly_once(&broker, topics::CALLS, expected.iter().cloned()).await;
+    assert_eq!(report.open, 0);
+    let states = read_decoded::<CallState>(
+        &broker,
+        topics::CALL_STATE,
+        "read_committed",
+        CallState::schema_def(),
+    )
+    .await;
+    let mut latest: HashMap<String, CallState> = HashMap::new();
+    for (state, _) in states {
+        latest.insert(state.call_sid.clone(), state);
+    }
+    assert_eq!(latest.len(), calls);
+    let unfinished: Vec<_> = latest.values().filter(|s| s.status != "completed").collect();
+    assert!(
+        unfinished.is_empty(),
+        "{} calls not completed, e.g. {:?}; log:\n{}",
+        unfinished.len(),
+        unfinished.first(),
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("restor") || l.contains("current") || l.contains("ABORT"))
+            .collect::<Vec<_>>()
+            .join("\n")
     );
 }

@@ -25,6 +25,7 @@ pub(crate) fn config(broker: &PrivateBroker, instance: &str) -> Config {
         schema_registry_url: switchboard_tests::registry_url(),
         group_id: "switchboard-processor".into(),
         instance_id: Some(instance.into()),
+        state_dir: broker.state_dir(instance),
         topic_partitions: PARTITIONS,
         // Tansu completes a group join after about half the session timeout.
         session_timeout: Duration::from_secs(6),
@@ -398,6 +399,11 @@ pub(crate) async fn produce_calls(broker: &PrivateBroker, events: &[CallEvent]) 
 pub(crate) struct Proc(Child);
 
 impl Proc {
+    /// The exit status, if it has exited.
+    pub(crate) fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        self.0.try_wait().unwrap()
+    }
+
     /// SIGTERM, and the exit status once it has exited.
     pub(crate) fn terminate(mut self) -> std::process::ExitStatus {
         let status = Command::new("kill")
@@ -442,6 +448,11 @@ pub(crate) fn spawn(
         .env("SWITCHBOARD_SESSION_TIMEOUT", "6s")
         .stdout(Stdio::null())
         .stderr(log);
+    let instance = env
+        .iter()
+        .find(|(key, _)| *key == "SWITCHBOARD_INSTANCE_ID")
+        .map_or("default", |(_, value)| value.as_str());
+    command.env("SWITCHBOARD_STATE_DIR", broker.state_dir(instance));
     for (key, value) in env {
         command.env(key, value);
     }

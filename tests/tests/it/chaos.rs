@@ -259,6 +259,7 @@ impl Stack {
             .args(args)
             .env("SWITCHBOARD_ADMIN_LISTEN", "127.0.0.1:0")
             .env("SWITCHBOARD_INSTANCE_ID", instance_id)
+            .env("SWITCHBOARD_STATE_DIR", self.broker.state_dir(instance_id))
             .env("SWITCHBOARD_DATABASE_URL", &self.database_url)
             .envs(env.iter().copied())
             .stderr(self.log(name));
