@@ -7,6 +7,7 @@
 //! - [`serve_ok`]: baseline (a), a bare axum server; [`kafka_load`]: baseline (b), the raw producer;
 //! - [`e2e`]: 2xx → domain event → calls API latency; [`rss`]: peak memory; [`drain`]: waiting for
 //!   the pipeline to catch up;
+//! - [`preload`]: the processor's state changelogs filled with remembered events;
 //! - [`report`]: figures, JSON results and the markdown of `bench/results.md`; [`results`]: that
 //!   file.
 
@@ -15,6 +16,7 @@ pub mod e2e;
 pub mod http_load;
 pub mod kafka_load;
 pub mod pacing;
+pub mod preload;
 pub mod prom;
 pub mod report;
 pub mod results;

@@ -12,7 +12,9 @@ use switchboard_bench::e2e::{self, Settings};
 use switchboard_bench::pacing::Pacer;
 use switchboard_bench::rss::{Watched, parse_watched};
 use switchboard_bench::workload::{self, Spec, Webhook};
-use switchboard_bench::{drain, http_load, kafka_load, parse_duration, results, serve_ok, txn_steps};
+use switchboard_bench::{
+    drain, http_load, kafka_load, parse_duration, preload, results, serve_ok, txn_steps,
+};
 use switchboard_schemas::Codec;
 use tokio::net::TcpListener;
 
@@ -71,6 +73,24 @@ enum Command {
         flush: bool,
         #[arg(long)]
         out: Option<PathBuf>,
+    },
+    /// Fills the processor's state changelogs with remembered events (see `preload`), for the
+    /// state-store benchmark.
+    PreloadState {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        registry: String,
+        #[arg(long)]
+        events: u64,
+        #[arg(long, default_value_t = 6)]
+        partitions: i32,
+        #[arg(long, default_value_t = 5)]
+        calls_every: u64,
+        #[arg(long, default_value_t = 0)]
+        origin_offset: i64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
     },
     /// Waits until the processor's and the sink's consumer lag settles.
     Drain {
@@ -407,6 +427,31 @@ async fn main() -> anyhow::Result<()> {
             .await??;
             print!("{}", txn_steps::table(&steps));
             write_json(out.as_ref(), &steps)
+        }
+        Command::PreloadState {
+            bootstrap,
+            registry,
+            events,
+            partitions,
+            calls_every,
+            origin_offset,
+            seed,
+        } => {
+            let took = preload::run(&preload::Preload {
+                bootstrap,
+                registry,
+                events,
+                partitions,
+                calls_every: calls_every.max(1),
+                origin_offset,
+                seed,
+            })
+            .await?;
+            eprintln!(
+                "preloaded {events} events in {took:.1?} ({:.0}/s)",
+                events as f64 / took.as_secs_f64()
+            );
+            Ok(())
         }
         Command::Drain { urls, timeout } => {
             let waited = drain::wait(&urls, timeout).await?;

@@ -147,6 +147,7 @@ async fn run(
         schema_registry_url: registry.to_owned(),
         group_id: group.clone(),
         instance_id: Some("bench-0".into()),
+        state_dir: broker.state_dir(&group),
         processing_guarantee: guarantee,
         topic_partitions: PARTITIONS,
         session_timeout: Duration::from_secs(6),

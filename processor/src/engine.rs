@@ -419,6 +419,18 @@ impl Engine {
         Ok(())
     }
 
+    /// Commits the open transaction and makes the state store durable: the last step of a clean
+    /// shutdown, so that the next start finds every checkpoint current.
+    pub(crate) fn commit_and_persist<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+    ) -> Result<(), LoopError> {
+        self.commit(consumer)?;
+        self.stores
+            .persist()
+            .map_err(|e| LoopError::fatal("making the state store durable", e))
+    }
+
     /// Aborts the open transaction, forgets its state changes, and rewinds every owned partition
     /// to its committed offset so that its records are processed again (partitions still to
     /// restore are paused at no position yet: their restore positions them).
@@ -462,6 +474,9 @@ impl Engine {
             None => self.stores.abort(),
         }
         self.received.clear();
+        if let Err(error) = self.stores.persist() {
+            failure.get_or_insert(LoopError::fatal("making the state store durable", error));
+        }
         if let Some(failure) = failure {
             self.failure = Some(failure);
         }

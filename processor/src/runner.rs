@@ -123,7 +123,9 @@ pub(crate) fn run(
     let result = loop {
         health.heartbeat_millis.store(now_millis(), Ordering::Relaxed);
         if shutdown.load(Ordering::Relaxed) {
-            break lock(&engine).commit(&consumer).map_err(anyhow::Error::from);
+            break lock(&engine)
+                .commit_and_persist(&consumer)
+                .map_err(anyhow::Error::from);
         }
         let timeout = lock(&engine).time_to_commit().max(Duration::from_millis(1));
         let polled = consumer.poll(timeout);

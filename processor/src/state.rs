@@ -563,6 +563,15 @@ impl Stores {
         Ok(())
     }
 
+    /// Makes every store commit so far durable (before a shutdown or a rebalance, so that the next
+    /// owner or start finds the checkpoints current).
+    pub(crate) fn persist(&mut self) -> Result<(), StoreError> {
+        self.reader = None;
+        self.db.begin(true)?.commit().map_err(store_error)?;
+        self.last_durable = Instant::now();
+        Ok(())
+    }
+
     /// The open transaction aborted: its changes never happened.
     pub(crate) fn abort(&mut self) {
         self.pending.clear();

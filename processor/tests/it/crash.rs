@@ -195,7 +195,10 @@ async fn a_crash_between_the_kafka_commit_and_the_store_write_loses_and_doubles_
     create_raw_topics(&broker).await;
     let raw = RawProducer::new(&broker);
     let log_dir = tempfile::tempdir().unwrap();
-    let log = log_dir.path().join("processor.log");
+    let log = match std::env::var_os("SWITCHBOARD_TEST_LOG") {
+        Some(path) => std::path::PathBuf::from(path),
+        None => log_dir.path().join("processor.log"),
+    };
 
     let calls = 400;
     let mut expected = HashSet::new();

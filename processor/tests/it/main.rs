@@ -15,3 +15,4 @@ mod registry_flap;
 mod replay;
 mod replay_faults;
 mod sink;
+mod state;

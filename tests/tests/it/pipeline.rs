@@ -85,6 +85,7 @@ pub(crate) async fn start_processor(broker: &PrivateBroker) -> Running {
         kafka_bootstrap: broker.bootstrap(),
         schema_registry_url: switchboard_tests::registry_url(),
         instance_id: Some("pipeline-0".into()),
+        state_dir: broker.state_dir("pipeline-0"),
         topic_partitions: 3,
         session_timeout: Duration::from_secs(6),
         ..Default::default()
