@@ -76,8 +76,9 @@ pub(crate) struct Engine {
     pub(crate) generation: u64,
     /// After a restore was deferred: when to try again, and the backoff that led there.
     pub(crate) restore_retry: Option<(std::time::Instant, Duration)>,
-    /// Restores that failed in a row.
+    /// Restores that failed in a row, and the last one's reason while it is retried.
     pub(crate) restore_failures: u32,
+    pub(crate) restore_failure: Option<String>,
     /// A fatal error raised inside a rebalance callback, surfaced by the loop.
     pub(crate) failure: Option<LoopError>,
     /// Tracing: the consumer group named on record spans, whether records start new traces
@@ -132,6 +133,7 @@ impl Engine {
             generation: 0,
             restore_retry: None,
             restore_failures: 0,
+            restore_failure: None,
             failure: None,
             trace_group: config.group_id.clone(),
             trace_relink: false,

@@ -1,16 +1,21 @@
-//! Rebuilds a task's state from the changelogs before any of its records is processed.
+//! Brings a task's stored state (see [`crate::state`]) up to its committed offset from the
+//! changelogs before any of its records is processed: nothing when the store's checkpoint is
+//! current ([`plan`]), the changelog tail after the checkpoint when it is behind, everything when
+//! there is no checkpoint or one past the committed offset.
 //!
 //! Entries are filtered by their origin: only those written for this task's raw partition at an
-//! offset below the partition's committed offset count. A committed transaction always moves the
-//! committed offset past the records it processed, so this admits exactly the entries of committed
-//! transactions — on any broker, including one whose `read_committed` consumers still see records
-//! of aborted transactions (Tansu). Without the filter, a crash mid-transaction could leave an
-//! aborted dedup entry that makes the retried record look like a duplicate: a lost event.
+//! offset below the partition's committed offset (and, for a tail, at or above the checkpoint's)
+//! count. A committed transaction always moves the committed offset past the records it
+//! processed, so this admits exactly the entries of committed transactions — on any broker,
+//! including one whose `read_committed` consumers still see records of aborted transactions
+//! (Tansu). Without the filter, a crash mid-transaction could leave an aborted dedup entry that
+//! makes the retried record look like a duplicate: a lost event.
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
+use anyhow::Context;
 use rdkafka::consumer::Consumer;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
@@ -361,7 +366,9 @@ pub(crate) fn read_partition(
         Err(error) if matches!(error.downcast_ref::<ReadError>(), Some(ReadError::OutOfTime)) => {
             anyhow::bail!("restoring {topic}[{partition}]: no record for {RESTORE_STALL:?} before the end")
         }
-        result => result.map(|()| resume),
+        result => result
+            .map(|()| resume)
+            .with_context(|| format!("restoring from {topic}[{partition}]")),
     }
 }
 

@@ -177,8 +177,9 @@ fn step(
     }
     finish_restore(&mut engine, consumer, health)?;
     if !engine.to_restore.is_empty() && engine.restoring.is_none() {
-        start_restore(config, codec, runtime, &mut engine, consumer, health)?;
+        start_restore(config, codec, runtime, &mut engine, consumer)?;
     }
+    publish_readiness(&engine, health);
     let caught_up = polled.is_none();
     match polled {
         Some(Ok(message)) => {
@@ -242,7 +243,6 @@ fn start_restore(
     runtime: &Handle,
     engine: &mut Engine,
     consumer: &BaseConsumer<RebalanceContext>,
-    health: &Health,
 ) -> Result<(), LoopError> {
     if engine.restore_retry.is_some_and(|(at, _)| Instant::now() < at) {
         return Ok(());
@@ -320,10 +320,6 @@ fn start_restore(
             .name("restore".into())
             .spawn(move || restore::restore(&config, &topology, &codec, &runtime, &db, &tasks))
             .map_err(|e| LoopError::fatal("starting the restore thread", e))?;
-        set_not_ready(
-            health,
-            Some(format!("restoring the state of {} partition(s)", jobs.len())),
-        );
         engine.restoring = Some(Restoring {
             generation: engine.generation,
             tasks: jobs,
@@ -355,6 +351,7 @@ fn finish_restore(
     match outcome {
         Ok(restored) => {
             engine.restore_failures = 0;
+            engine.restore_failure = None;
             metrics::restored(restored.entries, elapsed);
             tracing::info!(
                 partitions = restoring.tasks.len(),
@@ -370,7 +367,6 @@ fn finish_restore(
                     install(engine, consumer, &job.task)?;
                 }
             }
-            set_not_ready(health, None);
         }
         Err(error) => {
             engine.restore_failures += 1;
@@ -388,12 +384,9 @@ fn finish_restore(
                 });
             }
             tracing::warn!(attempt, max = MAX_RESTORE_FAILURES, %reason, "restoring state failed; retrying");
-            set_not_ready(
-                health,
-                Some(format!(
-                    "restoring state failed (attempt {attempt} of {MAX_RESTORE_FAILURES}): {reason}"
-                )),
-            );
+            engine.restore_failure = Some(format!(
+                "restoring state failed (attempt {attempt} of {MAX_RESTORE_FAILURES}): {reason}"
+            ));
             if current {
                 engine
                     .to_restore
@@ -404,6 +397,18 @@ fn finish_restore(
         }
     }
     Ok(())
+}
+
+/// `/readyz` is 503 while assigned partitions wait for their state, saying why (the last restore
+/// failure, if the restore is being retried).
+fn publish_readiness(engine: &Engine, health: &Health) {
+    let waiting = engine.to_restore.len() + engine.restoring.as_ref().map_or(0, |r| r.tasks.len());
+    let reason = match &engine.restore_failure {
+        Some(failure) => Some(failure.clone()),
+        None if waiting > 0 => Some(format!("restoring the state of {waiting} partition(s)")),
+        None => None,
+    };
+    set_not_ready(health, reason);
 }
 
 fn set_not_ready(health: &Health, reason: Option<String>) {
