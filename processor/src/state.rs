@@ -16,7 +16,8 @@
 //! - a crash after the Kafka commit and before the store write leaves the store behind, never
 //!   ahead: the restore reads the changelog tail after the checkpoint (see [`crate::restore`]).
 //!
-//! Store commits are not fsynced one by one: every [`DURABLE_EVERY`] one is. A crash (or power
+//! Store commits are not fsynced one by one: one every [`DURABLE_EVERY`] is, and one before a
+//! rebalance takes partitions away or the process stops. A crash (or power
 //! loss) rolls the store back to its last durable commit — data and checkpoints together, so it
 //! is only further behind, never inconsistent.
 //!
@@ -38,8 +39,11 @@ use switchboard_schemas::domain::CallState;
 
 /// The store's file in the state directory.
 pub(crate) const FILE_NAME: &str = "processor.redb";
-/// How often a store commit is made durable (fsync).
-pub(crate) const DURABLE_EVERY: Duration = Duration::from_secs(1);
+/// How often a store commit is made durable (fsync). Every commit could be, but a durable redb
+/// commit costs tens to hundreds of milliseconds under a steady write load (`bench/stores`), and
+/// the store may lag: a crash costs a changelog tail of at most this long (at 2,000 events/s,
+/// 20,000 entries: a few seconds of restore).
+pub(crate) const DURABLE_EVERY: Duration = Duration::from_secs(10);
 /// How long the state of a task this instance no longer owns stays on disk (for a quick return
 /// after a rebalance) before it is deleted, like Kafka Streams' `state.cleanup.delay.ms`.
 pub(crate) const CLEANUP_DELAY: Duration = Duration::from_secs(600);
@@ -110,7 +114,7 @@ impl Tables {
         TableDefinition::new(&self.dedup)
     }
 
-    /// (first seen, event id) -> (): the dedup window's order.
+    /// (minute first seen, event id) -> (): the dedup window's order.
     fn dedup_expiry(&self) -> TableDefinition<'_, (i64, &'static str), ()> {
         TableDefinition::new(&self.dedup_expiry)
     }
@@ -120,7 +124,7 @@ impl Tables {
         TableDefinition::new(&self.calls)
     }
 
-    /// (written at, call sid) -> ().
+    /// (minute written, call sid) -> ().
     fn calls_expiry(&self) -> TableDefinition<'_, (i64, &'static str), ()> {
         TableDefinition::new(&self.calls_expiry)
     }
@@ -333,7 +337,17 @@ fn write_checkpoint(
     Ok(())
 }
 
-/// Writes `changes` into `task`'s tables, keeping the expiry indexes in step.
+/// The expiry indexes order entries by minute: a call state rewritten within the same minute
+/// (most of a call's status callbacks) costs one write, not three.
+const BUCKET_MILLIS: i64 = 60_000;
+
+fn bucket(millis: i64) -> i64 {
+    millis.div_euclid(BUCKET_MILLIS)
+}
+
+/// Writes `changes` into `task`'s tables, keeping the expiry indexes in step: an entry is indexed
+/// under the minute it was written in. An index entry left behind by a later rewrite is only
+/// removed when its minute expires (eviction checks the entry's own time first).
 fn apply(txn: &WriteTransaction, task: &TopicPartition, changes: &Changes) -> Result<(), StoreError> {
     let tables = Tables::of(task);
     if !changes.dedup.is_empty() {
@@ -344,10 +358,11 @@ fn apply(txn: &WriteTransaction, task: &TopicPartition, changes: &Changes) -> Re
                 .insert(id.as_str(), *seen_at)
                 .map_err(store_error)?
                 .map(|v| v.value());
-            if let Some(previous) = previous.filter(|p| p != seen_at) {
-                expiry.remove((previous, id.as_str())).map_err(store_error)?;
+            if previous.is_none_or(|p| bucket(p) != bucket(*seen_at)) {
+                expiry
+                    .insert((bucket(*seen_at), id.as_str()), ())
+                    .map_err(store_error)?;
             }
-            expiry.insert((*seen_at, id.as_str()), ()).map_err(store_error)?;
         }
     }
     if !changes.calls.is_empty() {
@@ -359,50 +374,53 @@ fn apply(txn: &WriteTransaction, task: &TopicPartition, changes: &Changes) -> Re
                 .insert(sid.as_str(), (*written_at, json.as_slice()))
                 .map_err(store_error)?
                 .map(|v| v.value().0);
-            if let Some(previous) = previous.filter(|p| p != written_at) {
-                expiry.remove((previous, sid.as_str())).map_err(store_error)?;
+            if previous.is_none_or(|p| bucket(p) != bucket(*written_at)) {
+                expiry
+                    .insert((bucket(*written_at), sid.as_str()), ())
+                    .map_err(store_error)?;
             }
-            expiry
-                .insert((*written_at, sid.as_str()), ())
-                .map_err(store_error)?;
         }
     }
     Ok(())
 }
 
-/// Deletes up to [`EVICT_BATCH`] entries of `task` older than `cutoff_millis`; the dedup entries
+/// Deletes up to [`EVICT_BATCH`] index entries of `task` from minutes wholly before
+/// `cutoff_millis`, and the entries they index that were written before it; the dedup entries
 /// deleted.
 fn evict(txn: &WriteTransaction, task: &TopicPartition, cutoff_millis: i64) -> Result<usize, StoreError> {
     let tables = Tables::of(task);
+    let before = bucket(cutoff_millis);
+    let expired =
+        |expiry: &redb::Table<'_, (i64, &'static str), ()>| -> Result<Vec<(i64, String)>, StoreError> {
+            expiry
+                .range(..(before, ""))
+                .map_err(store_error)?
+                .take(EVICT_BATCH)
+                .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_owned())))
+                .collect::<Result<_, _>>()
+                .map_err(store_error)
+        };
     let mut evicted = 0;
     {
         let mut expiry = txn.open_table(tables.dedup_expiry()).map_err(store_error)?;
         let mut dedup = txn.open_table(tables.dedup()).map_err(store_error)?;
-        let expired: Vec<(i64, String)> = expiry
-            .range(..(cutoff_millis, ""))
-            .map_err(store_error)?
-            .take(EVICT_BATCH)
-            .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_owned())))
-            .collect::<Result<_, _>>()
-            .map_err(store_error)?;
-        for (seen_at, id) in &expired {
-            expiry.remove((*seen_at, id.as_str())).map_err(store_error)?;
-            dedup.remove(id.as_str()).map_err(store_error)?;
+        for (minute, id) in expired(&expiry)? {
+            expiry.remove((minute, id.as_str())).map_err(store_error)?;
+            let seen_at = dedup.get(id.as_str()).map_err(store_error)?.map(|v| v.value());
+            if seen_at.is_some_and(|at| at < cutoff_millis) {
+                dedup.remove(id.as_str()).map_err(store_error)?;
+                evicted += 1;
+            }
         }
-        evicted += expired.len();
     }
     let mut expiry = txn.open_table(tables.calls_expiry()).map_err(store_error)?;
     let mut calls = txn.open_table(tables.calls()).map_err(store_error)?;
-    let expired: Vec<(i64, String)> = expiry
-        .range(..(cutoff_millis, ""))
-        .map_err(store_error)?
-        .take(EVICT_BATCH)
-        .map(|entry| entry.map(|(key, _)| (key.value().0, key.value().1.to_owned())))
-        .collect::<Result<_, _>>()
-        .map_err(store_error)?;
-    for (written_at, sid) in &expired {
-        expiry.remove((*written_at, sid.as_str())).map_err(store_error)?;
-        calls.remove(sid.as_str()).map_err(store_error)?;
+    for (minute, sid) in expired(&expiry)? {
+        expiry.remove((minute, sid.as_str())).map_err(store_error)?;
+        let written_at = calls.get(sid.as_str()).map_err(store_error)?.map(|v| v.value().0);
+        if written_at.is_some_and(|at| at < cutoff_millis) {
+            calls.remove(sid.as_str()).map_err(store_error)?;
+        }
     }
     Ok(evicted)
 }
@@ -745,22 +763,32 @@ mod tests {
         let mut stores = stores();
         stores.install(a.clone());
         stores.install(b.clone());
+        const MINUTE: i64 = 60_000;
         stores.mark_seen(&a, "EV1", 100);
-        stores.mark_seen(&a, "EV3", 3_000);
+        stores.mark_seen(&a, "EV3", 3 * MINUTE);
         // Evicted by when it was written, whatever the provider's event time.
         stores.put_call(&a, call("CA1", "ringing", 1_000_000), 100);
-        stores.put_call(&a, call("CA2", "ringing", 1), 2_000);
+        stores.put_call(&a, call("CA2", "ringing", 1), 2 * MINUTE + 5);
+        // Rewritten later: its first index entry expires, the call does not.
+        stores.put_call(&a, call("CA3", "ringing", 1), 200);
         stores.mark_seen(&b, "EV2", 5_000);
         let committed = [(a.clone(), 2), (b.clone(), 1)].into();
         stores.commit(&committed, &BTreeMap::new(), CHANGELOGS).unwrap();
+        stores.put_call(&a, call("CA3", "in-progress", 2), 4 * MINUTE);
+        stores
+            .commit(&[(a.clone(), 3)].into(), &BTreeMap::new(), CHANGELOGS)
+            .unwrap();
         assert!(!stores.seen(&b, "EV1").unwrap());
         assert_eq!(stores.dedup_entries().unwrap(), 3);
-        let evicted = stores.evict(|task| if task == &a { 1_000 } else { 0 }).unwrap();
+        let evicted = stores
+            .evict(|task| if task == &a { 2 * MINUTE } else { 0 })
+            .unwrap();
         assert_eq!(evicted, 1);
         assert!(!stores.seen(&a, "EV1").unwrap());
         assert!(stores.seen(&a, "EV3").unwrap());
         assert!(stores.call(&a, "CA1").unwrap().is_none());
         assert!(stores.call(&a, "CA2").unwrap().is_some());
+        assert_eq!(stores.call(&a, "CA3").unwrap().unwrap().status, "in-progress");
         assert!(stores.seen(&b, "EV2").unwrap());
         stores.remove(&b);
         assert!(!stores.is_installed(&b));
