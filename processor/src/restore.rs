@@ -123,6 +123,8 @@ pub(crate) fn plan(
 
 /// Changes read but not yet written to the store, per task; written every [`FLUSH_EVERY`].
 const FLUSH_EVERY: usize = 10_000;
+/// Restored entries between durable store writes.
+const DURABLE_EVERY: usize = 100_000;
 
 /// What a restore did.
 #[derive(Debug, Default, Clone, Copy)]
@@ -164,9 +166,17 @@ pub(crate) fn restore(
         };
         let mut pending: BTreeMap<TopicPartition, Changes> = BTreeMap::new();
         let mut buffered = 0;
-        let flush = |pending: &mut BTreeMap<TopicPartition, Changes>| -> anyhow::Result<()> {
+        // Every DURABLE_EVERY entries the write is made durable: until then redb holds what the
+        // non-durable writes changed in memory, which would grow with the changelog.
+        let mut since_durable = 0;
+        let mut flush = |pending: &mut BTreeMap<TopicPartition, Changes>| -> anyhow::Result<()> {
             for (task, changes) in std::mem::take(pending) {
-                db.apply_restored(&task, &changes)?;
+                since_durable += changes.dedup.len() + changes.calls.len();
+                let durable = since_durable >= DURABLE_EVERY;
+                if durable {
+                    since_durable = 0;
+                }
+                db.apply_restored(&task, &changes, durable)?;
             }
             Ok(())
         };
@@ -327,7 +337,11 @@ pub(crate) fn read_partition(
     mut each: impl FnMut(&BorrowedMessage<'_>) -> anyhow::Result<()>,
 ) -> anyhow::Result<i64> {
     let reader = EndReader::new(
-        kafka::reader_config(config).set("auto.offset.reset", "error"),
+        kafka::reader_config(config)
+            .set("auto.offset.reset", "error")
+            // Prefetch at most 16 MiB (librdkafka's default is 64 MiB per consumer): memory
+            // the restore does not need to keep up.
+            .set("queued.max.messages.kbytes", "16384"),
         METADATA_TIMEOUT,
     )?;
     let (low, high) = reader.watermarks(topic, partition, METADATA_TIMEOUT)?;

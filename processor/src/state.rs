@@ -245,9 +245,15 @@ impl Db {
         txn.commit().map_err(store_error)
     }
 
-    /// Applies restored changes of `task` (no checkpoint: [`Db::finish_restore`] writes it).
-    pub(crate) fn apply_restored(&self, task: &TopicPartition, changes: &Changes) -> Result<(), StoreError> {
-        let txn = self.begin(false)?;
+    /// Applies restored changes of `task` (no checkpoint: [`Db::finish_restore`] writes it),
+    /// `durable`ly or not.
+    pub(crate) fn apply_restored(
+        &self,
+        task: &TopicPartition,
+        changes: &Changes,
+        durable: bool,
+    ) -> Result<(), StoreError> {
+        let txn = self.begin(durable)?;
         apply(&txn, task, changes)?;
         txn.commit().map_err(store_error)
     }
