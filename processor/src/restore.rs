@@ -126,6 +126,57 @@ const FLUSH_EVERY: usize = 10_000;
 /// Restored entries between durable store writes.
 const DURABLE_EVERY: usize = 100_000;
 
+/// Restored changes not yet written to the store: written every [`FLUSH_EVERY`] entries, durably
+/// every [`DURABLE_EVERY`] (until then redb holds what non-durable writes changed in memory, which
+/// would grow with the changelog).
+struct Pending<'a> {
+    db: &'a Db,
+    changes: BTreeMap<TopicPartition, Changes>,
+    buffered: usize,
+    since_durable: usize,
+    /// Entries added, in all.
+    entries: u64,
+}
+
+impl<'a> Pending<'a> {
+    fn new(db: &'a Db) -> Self {
+        Self {
+            db,
+            changes: BTreeMap::new(),
+            buffered: 0,
+            since_durable: 0,
+            entries: 0,
+        }
+    }
+
+    fn changes(&mut self, task: &TopicPartition) -> &mut Changes {
+        self.changes.entry(task.clone()).or_default()
+    }
+
+    /// One entry was added to [`Pending::changes`].
+    fn added(&mut self) -> Result<(), StoreError> {
+        self.entries += 1;
+        self.buffered += 1;
+        if self.buffered >= FLUSH_EVERY {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), StoreError> {
+        self.since_durable += self.buffered;
+        self.buffered = 0;
+        let durable = self.since_durable >= DURABLE_EVERY;
+        if durable {
+            self.since_durable = 0;
+        }
+        for (task, changes) in std::mem::take(&mut self.changes) {
+            self.db.apply_restored(&task, &changes, durable)?;
+        }
+        Ok(())
+    }
+}
+
 /// What a restore did.
 #[derive(Debug, Default, Clone, Copy)]
 pub(crate) struct Restored {
@@ -164,23 +215,7 @@ pub(crate) fn restore(
                     && origin.offset < t.committed
             })
         };
-        let mut pending: BTreeMap<TopicPartition, Changes> = BTreeMap::new();
-        let mut buffered = 0;
-        // Every DURABLE_EVERY entries the write is made durable: until then redb holds what the
-        // non-durable writes changed in memory, which would grow with the changelog.
-        let mut since_durable = 0;
-        let mut flush = |pending: &mut BTreeMap<TopicPartition, Changes>| -> anyhow::Result<()> {
-            for (task, changes) in std::mem::take(pending) {
-                since_durable += changes.dedup.len() + changes.calls.len();
-                let durable = since_durable >= DURABLE_EVERY;
-                if durable {
-                    since_durable = 0;
-                }
-                db.apply_restored(&task, &changes, durable)?;
-            }
-            Ok(())
-        };
-
+        let mut pending = Pending::new(db);
         let start = group
             .iter()
             .map(|t| {
@@ -218,21 +253,15 @@ pub(crate) fn restore(
                     .unwrap_or_default();
                 if seen_at >= task.cutoff_millis {
                     pending
-                        .entry(task.task.clone())
-                        .or_default()
+                        .changes(&task.task)
                         .dedup
                         .insert(event_id.to_owned(), seen_at);
-                    restored.entries += 1;
-                    buffered += 1;
-                    if buffered >= FLUSH_EVERY {
-                        buffered = 0;
-                        flush(&mut pending)?;
-                    }
+                    pending.added()?;
                 }
                 Ok(())
             },
         )?;
-        flush(&mut pending)?;
+        pending.flush()?;
 
         let twilio = group
             .iter()
@@ -243,7 +272,6 @@ pub(crate) fn restore(
             let start = twilio
                 .from
                 .map_or(Offset::Beginning, |c| Offset::Offset(c.call_changelog));
-            buffered = 0;
             call_end = Some(read_partition(
                 config,
                 &topology.topic(topics::CALL_STATE),
@@ -267,22 +295,17 @@ pub(crate) fn restore(
                     }
                     // Later offsets are later states of the same call.
                     pending
-                        .entry(twilio.task.clone())
-                        .or_default()
+                        .changes(&twilio.task)
                         .calls
                         .insert(call.call_sid.clone(), (call, written_at));
-                    restored.entries += 1;
-                    buffered += 1;
-                    if buffered >= FLUSH_EVERY {
-                        buffered = 0;
-                        flush(&mut pending)?;
-                    }
+                    pending.added()?;
                     Ok(())
                 },
             )?);
-            flush(&mut pending)?;
+            pending.flush()?;
         }
 
+        restored.entries += pending.entries;
         for task in group {
             let previous = task.from;
             db.finish_restore(
@@ -339,9 +362,11 @@ pub(crate) fn read_partition(
     let reader = EndReader::new(
         kafka::reader_config(config)
             .set("auto.offset.reset", "error")
-            // Prefetch at most 16 MiB (librdkafka's default is 64 MiB per consumer): memory
-            // the restore does not need to keep up.
-            .set("queued.max.messages.kbytes", "16384"),
+            // Prefetch at most 16 MiB, fetch at most 8 MiB at once (librdkafka's defaults are
+            // 64 MiB and 50 MiB per consumer, before decompression): memory the restore does
+            // not need to keep up.
+            .set("queued.max.messages.kbytes", "16384")
+            .set("fetch.max.bytes", "8388608"),
         METADATA_TIMEOUT,
     )?;
     let (low, high) = reader.watermarks(topic, partition, METADATA_TIMEOUT)?;

@@ -458,7 +458,10 @@ impl Stores {
             pending: HashMap::new(),
             installed: HashSet::new(),
             released,
-            last_durable: Instant::now(),
+            // The first commit is durable: a baseline checkpoint soon after a start.
+            last_durable: Instant::now()
+                .checked_sub(DURABLE_EVERY)
+                .unwrap_or_else(Instant::now),
             reader: None,
         }
     }

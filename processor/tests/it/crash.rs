@@ -87,6 +87,22 @@ async fn raw_ends(broker: &PrivateBroker) -> HashMap<(String, i32), i64> {
     ends
 }
 
+/// The last call state of every call on the committed view of `switchboard.call-state`.
+async fn latest_call_states(broker: &PrivateBroker) -> HashMap<String, CallState> {
+    let states = read_decoded::<CallState>(
+        broker,
+        topics::CALL_STATE,
+        "read_committed",
+        CallState::schema_def(),
+    )
+    .await;
+    let mut latest = HashMap::new();
+    for (state, _) in states {
+        latest.insert(state.call_sid.clone(), state);
+    }
+    latest
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing() {
     let broker = PrivateBroker::start().unwrap();
@@ -164,17 +180,7 @@ async fn sigkill_at_random_moments_loses_nothing() {
     );
 
     // Every call ends completed with its duration, whatever the order of replays.
-    let states = read_decoded::<CallState>(
-        &broker,
-        topics::CALL_STATE,
-        "read_committed",
-        CallState::schema_def(),
-    )
-    .await;
-    let mut latest: HashMap<String, CallState> = HashMap::new();
-    for (state, _) in states {
-        latest.insert(state.call_sid.clone(), state);
-    }
+    let latest = latest_call_states(&broker).await;
     assert_eq!(latest.len(), CALLS);
     assert!(
         latest
@@ -276,17 +282,7 @@ async fn a_crash_between_the_kafka_commit_and_the_store_write_loses_and_doubles_
 
     let report = assert_calls_exactly_once(&broker, topics::CALLS, expected.iter().cloned()).await;
     assert_eq!(report.open, 0);
-    let states = read_decoded::<CallState>(
-        &broker,
-        topics::CALL_STATE,
-        "read_committed",
-        CallState::schema_def(),
-    )
-    .await;
-    let mut latest: HashMap<String, CallState> = HashMap::new();
-    for (state, _) in states {
-        latest.insert(state.call_sid.clone(), state);
-    }
+    let latest = latest_call_states(&broker).await;
     assert_eq!(latest.len(), calls);
     let unfinished: Vec<_> = latest.values().filter(|s| s.status != "completed").collect();
     assert!(
