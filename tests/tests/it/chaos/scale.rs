@@ -30,7 +30,13 @@ async fn chaos_processor_scale_out_and_in_under_load_loses_and_doubles_nothing()
     // new members restore and process. (A processor SIGTERMed before it runs its loop dies of
     // the signal instead of draining.)
     for id in ["chaos-1", "chaos-2"] {
-        supervise::wait_for_log(&stack, id, "state restored", Duration::from_secs(60)).await;
+        supervise::wait_for_log(
+            &stack,
+            id,
+            "partitions assigned; restoring their state",
+            Duration::from_secs(60),
+        )
+        .await;
     }
     tokio::time::sleep(Duration::from_millis(3_000 + rng.below(2_000))).await;
 
