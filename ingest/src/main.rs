@@ -5,7 +5,8 @@ use switchboard_ingest::config::Settings;
 
 /// jemalloc: a request allocates many small buffers (body, form, envelope, Avro); the ingest
 /// profile (bench/PROFILE.md) showed glibc malloc/free at a quarter of the CPU, and jemalloc cut
-/// CPU per request by 10–15 %.
+/// CPU per request by 10–15 %. The workspace has it serve C's `malloc` too (librdkafka's
+/// buffers), one allocator for the whole process (see the processor's `main.rs`).
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
