@@ -489,9 +489,9 @@ impl Engine {
         self.generation += 1;
     }
 
-    /// Writes what a transaction that committed in Kafka changed to the state store, with the
-    /// new checkpoints. A failure is fatal: the store is left behind Kafka (never ahead), and a
-    /// restart brings it up to date from the changelogs.
+    /// Hands what a transaction that committed in Kafka changed, with the new checkpoints, to the
+    /// state store's writer. A failure (of this write or an earlier one) is fatal: the store is
+    /// left behind Kafka (never ahead), and a restart brings it up to date from the changelogs.
     fn store_committed(&mut self, committed: &switchboard_kafka::txn::Committed) -> Result<(), LoopError> {
         if let Some(left) = &mut self.abort_before_store_write {
             *left = left.saturating_sub(1);
@@ -508,7 +508,7 @@ impl Engine {
             self.topology.topic(topics::CALL_STATE),
         );
         self.stores
-            .commit(&committed.offsets, &delivered, (&changelogs.0, &changelogs.1))
+            .commit(&committed.offsets, delivered, (&changelogs.0, &changelogs.1))
             .map_err(|e| LoopError::fatal("writing a committed transaction to the state store", e))
     }
 

@@ -513,7 +513,7 @@ fn restore_state(
         &engine.topology().clone(),
         codec,
         runtime,
-        engine.stores.db(),
+        engine.stores.settled()?,
         &jobs,
     )
     .context("restoring the state of the replayed partitions")?;

@@ -247,6 +247,12 @@ fn start_restore(
     if engine.restore_retry.is_some_and(|(at, _)| Instant::now() < at) {
         return Ok(());
     }
+    // The checkpoints read below, and the restore's writes, follow every write queued so far.
+    let db = engine
+        .stores
+        .settled()
+        .map_err(|e| LoopError::fatal("writing the state store", e))?
+        .clone();
     let pending = std::mem::take(&mut engine.to_restore);
     let committed = match txn::committed_offsets(consumer, &pending, RESTORE_OFFSETS_TIMEOUT) {
         Ok(committed) => committed,
@@ -269,7 +275,7 @@ fn start_restore(
         match position(consumer, &task, &committed) {
             Ok(offset) => {
                 engine.stores.claim(&task);
-                let plan = restore::plan(engine.stores.db(), &task, offset, cutoff)
+                let plan = restore::plan(&db, &task, offset, cutoff)
                     .map_err(|e| LoopError::fatal(format!("reading the checkpoint of {task}"), e))?;
                 match plan {
                     Plan::Ready => {
@@ -311,11 +317,7 @@ fn start_restore(
             tracing::info!(task = %job.task, committed = job.committed, from = ?job.from, "restoring state from the changelogs");
         }
         let (config, codec, runtime) = (Arc::clone(config), Arc::clone(codec), runtime.clone());
-        let (topology, db, tasks) = (
-            engine.topology().clone(),
-            engine.stores.db().clone(),
-            jobs.clone(),
-        );
+        let (topology, tasks) = (engine.topology().clone(), jobs.clone());
         let thread = std::thread::Builder::new()
             .name("restore".into())
             .spawn(move || restore::restore(&config, &topology, &codec, &runtime, &db, &tasks))
@@ -481,13 +483,14 @@ fn housekeeping(
 ) {
     let now = now_millis();
     let mut engine = lock(engine);
-    match engine
+    if let Err(error) = engine
         .stores
         .evict(|task| now - config.dedup_window_of_topic(&task.topic).as_millis() as i64)
     {
-        Ok(0) => {}
-        Ok(evicted) => tracing::debug!(evicted, "dedup window applied"),
-        Err(error) => tracing::warn!(%error, "applying the dedup window failed; trying again later"),
+        // The store's writer failed: the loop stops at its next step.
+        engine
+            .failure
+            .get_or_insert(LoopError::fatal("writing the state store", error));
     }
     match engine.stores.dedup_entries() {
         Ok(entries) => metrics::dedup_entries(entries as usize),

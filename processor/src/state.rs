@@ -8,7 +8,9 @@
 //!
 //! - changes of the open transaction live in memory (`pending`) and reach the store only after
 //!   the transaction has committed in Kafka, so the store is never ahead of Kafka; an abort drops
-//!   them together with the outputs;
+//!   them together with the outputs. Committed changes are written by a thread of their own (the
+//!   [`writer`]) while the loop processes the next transaction; until it reports them stored,
+//!   lookups find them in memory;
 //! - each task's **checkpoint**, written in the same store transaction as its changes, says what
 //!   the task's state reflects: the changelog entries of every raw record below `raw` (the
 //!   committed offset), and where reading each changelog partition must resume to find the
@@ -21,10 +23,11 @@
 //! loss) rolls the store back to its last durable commit — data and checkpoints together, so it
 //! is only further behind, never inconsistent.
 //!
-//! Memory is bounded by the store's cache ([`crate::config::Config::state_cache`]) and the open
-//! transaction: nothing grows with the dedup window or the number of calls.
+//! Memory is bounded by the store's cache ([`crate::config::Config::state_cache`]), the open
+//! transaction and the few committed ones queued for the writer: nothing grows with the dedup
+//! window or the number of calls.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -36,6 +39,10 @@ use redb::{
 use serde::{Deserialize, Serialize};
 use switchboard_kafka::TopicPartition;
 use switchboard_schemas::domain::CallState;
+
+mod writer;
+
+use writer::{Work, Writer};
 
 /// The store's file in the state directory.
 pub(crate) const FILE_NAME: &str = "processor.redb";
@@ -58,11 +65,16 @@ const CHECKPOINTS: TableDefinition<'static, &str, &[u8]> = TableDefinition::new(
 /// A failure of the local store (I/O, a corrupt file, a full disk). The store is a cache of the
 /// changelogs, so the cure is a restart: the store repairs itself on open or is rebuilt.
 #[derive(Debug, thiserror::Error)]
-#[error("state store: {0}")]
-pub(crate) struct StoreError(#[from] redb::Error);
+pub(crate) enum StoreError {
+    #[error("state store: {0}")]
+    Store(#[from] redb::Error),
+    /// The writer thread stopped on an earlier failure (which was reported then).
+    #[error("state store: the writer stopped after a failure")]
+    WriterFailed,
+}
 
 fn store_error(error: impl Into<redb::Error>) -> StoreError {
-    StoreError(error.into())
+    StoreError::Store(error.into())
 }
 
 /// What a task's stored state reflects.
@@ -225,23 +237,10 @@ impl Db {
         Ok(txn)
     }
 
-    /// Deletes the state and checkpoint of `task` (before a full restore, or after the task has
-    /// been gone for [`CLEANUP_DELAY`]).
+    /// Deletes the state and checkpoint of `task` (before a full restore).
     pub(crate) fn wipe(&self, task: &TopicPartition) -> Result<(), StoreError> {
         let txn = self.begin(false)?;
-        let tables = Tables::of(task);
-        for name in [
-            &tables.dedup,
-            &tables.dedup_expiry,
-            &tables.calls,
-            &tables.calls_expiry,
-        ] {
-            delete_untyped(&txn, name)?;
-        }
-        txn.open_table(CHECKPOINTS)
-            .map_err(store_error)?
-            .remove(task_name(task).as_str())
-            .map_err(store_error)?;
+        wipe_in(&txn, task)?;
         txn.commit().map_err(store_error)
     }
 
@@ -299,6 +298,24 @@ impl Db {
         }
         Ok(tasks)
     }
+}
+
+/// Deletes the tables and the checkpoint of `task`.
+fn wipe_in(txn: &WriteTransaction, task: &TopicPartition) -> Result<(), StoreError> {
+    let tables = Tables::of(task);
+    for name in [
+        &tables.dedup,
+        &tables.dedup_expiry,
+        &tables.calls,
+        &tables.calls_expiry,
+    ] {
+        delete_untyped(txn, name)?;
+    }
+    txn.open_table(CHECKPOINTS)
+        .map_err(store_error)?
+        .remove(task_name(task).as_str())
+        .map_err(store_error)?;
+    Ok(())
 }
 
 fn delete_untyped(txn: &WriteTransaction, name: &str) -> Result<(), StoreError> {
@@ -431,17 +448,74 @@ fn evict(txn: &WriteTransaction, task: &TopicPartition, cutoff_millis: i64) -> R
     Ok(evicted)
 }
 
-/// The state of every owned task: the store, and the open transaction's changes in memory.
+/// What one Kafka transaction changed, as the store writer applies it.
+#[derive(Debug)]
+struct Committed {
+    changes: HashMap<TopicPartition, Changes>,
+    /// Next offset per raw partition: the tasks' new checkpoints.
+    offsets: BTreeMap<TopicPartition, i64>,
+    /// Next offset per changelog partition written.
+    delivered: BTreeMap<TopicPartition, i64>,
+    /// The dedup and call-state changelog topics.
+    changelogs: (String, String),
+}
+
+/// Writes `committed`'s changes and its tasks' new checkpoints: `raw` moves to the committed
+/// offset; each changelog position moves to what the transaction delivered to that task's
+/// partition, or stays.
+fn write_committed(txn: &WriteTransaction, committed: &Committed) -> Result<(), StoreError> {
+    for (task, changes) in &committed.changes {
+        apply(txn, task, changes)?;
+    }
+    let (dedup_changelog, call_changelog) = &committed.changelogs;
+    for (task, next) in &committed.offsets {
+        let previous = {
+            let table = txn.open_table(CHECKPOINTS).map_err(store_error)?;
+            table
+                .get(task_name(task).as_str())
+                .map_err(store_error)?
+                .and_then(|v| serde_json::from_slice::<Checkpoint>(v.value()).ok())
+        };
+        let resume = |topic: &str, previous: i64| {
+            committed
+                .delivered
+                .get(&TopicPartition::new(topic, task.partition))
+                .map_or(previous, |next| previous.max(*next))
+        };
+        let previous = previous.unwrap_or(Checkpoint {
+            raw: 0,
+            dedup_changelog: 0,
+            call_changelog: 0,
+        });
+        let checkpoint = Checkpoint {
+            raw: *next,
+            dedup_changelog: resume(dedup_changelog, previous.dedup_changelog),
+            call_changelog: resume(call_changelog, previous.call_changelog),
+        };
+        write_checkpoint(txn, task, &checkpoint)?;
+    }
+    Ok(())
+}
+
+/// The state of every owned task: the store; the changes of transactions committed in Kafka and
+/// not yet stored (the [`writer`] stores them in order); and the open transaction's changes.
+/// Lookups see all three, newest first.
 #[derive(Debug)]
 pub(crate) struct Stores {
     db: Db,
+    writer: Writer,
     pending: HashMap<TopicPartition, Changes>,
+    /// Committed in Kafka and handed to the writer, oldest first, with the writer's sequence
+    /// number: dropped once the writer reports them stored.
+    unstored: VecDeque<(u64, Arc<Committed>)>,
+    /// Every writer job below this is in the store (and visible to a new read transaction).
+    stored: u64,
     /// Tasks whose state is restored: the only ones records are processed for.
     installed: HashSet<TopicPartition>,
     /// Tasks no longer owned, since when (their state is deleted after [`CLEANUP_DELAY`]).
     released: HashMap<TopicPartition, Instant>,
     last_durable: Instant,
-    /// A read transaction reused until the next store write (lookups of one batch).
+    /// A read transaction reused until the writer reports a write (lookups of one batch).
     reader: Option<ReadTransaction>,
 }
 
@@ -454,8 +528,11 @@ impl Stores {
             .map(|task| (task, Instant::now()))
             .collect();
         Self {
+            writer: Writer::start(db.clone()),
             db,
             pending: HashMap::new(),
+            unstored: VecDeque::new(),
+            stored: 0,
             installed: HashSet::new(),
             released,
             // The first commit is durable: a baseline checkpoint soon after a start.
@@ -466,9 +543,13 @@ impl Stores {
         }
     }
 
-    /// The store, for restores.
-    pub(crate) fn db(&self) -> &Db {
-        &self.db
+    /// The store once every write handed to the writer is in it: for restores, which read the
+    /// checkpoints and write the store themselves.
+    pub(crate) fn settled(&mut self) -> Result<&Db, StoreError> {
+        self.writer.settle()?;
+        let stored = self.writer.poll()?;
+        self.stored_through(stored);
+        Ok(&self.db)
     }
 
     fn reader(&mut self) -> Result<&ReadTransaction, StoreError> {
@@ -478,13 +559,19 @@ impl Stores {
         Ok(self.reader.as_ref().expect("set above"))
     }
 
+    /// Changes not in the store yet, newest first.
+    fn unwritten(&self, task: &TopicPartition) -> impl Iterator<Item = &Changes> {
+        self.pending.get(task).into_iter().chain(
+            self.unstored
+                .iter()
+                .rev()
+                .filter_map(|(_, c)| c.changes.get(task)),
+        )
+    }
+
     /// Whether `event_id` was seen in `task`, committed or in the open transaction.
     pub(crate) fn seen(&mut self, task: &TopicPartition, event_id: &str) -> Result<bool, StoreError> {
-        if self
-            .pending
-            .get(task)
-            .is_some_and(|c| c.dedup.contains_key(event_id))
-        {
+        if self.unwritten(task).any(|c| c.dedup.contains_key(event_id)) {
             return Ok(true);
         }
         let tables = Tables::of(task);
@@ -509,7 +596,7 @@ impl Stores {
         task: &TopicPartition,
         call_sid: &str,
     ) -> Result<Option<CallState>, StoreError> {
-        if let Some((call, _)) = self.pending.get(task).and_then(|c| c.calls.get(call_sid)) {
+        if let Some((call, _)) = self.unwritten(task).find_map(|c| c.calls.get(call_sid)) {
             return Ok(Some(call.clone()));
         }
         let tables = Tables::of(task);
@@ -539,62 +626,55 @@ impl Stores {
 
     /// The open transaction committed in Kafka with `offsets` (next offset per raw partition),
     /// after `delivered` (next offset per changelog partition written): its changes and the
-    /// tasks' new checkpoints go to the store, in one store transaction.
+    /// tasks' new checkpoints go to the writer, which stores them in one store transaction.
     pub(crate) fn commit(
         &mut self,
         offsets: &BTreeMap<TopicPartition, i64>,
-        delivered: &BTreeMap<TopicPartition, i64>,
+        delivered: BTreeMap<TopicPartition, i64>,
         changelogs: (&str, &str),
     ) -> Result<(), StoreError> {
-        let pending = std::mem::take(&mut self.pending);
-        if offsets.is_empty() && pending.is_empty() {
+        let changes = std::mem::take(&mut self.pending);
+        if offsets.is_empty() && changes.is_empty() {
             return Ok(());
         }
-        self.reader = None;
+        let committed = Arc::new(Committed {
+            changes,
+            offsets: offsets.clone(),
+            delivered,
+            changelogs: (changelogs.0.to_owned(), changelogs.1.to_owned()),
+        });
         let durable = self.last_durable.elapsed() >= DURABLE_EVERY;
-        let txn = self.db.begin(durable)?;
-        for (task, changes) in &pending {
-            apply(&txn, task, changes)?;
-        }
-        let (dedup_changelog, call_changelog) = changelogs;
-        for (task, next) in offsets {
-            let previous = {
-                let txn_read = &txn;
-                let table = txn_read.open_table(CHECKPOINTS).map_err(store_error)?;
-                table
-                    .get(task_name(task).as_str())
-                    .map_err(store_error)?
-                    .and_then(|v| serde_json::from_slice::<Checkpoint>(v.value()).ok())
-            };
-            let resume = |topic: &str, previous: i64| {
-                delivered
-                    .get(&TopicPartition::new(topic, task.partition))
-                    .map_or(previous, |next| previous.max(*next))
-            };
-            let previous = previous.unwrap_or(Checkpoint {
-                raw: 0,
-                dedup_changelog: 0,
-                call_changelog: 0,
-            });
-            let checkpoint = Checkpoint {
-                raw: *next,
-                dedup_changelog: resume(dedup_changelog, previous.dedup_changelog),
-                call_changelog: resume(call_changelog, previous.call_changelog),
-            };
-            write_checkpoint(&txn, task, &checkpoint)?;
-        }
-        txn.commit().map_err(store_error)?;
+        let seq = self
+            .writer
+            .submit(Work::Commit(Arc::clone(&committed)), durable)?;
         if durable {
             self.last_durable = Instant::now();
         }
+        self.unstored.push_back((seq, committed));
+        let stored = self.writer.poll()?;
+        self.stored_through(stored);
         Ok(())
     }
 
-    /// Makes every store commit so far durable (before a shutdown or a rebalance, so that the next
-    /// owner or start finds the checkpoints current).
-    pub(crate) fn persist(&mut self) -> Result<(), StoreError> {
+    /// The writer stored every job below `stored`: their changes are read from the store now.
+    fn stored_through(&mut self, stored: u64) {
+        if stored <= self.stored {
+            return;
+        }
+        self.stored = stored;
+        while self.unstored.front().is_some_and(|(seq, _)| *seq < stored) {
+            self.unstored.pop_front();
+        }
+        // A read transaction from before the writes would miss what was just dropped.
         self.reader = None;
-        self.db.begin(true)?.commit().map_err(store_error)?;
+    }
+
+    /// Makes every store commit so far durable, waiting for the writer (before a shutdown or a
+    /// rebalance, so that the next owner or start finds the checkpoints current).
+    pub(crate) fn persist(&mut self) -> Result<(), StoreError> {
+        let seq = self.writer.submit(Work::Persist, true)?;
+        self.writer.wait_for(seq)?;
+        self.stored_through(seq + 1);
         self.last_durable = Instant::now();
         Ok(())
     }
@@ -630,38 +710,32 @@ impl Stores {
         }
     }
 
-    /// Applies the dedup window (`cutoff_millis` per task) to the installed tasks' state, and
-    /// deletes the state of tasks released longer than [`CLEANUP_DELAY`] ago. The dedup entries
-    /// forgotten.
-    pub(crate) fn evict(
-        &mut self,
-        cutoff_millis: impl Fn(&TopicPartition) -> i64,
-    ) -> Result<usize, StoreError> {
-        let expired: Vec<TopicPartition> = self
+    /// Has the writer apply the dedup window (`cutoff_millis` per task) to the installed tasks'
+    /// state, and delete the state of tasks released longer than [`CLEANUP_DELAY`] ago.
+    pub(crate) fn evict(&mut self, cutoff_millis: impl Fn(&TopicPartition) -> i64) -> Result<(), StoreError> {
+        let wipe: Vec<TopicPartition> = self
             .released
             .iter()
             .filter(|(_, at)| at.elapsed() >= CLEANUP_DELAY)
             .map(|(task, _)| task.clone())
             .collect();
-        for task in expired {
+        for task in &wipe {
             tracing::info!(%task, "deleting the stored state of a partition no longer owned");
-            self.db.wipe(&task)?;
-            self.released.remove(&task);
+            self.released.remove(task);
         }
-        if self.installed.is_empty() {
-            return Ok(0);
+        let cutoffs: Vec<(TopicPartition, i64)> = self
+            .installed
+            .iter()
+            .map(|task| (task.clone(), cutoff_millis(task)))
+            .collect();
+        if wipe.is_empty() && cutoffs.is_empty() {
+            return Ok(());
         }
-        self.reader = None;
-        let txn = self.db.begin(false)?;
-        let mut evicted = 0;
-        for task in &self.installed {
-            evicted += evict(&txn, task, cutoff_millis(task))?;
-        }
-        txn.commit().map_err(store_error)?;
-        Ok(evicted)
+        self.writer.submit(Work::Evict { cutoffs, wipe }, false)?;
+        Ok(())
     }
 
-    /// Number of remembered event ids of the installed tasks, for the metrics.
+    /// Number of remembered event ids of the installed tasks in the store, for the metrics.
     pub(crate) fn dedup_entries(&self) -> Result<u64, StoreError> {
         self.installed.iter().map(|task| self.db.dedup_len(task)).sum()
     }
@@ -706,20 +780,48 @@ mod tests {
             (TopicPartition::new("calls", 0), 3),
         ]
         .into();
-        stores
-            .commit(&offsets(&task, 10), &delivered, CHANGELOGS)
-            .unwrap();
+        stores.commit(&offsets(&task, 10), delivered, CHANGELOGS).unwrap();
         assert!(stores.pending.is_empty());
         assert!(stores.seen(&task, "EV1").unwrap());
         assert_eq!(stores.call(&task, "CA1").unwrap().unwrap().status, "ringing");
         assert_eq!(
-            stores.db().checkpoint(&task).unwrap(),
+            stores.settled().unwrap().checkpoint(&task).unwrap(),
             Some(Checkpoint {
                 raw: 10,
                 dedup_changelog: 7,
                 call_changelog: 3
             })
         );
+    }
+
+    #[test]
+    fn changes_waiting_for_the_writer_are_visible_and_stored_in_order() {
+        let task = TopicPartition::new("switchboard.raw.twilio", 0);
+        let mut stores = stores();
+        stores.install(task.clone());
+        // The store's one write transaction is held: the writer waits for it.
+        let held = stores.db.db.begin_write().unwrap();
+        stores.mark_seen(&task, "EV1", 1);
+        stores.put_call(&task, call("CA1", "ringing", 1), 1);
+        stores
+            .commit(&offsets(&task, 1), BTreeMap::new(), CHANGELOGS)
+            .unwrap();
+        stores.put_call(&task, call("CA1", "in-progress", 2), 2);
+        stores
+            .commit(&offsets(&task, 2), BTreeMap::new(), CHANGELOGS)
+            .unwrap();
+        assert_eq!(stores.unstored.len(), 2);
+        assert_eq!(stores.db.checkpoint(&task).unwrap(), None);
+        assert!(stores.seen(&task, "EV1").unwrap());
+        assert_eq!(stores.call(&task, "CA1").unwrap().unwrap().status, "in-progress");
+        drop(held);
+        assert_eq!(
+            stores.settled().unwrap().checkpoint(&task).unwrap().unwrap().raw,
+            2
+        );
+        assert!(stores.unstored.is_empty());
+        assert!(stores.seen(&task, "EV1").unwrap());
+        assert_eq!(stores.call(&task, "CA1").unwrap().unwrap().status, "in-progress");
     }
 
     #[test]
@@ -730,7 +832,7 @@ mod tests {
         stores.mark_seen(&task, "EV1", 1);
         stores.put_call(&task, call("CA1", "ringing", 1), 1);
         stores
-            .commit(&offsets(&task, 1), &BTreeMap::new(), CHANGELOGS)
+            .commit(&offsets(&task, 1), BTreeMap::new(), CHANGELOGS)
             .unwrap();
         stores.mark_seen(&task, "EV2", 2);
         stores.put_call(&task, call("CA1", "completed", 2), 2);
@@ -738,7 +840,10 @@ mod tests {
         assert!(stores.seen(&task, "EV1").unwrap());
         assert!(!stores.seen(&task, "EV2").unwrap());
         assert_eq!(stores.call(&task, "CA1").unwrap().unwrap().status, "ringing");
-        assert_eq!(stores.db().checkpoint(&task).unwrap().unwrap().raw, 1);
+        assert_eq!(
+            stores.settled().unwrap().checkpoint(&task).unwrap().unwrap().raw,
+            1
+        );
     }
 
     #[test]
@@ -747,20 +852,24 @@ mod tests {
         let mut stores = stores();
         stores.install(task.clone());
         let delivered = [(TopicPartition::new("dedup", 2), 40)].into();
-        stores.commit(&offsets(&task, 5), &delivered, CHANGELOGS).unwrap();
+        stores.commit(&offsets(&task, 5), delivered, CHANGELOGS).unwrap();
         // Only duplicates: the offset moves, the changelog positions stay.
         stores
-            .commit(&offsets(&task, 9), &BTreeMap::new(), CHANGELOGS)
+            .commit(&offsets(&task, 9), BTreeMap::new(), CHANGELOGS)
             .unwrap();
-        let checkpoint = stores.db().checkpoint(&task).unwrap().unwrap();
+        let checkpoint = stores.settled().unwrap().checkpoint(&task).unwrap().unwrap();
         assert_eq!((checkpoint.raw, checkpoint.dedup_changelog), (9, 40));
         // Another partition's deliveries do not move it.
         let elsewhere = [(TopicPartition::new("dedup", 3), 90)].into();
-        stores
-            .commit(&offsets(&task, 12), &elsewhere, CHANGELOGS)
-            .unwrap();
+        stores.commit(&offsets(&task, 12), elsewhere, CHANGELOGS).unwrap();
         assert_eq!(
-            stores.db().checkpoint(&task).unwrap().unwrap().dedup_changelog,
+            stores
+                .settled()
+                .unwrap()
+                .checkpoint(&task)
+                .unwrap()
+                .unwrap()
+                .dedup_changelog,
             40
         );
     }
@@ -782,17 +891,19 @@ mod tests {
         stores.put_call(&a, call("CA3", "ringing", 1), 200);
         stores.mark_seen(&b, "EV2", 5_000);
         let committed = [(a.clone(), 2), (b.clone(), 1)].into();
-        stores.commit(&committed, &BTreeMap::new(), CHANGELOGS).unwrap();
+        stores.commit(&committed, BTreeMap::new(), CHANGELOGS).unwrap();
         stores.put_call(&a, call("CA3", "in-progress", 2), 4 * MINUTE);
         stores
-            .commit(&[(a.clone(), 3)].into(), &BTreeMap::new(), CHANGELOGS)
+            .commit(&[(a.clone(), 3)].into(), BTreeMap::new(), CHANGELOGS)
             .unwrap();
         assert!(!stores.seen(&b, "EV1").unwrap());
+        stores.settled().unwrap();
         assert_eq!(stores.dedup_entries().unwrap(), 3);
-        let evicted = stores
+        stores
             .evict(|task| if task == &a { 2 * MINUTE } else { 0 })
             .unwrap();
-        assert_eq!(evicted, 1);
+        stores.settled().unwrap();
+        assert_eq!(stores.dedup_entries().unwrap(), 2);
         assert!(!stores.seen(&a, "EV1").unwrap());
         assert!(stores.seen(&a, "EV3").unwrap());
         assert!(stores.call(&a, "CA1").unwrap().is_none());
@@ -802,7 +913,7 @@ mod tests {
         stores.remove(&b);
         assert!(!stores.is_installed(&b));
         // Released state stays on disk until the cleanup delay has passed.
-        assert!(stores.db().checkpoint(&b).unwrap().is_some());
+        assert!(stores.settled().unwrap().checkpoint(&b).unwrap().is_some());
     }
 
     #[test]
@@ -814,7 +925,7 @@ mod tests {
             stores.install(task.clone());
             stores.mark_seen(&task, "EV1", 1);
             stores
-                .commit(&offsets(&task, 1), &BTreeMap::new(), CHANGELOGS)
+                .commit(&offsets(&task, 1), BTreeMap::new(), CHANGELOGS)
                 .unwrap();
         }
         {
@@ -830,7 +941,7 @@ mod tests {
             stores.install(task.clone());
             stores.mark_seen(&task, "EV1", 1);
             stores
-                .commit(&offsets(&task, 1), &BTreeMap::new(), CHANGELOGS)
+                .commit(&offsets(&task, 1), BTreeMap::new(), CHANGELOGS)
                 .unwrap();
         }
         let db = Db::open(dir.path(), 1 << 20, "group-b").unwrap();
