@@ -446,6 +446,11 @@ pub struct Transactor {
     txn: Option<OpenTxn>,
     /// Next offset to commit per consumed partition, for records of the open transaction.
     offsets: BTreeMap<TopicPartition, i64>,
+    /// A transactional call failed fatally: the producer's transaction state is unknown (a call
+    /// may be left in progress), so every later begin, commit or abort fails at once. Without
+    /// this, closing the consumer after the loop stopped ran the revoke's commit, which conflicts
+    /// with the abort left in progress, for another minute before the process could exit.
+    failed: bool,
 }
 
 impl std::fmt::Debug for Transactor {
@@ -466,6 +471,7 @@ impl Transactor {
             batching,
             txn: None,
             offsets: BTreeMap::new(),
+            failed: false,
         };
         if batching.exactly_once {
             transactor.retrying("init_transactions", LoopError::fatal, |timeout| {
@@ -509,16 +515,37 @@ impl Transactor {
         }
     }
 
+    /// Fails at once once a transactional call has failed fatally (see [`Transactor::failed`]).
+    fn usable(&self) -> Result<(), LoopError> {
+        if self.failed {
+            return Err(LoopError::Fatal {
+                context: "a transactional call failed earlier: the producer is not called again".into(),
+                cause: None,
+            });
+        }
+        Ok(())
+    }
+
+    /// Remembers a fatal `result` (see [`Transactor::failed`]).
+    fn noted<T>(&mut self, result: Result<T, LoopError>) -> Result<T, LoopError> {
+        if matches!(result, Err(LoopError::Fatal { .. })) {
+            self.failed = true;
+        }
+        result
+    }
+
     /// Opens a transaction unless one is open.
     pub fn begin(&mut self) -> Result<(), LoopError> {
+        self.usable()?;
         if self.txn.is_none() {
             if self.batching.exactly_once {
-                self.producer.begin_transaction().map_err(|error| match error {
+                let begun = self.producer.begin_transaction().map_err(|error| match error {
                     // With every other call resolved first, a failing begin means a producer
                     // that nothing but a restart can repair.
                     error if is_retriable(&error) => classify("beginning a transaction", error),
                     error => LoopError::fatal("beginning a transaction", error),
-                })?;
+                });
+                self.noted(begun)?;
             }
             self.txn = Some(OpenTxn {
                 started: Instant::now(),
@@ -589,11 +616,13 @@ impl Transactor {
         &mut self,
         consumer: &BaseConsumer<C>,
     ) -> Result<Option<Committed>, LoopError> {
+        self.usable()?;
         if self.txn.is_none() {
             return Ok(None);
         }
         let started = Instant::now();
-        self.commit_offsets(consumer)?;
+        let committed = self.commit_offsets(consumer);
+        self.noted(committed)?;
         let offsets = std::mem::take(&mut self.offsets);
         let txn = self.txn.take().expect("checked above");
         Ok(Some(Committed {
@@ -662,11 +691,14 @@ impl Transactor {
         if self.txn.is_none() {
             return Ok(false);
         }
+        self.usable()?;
         if self.batching.exactly_once {
-            self.retrying("abort_transaction", LoopError::fatal, |timeout| {
-                self.producer.abort_transaction(timeout)
-            })
-            .map_err(|error| LoopError::fatal("aborting the transaction", error))?;
+            let aborted = self
+                .retrying("abort_transaction", LoopError::fatal, |timeout| {
+                    self.producer.abort_transaction(timeout)
+                })
+                .map_err(|error| LoopError::fatal("aborting the transaction", error));
+            self.noted(aborted)?;
         }
         self.txn = None;
         Ok(true)

@@ -236,6 +236,22 @@ async fn an_abort_that_never_completes_is_fatal_within_its_bound() {
         elapsed < resolve_within + Duration::from_secs(5),
         "gave up after {elapsed:?}"
     );
+
+    // Closing the consumer then revokes the partitions, whose callback commits the open
+    // transaction: that fails at once (the abort may still be in progress in librdkafka),
+    // instead of conflicting with it for another bound before the process can exit.
+    let consumer = consumer(&broker, "abort-never-completes");
+    let started = Instant::now();
+    let revoke = txn.finish_before_revoke(&consumer, &[]);
+    assert!(
+        matches!(revoke.failure, Some(LoopError::Fatal { .. })) && revoke.committed.is_none(),
+        "{revoke:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the commit after a fatal abort took {:?}",
+        started.elapsed()
+    );
 }
 
 /// `seek_partitions` reports a partition it could not seek inside `Ok`: that is an error.
