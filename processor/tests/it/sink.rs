@@ -451,3 +451,31 @@ async fn a_lone_event_is_stored_well_before_the_batch_interval_and_its_age_is_me
         "{text}"
     );
 }
+
+/// A sink started before the processor has created the domain topics (both start together on a
+/// fresh cluster) stores their events once they exist, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_started_before_its_topics_exist_stores_their_events_once_created() {
+    let broker = PrivateBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sink.db").display());
+    let (stop, sink) = start_sink(&broker, &switchboard_tests::registry_url(), &url).await;
+    // Long enough to have joined the group with nothing to assign (a join takes about half the
+    // 6 s session timeout on the dev broker).
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let created = Instant::now();
+    produce_calls(&broker, &[completed_call("EV-late-topic", 1)]).await;
+    let db = open(&url).await;
+    // Well below librdkafka's periodic metadata refresh (5 minutes).
+    let deadline = created + Duration::from_secs(90);
+    while count(&db, "call_events").await < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the sink never read the topic created after it started"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!("stored {:?} after the topic was created", created.elapsed());
+    let _ = stop.send(());
+    sink.await.unwrap().unwrap();
+}

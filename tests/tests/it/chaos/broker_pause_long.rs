@@ -47,7 +47,7 @@ async fn chaos_broker_paused_longer_than_the_transaction_timeout_recovers_or_res
     tokio::time::sleep(PAUSE).await;
     stack.broker.resume().unwrap();
 
-    supervise::until_stored(&stack, &mut [&mut processor], callbacks.len() as i64, STALL).await;
+    supervise::until_stored(&mut stack, &mut [&mut processor], callbacks.len() as i64, STALL).await;
     let sent = load.await.unwrap();
     let (records, ids, repeated) = supervise::emitted_calls(&stack);
     println!(

@@ -58,7 +58,7 @@ async fn chaos_processor_scale_out_and_in_under_load_loses_and_doubles_nothing()
     let mut p1 = Supervised::new("chaos-1", &[], stack.spawn_processor("chaos-1", &[]));
     println!("chaos-1 restarted");
 
-    supervise::until_stored(&stack, &mut [&mut p0, &mut p1], callbacks.len() as i64, STALL).await;
+    supervise::until_stored(&mut stack, &mut [&mut p0, &mut p1], callbacks.len() as i64, STALL).await;
     let sent = load.await.unwrap();
     let (records, ids, repeated) = supervise::emitted_calls(&stack);
     println!(

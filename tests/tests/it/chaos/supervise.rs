@@ -50,10 +50,12 @@ impl Supervised {
     }
 }
 
-/// Supervises `instances` until the database holds `expected` events. Fails when nothing new is
-/// stored for `stall` (an instance that stays up without progress).
+/// Supervises `instances` and the stack's sink (each restarted after a non-zero exit, as an
+/// orchestrator would) until the database holds `expected` events. Fails when nothing new is
+/// stored for `stall` (an instance that stays up without progress), with the end of every log in
+/// the message: a CI machine's temporary files do not outlive the run.
 pub(super) async fn until_stored(
-    stack: &Stack,
+    stack: &mut Stack,
     instances: &mut [&mut Supervised],
     expected: i64,
     stall: Duration,
@@ -64,6 +66,7 @@ pub(super) async fn until_stored(
         for instance in instances.iter_mut() {
             instance.check(stack);
         }
+        check_sink(stack);
         let now = stored(&db).await;
         if now >= expected {
             return;
@@ -71,13 +74,121 @@ pub(super) async fn until_stored(
         if now != last.0 {
             last = (now, Instant::now());
         }
-        assert!(
-            last.1.elapsed() < stall,
-            "no progress for {stall:?} at {now} of {expected} events; logs kept in {}",
-            keep_logs(stack).display()
-        );
+        if last.1.elapsed() >= stall {
+            panic!(
+                "no progress for {stall:?} at {now} of {expected} events; logs kept in {}\n{}\n{}",
+                keep_logs(stack).display(),
+                offsets(stack),
+                log_tails(stack, LOG_TAIL)
+            );
+        }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Restarts the sink if it exited non-zero; panics if it exited 0.
+fn check_sink(stack: &mut Stack) {
+    let Some(sink) = &mut stack.sink else { return };
+    let Some(status) = sink.0.try_wait().unwrap() else {
+        return;
+    };
+    assert!(
+        !status.success(),
+        "the sink exited 0 without being asked to; logs in {}",
+        stack.logs().display()
+    );
+    println!("sink exited with {status}: restarting it");
+    stack.sink = Some(stack.spawn("sink", &["sink"]));
+}
+
+/// Where every partition of the raw topics and of `switchboard.calls` stands, for a failure
+/// message: its high watermark, its last stable offset (the end a `read_committed` reader sees:
+/// below the high watermark while a transaction is open there) and the committed offsets of the
+/// processors' and the sink's groups.
+pub(super) fn offsets(stack: &Stack) -> String {
+    let timeout = Duration::from_secs(10);
+    let reader = |isolation: &str, group: &str| -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", stack.broker.bootstrap())
+            .set("group.id", group)
+            .set("isolation.level", isolation)
+            .set("enable.auto.commit", "false")
+            .create()
+            .unwrap()
+    };
+    let stable = reader("read_committed", "chaos-diagnostic");
+    let mut out = String::from("partition: high watermark / last stable / processors / sink\n");
+    let topics = switchboard_schemas::Source::ALL
+        .iter()
+        .map(|s| s.raw_topic())
+        .chain([topics::CALLS]);
+    for topic in topics {
+        let Ok(metadata) = stable.fetch_metadata(Some(topic), timeout) else {
+            out.push_str(&format!("{topic}: no metadata\n"));
+            continue;
+        };
+        for partition in metadata.topics()[0].partitions() {
+            let partition = partition.id();
+            let high = stable
+                .fetch_watermarks(topic, partition, timeout)
+                .map_or(-1, |(_, high)| high);
+            // A read_committed reader assigned at the end is positioned at the last stable offset.
+            let mut end = TopicPartitionList::new();
+            end.add_partition_offset(topic, partition, Offset::End).unwrap();
+            stable.assign(&end).unwrap();
+            let _ = stable.poll(Duration::from_millis(500));
+            let last_stable = stable
+                .position()
+                .ok()
+                .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()));
+            let committed = |group: &str| {
+                let mut list = TopicPartitionList::new();
+                list.add_partition(topic, partition);
+                reader("read_committed", group)
+                    .committed_offsets(list, timeout)
+                    .ok()
+                    .and_then(|l| l.find_partition(topic, partition).map(|e| e.offset()))
+            };
+            out.push_str(&format!(
+                "{topic}[{partition}]: {high} / {last_stable:?} / {:?} / {:?}\n",
+                committed("switchboard-processor"),
+                committed("switchboard-sink"),
+            ));
+        }
+    }
+    out
+}
+
+/// Lines of each log in a failure message.
+const LOG_TAIL: usize = 15;
+/// Characters of a log line in a failure message.
+const LOG_LINE: usize = 400;
+
+/// The last `lines` lines of every log of the stack, each cut to [`LOG_LINE`] characters.
+pub(super) fn log_tails(stack: &Stack, lines: usize) -> String {
+    let mut logs: Vec<_> = std::fs::read_dir(stack.logs())
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "log"))
+        .collect();
+    logs.sort();
+    let mut out = String::new();
+    for path in logs {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        out.push_str(&format!(
+            "--- {} (last {} of {} lines)\n",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            lines.min(all.len()),
+            all.len()
+        ));
+        for line in &all[all.len().saturating_sub(lines)..] {
+            out.extend(line.chars().take(LOG_LINE));
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Records of `switchboard.calls` per event id, read uncommitted: a diagnostic of re-emitted
