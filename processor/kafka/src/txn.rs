@@ -18,6 +18,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -451,6 +452,8 @@ pub struct Transactor {
     /// this, closing the consumer after the loop stopped ran the revoke's commit, which conflicts
     /// with the abort left in progress, for another minute before the process could exit.
     failed: bool,
+    /// A record was sent in the open transaction (see [`Transactor::commit_offsets`]).
+    produced: AtomicBool,
 }
 
 impl std::fmt::Debug for Transactor {
@@ -472,6 +475,7 @@ impl Transactor {
             txn: None,
             offsets: BTreeMap::new(),
             failed: false,
+            produced: AtomicBool::new(false),
         };
         if batching.exactly_once {
             transactor.retrying("init_transactions", LoopError::fatal, |timeout| {
@@ -547,6 +551,7 @@ impl Transactor {
                 });
                 self.noted(begun)?;
             }
+            self.produced.store(false, Ordering::Relaxed);
             self.txn = Some(OpenTxn {
                 started: Instant::now(),
                 records: 0,
@@ -607,6 +612,7 @@ impl Transactor {
         K: rdkafka::message::ToBytes + ?Sized,
         P: rdkafka::message::ToBytes + ?Sized,
     {
+        self.produced.store(true, Ordering::Relaxed);
         send_waiting(&self.producer, record).map_err(|error| LoopError::retriable("sending a record", error))
     }
 
@@ -657,6 +663,24 @@ impl Transactor {
             return Ok(());
         }
         let offsets_sent = self.txn.as_ref().is_some_and(|txn| txn.offsets_sent);
+        if !offsets_sent && !self.produced.load(Ordering::Relaxed) {
+            // Nothing was written in this transaction (it consumed only duplicates, or records
+            // a replay skips): its one effect, the consumed offsets, is committed to the group
+            // coordinator directly, which is atomic by itself and refuses a member a rebalance
+            // has fenced; the transaction, with nothing registered, then ends without a request
+            // to the broker. One request instead of three, and correct on the dev broker too,
+            // which drops the offsets of a transaction that wrote no record: the group's offsets
+            // stopped short of the end by the duplicates at a partition's tail, and lag never
+            // reached zero.
+            if offsets.count() > 0 {
+                consumer
+                    .commit(&offsets, CommitMode::Sync)
+                    .map_err(|e| classify("committing offsets", e))?;
+            }
+            return self.retrying("commit_transaction", LoopError::fatal, |timeout| {
+                self.producer.commit_transaction(timeout)
+            });
+        }
         if !offsets_sent && offsets.count() > 0 {
             let metadata = consumer.group_metadata().ok_or(LoopError::Retriable {
                 context: "no consumer group metadata yet".into(),

@@ -47,11 +47,35 @@ async fn wait_caught_up(broker: &PrivateBroker, ends: &HashMap<(String, i32), i6
             let log = std::fs::read_to_string(log).unwrap_or_default();
             let tail: Vec<&str> = log.lines().rev().take(60).collect();
             panic!(
-                "the processor did not catch up: {committed:?} vs {ends:?}\nlog tail:\n{}",
+                "the processor did not catch up: {committed:?} vs {ends:?}\n{}\nlog tail:\n{}",
+                committed_outputs(broker).await,
                 tail.into_iter().rev().collect::<Vec<_>>().join("\n")
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// What the committed view of `switchboard.calls` holds, for a failure message: with every
+/// event in it while a group offset lags, the broker lost an offset commit of a transaction
+/// whose outputs it committed; with events missing, the processor did not process them.
+async fn committed_outputs(broker: &PrivateBroker) -> String {
+    match switchboard_tests::committed::committed_view(&broker.bootstrap(), topics::CALLS).await {
+        Ok(view) => {
+            let ids: HashSet<String> = view
+                .records
+                .iter()
+                .filter_map(|r| r.header(switchboard_schemas::headers::EVENT_ID))
+                .collect();
+            format!(
+                "{}: {} committed records for {} event ids, {} open transaction(s)",
+                topics::CALLS,
+                view.records.len(),
+                ids.len(),
+                view.open
+            )
+        }
+        Err(error) => format!("{}: unreadable: {error:#}", topics::CALLS),
     }
 }
 

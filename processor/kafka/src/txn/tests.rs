@@ -417,3 +417,48 @@ fn a_wait_for_deliveries_that_never_come_gives_up_within_its_bound() {
     );
     producer.purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
 }
+
+/// A transaction that consumed records and wrote none (only duplicates, or records a replay
+/// skips) still moves the group's committed offsets: every time, on the dev broker too (which
+/// drops the offsets of a transaction without records; the group's offsets then stopped short of
+/// a partition's end by the duplicates at its tail).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_that_wrote_nothing_still_commits_its_offsets() {
+    let broker = PrivateBroker::start().unwrap();
+    create_topic(&broker).await;
+    let consumer = consumer(&broker, "offsets-only");
+    consumer.subscribe(&[TOPIC]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while consumer.assignment().unwrap().count() == 0 {
+        assert!(Instant::now() < deadline, "never assigned");
+        let _ = consumer.poll(Duration::from_millis(100));
+    }
+    let mut txn = Transactor::new(
+        producer(&broker, "offsets-only"),
+        batching(Duration::from_secs(30)),
+    )
+    .unwrap();
+    let task = TopicPartition::new(TOPIC, 0);
+    let committed = || {
+        let mut list = TopicPartitionList::new();
+        list.add_partition(TOPIC, 0);
+        consumer
+            .committed_offsets(list, Duration::from_secs(10))
+            .unwrap()
+            .find_partition(TOPIC, 0)
+            .unwrap()
+            .offset()
+    };
+    for round in 0..3 {
+        // A record written, then a transaction of duplicates only.
+        txn.begin().unwrap();
+        txn.send(record("emitted")).unwrap();
+        txn.consumed(task.clone(), 10 * round + 5);
+        assert!(txn.commit(&consumer).unwrap().is_some());
+        assert_eq!(committed(), Offset::Offset(10 * round + 5));
+        txn.begin().unwrap();
+        txn.consumed(task.clone(), 10 * round + 9);
+        assert!(txn.commit(&consumer).unwrap().is_some());
+        assert_eq!(committed(), Offset::Offset(10 * round + 9), "round {round}");
+    }
+}
