@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use super::supervise::{self, Supervised};
-use super::{LOAD, ONE_AT_A_TIME, Stack, callbacks, events, open, send_all, stored, url, verify};
+use super::{LOAD, ONE_AT_A_TIME, Stack, callbacks, events, send_all, url, verify};
 
 /// Short, so that the pause outlasts it by far while the scenario stays short.
 const TRANSACTION_TIMEOUT: &str = "3s";
@@ -34,15 +34,7 @@ async fn chaos_broker_paused_longer_than_the_transaction_timeout_recovers_or_res
     let mut processor = Supervised::new("chaos-0", &env, stack.processor.take().unwrap());
 
     // Freeze the broker once records flow through the whole stack (so transactions are open).
-    let db = open(&stack.database_url).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while stored(&db).await < 50 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "nothing stored before the pause"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    supervise::until_stored(&mut stack, &mut [&mut processor], 50, Duration::from_secs(60)).await;
     stack.broker.pause().unwrap();
     tokio::time::sleep(PAUSE).await;
     stack.broker.resume().unwrap();

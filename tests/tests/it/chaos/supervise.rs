@@ -13,20 +13,35 @@ use switchboard_schemas::topics;
 
 use super::{Proc, Stack, open, stored};
 
-/// A processor instance the test supervises.
+/// A service instance the test supervises: a processor, or the sink.
 pub(super) struct Supervised {
     pub(super) id: &'static str,
+    /// The processor's subcommand: none for the processing loop, `sink` for the sink.
+    args: &'static [&'static str],
     pub(super) env: Vec<(&'static str, &'static str)>,
     pub(super) process: Option<Proc>,
     pub(super) restarts: usize,
 }
 
 impl Supervised {
+    /// Processor instance `id`, started with the extra environment `env`.
     pub(super) fn new(id: &'static str, env: &[(&'static str, &'static str)], process: Proc) -> Self {
         Self {
             id,
+            args: &[],
             env: env.to_vec(),
             process: Some(process),
+            restarts: 0,
+        }
+    }
+
+    /// The stack's sink.
+    fn sink(process: Option<Proc>) -> Self {
+        Self {
+            id: "sink",
+            args: &["sink"],
+            env: Vec::new(),
+            process,
             restarts: 0,
         }
     }
@@ -40,20 +55,25 @@ impl Supervised {
         };
         assert!(
             !status.success(),
-            "processor {} exited 0 without being asked to; logs in {}",
+            "{} exited 0 without being asked to; logs in {}",
             self.id,
             stack.logs().display()
         );
-        println!("processor {} exited with {status}: restarting it", self.id);
+        println!("{} exited with {status}: restarting it", self.id);
         self.restarts += 1;
-        self.process = Some(stack.spawn_processor(self.id, &self.env));
+        self.process = Some(if self.args.is_empty() {
+            stack.spawn_processor(self.id, &self.env)
+        } else {
+            stack.spawn(self.id, self.args)
+        });
     }
 }
 
 /// Supervises `instances` and the stack's sink (each restarted after a non-zero exit, as an
 /// orchestrator would) until the database holds `expected` events. Fails when nothing new is
-/// stored for `stall` (an instance that stays up without progress), with the end of every log in
-/// the message: a CI machine's temporary files do not outlive the run.
+/// stored for `stall` (an instance that stays up without progress), with what explains it in the
+/// message (a CI machine's temporary files do not outlive the run): where every partition
+/// stands, the end of every log and the threads of every live instance.
 pub(super) async fn until_stored(
     stack: &mut Stack,
     instances: &mut [&mut Supervised],
@@ -61,44 +81,71 @@ pub(super) async fn until_stored(
     stall: Duration,
 ) {
     let db = open(&stack.database_url).await;
+    let mut sink = Supervised::sink(stack.sink.take());
     let mut last = (stored(&db).await, Instant::now());
     loop {
         for instance in instances.iter_mut() {
             instance.check(stack);
         }
-        check_sink(stack);
+        sink.check(stack);
         let now = stored(&db).await;
         if now >= expected {
+            stack.sink = sink.process.take();
             return;
         }
         if now != last.0 {
             last = (now, Instant::now());
         }
         if last.1.elapsed() >= stall {
+            let live = instances.iter().map(|i| &**i).chain([&sink]);
             panic!(
-                "no progress for {stall:?} at {now} of {expected} events; logs kept in {}\n{}\n{}",
+                "no progress for {stall:?} at {now} of {expected} events; logs kept in {}\n{}\n{}\n{}",
                 keep_logs(stack).display(),
                 offsets(stack),
-                log_tails(stack, LOG_TAIL)
+                log_tails(stack, LOG_TAIL),
+                thread_dumps(live),
             );
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// Restarts the sink if it exited non-zero; panics if it exited 0.
-fn check_sink(stack: &mut Stack) {
-    let Some(sink) = &mut stack.sink else { return };
-    let Some(status) = sink.0.try_wait().unwrap() else {
-        return;
-    };
-    assert!(
-        !status.success(),
-        "the sink exited 0 without being asked to; logs in {}",
-        stack.logs().display()
-    );
-    println!("sink exited with {status}: restarting it");
-    stack.sink = Some(stack.spawn("sink", &["sink"]));
+/// Frames of each thread in a failure message.
+const DUMP_FRAMES: usize = 16;
+/// Characters of a frame line in a failure message.
+const DUMP_LINE: usize = 160;
+
+/// The stack of every thread of every live instance (`gdb -p`), the frames' lines cut short: where
+/// a wedged instance waits.
+fn thread_dumps<'a>(instances: impl Iterator<Item = &'a Supervised>) -> String {
+    let mut out = String::new();
+    for instance in instances {
+        let Some(process) = &instance.process else {
+            continue;
+        };
+        let pid = process.0.id();
+        out.push_str(&format!("--- threads of {} (pid {pid})\n", instance.id));
+        let dump = std::process::Command::new("timeout")
+            .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+            .args(["-ex", "set print frame-arguments none"])
+            .args(["-ex", "set print address off"])
+            .args(["-ex", &format!("thread apply all bt {DUMP_FRAMES}")])
+            .stdin(std::process::Stdio::null())
+            .output();
+        match dump {
+            Ok(output) => {
+                for line in String::from_utf8_lossy(&output.stdout)
+                    .lines()
+                    .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+                {
+                    out.extend(line.chars().take(DUMP_LINE));
+                    out.push('\n');
+                }
+            }
+            Err(error) => out.push_str(&format!("gdb not run: {error}\n")),
+        }
+    }
+    out
 }
 
 /// Where every partition of the raw topics and of `switchboard.calls` stands, for a failure
@@ -116,31 +163,28 @@ pub(super) fn offsets(stack: &Stack) -> String {
             .create()
             .unwrap()
     };
+    // librdkafka's watermark query honours `isolation.level`: a read_committed client is told
+    // the last stable offset.
     let stable = reader("read_committed", "chaos-diagnostic");
+    let all = reader("read_uncommitted", "chaos-diagnostic");
     let mut out = String::from("partition: high watermark / last stable / processors / sink\n");
     let topics = switchboard_schemas::Source::ALL
         .iter()
         .map(|s| s.raw_topic())
         .chain([topics::CALLS]);
     for topic in topics {
-        let Ok(metadata) = stable.fetch_metadata(Some(topic), timeout) else {
+        let Ok(metadata) = all.fetch_metadata(Some(topic), timeout) else {
             out.push_str(&format!("{topic}: no metadata\n"));
             continue;
         };
         for partition in metadata.topics()[0].partitions() {
             let partition = partition.id();
-            let high = stable
-                .fetch_watermarks(topic, partition, timeout)
-                .map_or(-1, |(_, high)| high);
-            // A read_committed reader assigned at the end is positioned at the last stable offset.
-            let mut end = TopicPartitionList::new();
-            end.add_partition_offset(topic, partition, Offset::End).unwrap();
-            stable.assign(&end).unwrap();
-            let _ = stable.poll(Duration::from_millis(500));
-            let last_stable = stable
-                .position()
-                .ok()
-                .and_then(|p| p.find_partition(topic, partition).map(|e| e.offset()));
+            let end = |client: &BaseConsumer| {
+                client
+                    .fetch_watermarks(topic, partition, timeout)
+                    .map_or(-1, |(_, end)| end)
+            };
+            let (high, last_stable) = (end(&all), end(&stable));
             let committed = |group: &str| {
                 let mut list = TopicPartitionList::new();
                 list.add_partition(topic, partition);
@@ -150,7 +194,7 @@ pub(super) fn offsets(stack: &Stack) -> String {
                     .and_then(|l| l.find_partition(topic, partition).map(|e| e.offset()))
             };
             out.push_str(&format!(
-                "{topic}[{partition}]: {high} / {last_stable:?} / {:?} / {:?}\n",
+                "{topic}[{partition}]: {high} / {last_stable} / {:?} / {:?}\n",
                 committed("switchboard-processor"),
                 committed("switchboard-sink"),
             ));
