@@ -18,7 +18,8 @@ check:
 # leave this list.
 SKIP_NEEDS_SERVICES := \
 	--skip txn::tests::an_abort_that_times_out_is_called_again_until_it_completes \
-	--skip txn::tests::a_commit_across_a_long_broker_pause_recovers_or_stops_for_a_restart \
+	--skip txn::tests::a_commit_across_a_long_broker_pause_recovers_in_place \
+	--skip txn::tests::a_transaction_that_wrote_nothing_still_commits_its_offsets \
 	--skip txn::tests::an_abort_that_never_completes_is_fatal_within_its_bound \
 	--skip txn::tests::a_rewind_never_turns_an_unreadable_committed_offset_into_the_beginning \
 	--skip restore::tests::a_position_to_reset_reads_again_from_the_earliest_record \

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rdkafka::consumer::{BaseConsumer, ConsumerContext};
 use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, ThreadedProducer};
+use rdkafka::producer::BaseRecord;
 use switchboard_schemas::domain::CallState;
 use switchboard_schemas::{Classify, Codec, DomainEvent, RawWebhook, topics};
 use tokio::runtime::Handle;
@@ -19,7 +19,7 @@ use crate::state::{Db, StoreError, Stores};
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
 pub(crate) use switchboard_kafka::txn::LoopError;
-use switchboard_kafka::txn::{Batching, ProducerContext, Transactor, now_millis};
+use switchboard_kafka::txn::{Batching, MakeProducer, Transactor, now_millis};
 use switchboard_schemas::call_state;
 use switchboard_schemas::headers;
 
@@ -110,7 +110,7 @@ impl Engine {
         config: &Config,
         codec: std::sync::Arc<Codec>,
         runtime: Handle,
-        producer: ThreadedProducer<ProducerContext>,
+        producer: MakeProducer,
         topology: Topology,
         db: Db,
     ) -> Result<Self, LoopError> {

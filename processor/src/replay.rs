@@ -49,7 +49,7 @@ use crate::state::Db;
 use crate::topology::Topology;
 use switchboard_kafka::TopicPartition;
 use switchboard_kafka::end::EndOffsets;
-use switchboard_kafka::txn::{ProducerContext, now_millis};
+use switchboard_kafka::txn::{self, ProducerContext, now_millis};
 
 /// Records are looked up by their Kafka timestamp this much before `--from` and after `--to`:
 /// ingest instances' clocks differ slightly, and the envelope's `received_at` decides.
@@ -255,7 +255,7 @@ pub fn run_with_progress(
     } else {
         let mut producer = kafka::producer_config(&replay_config);
         producer.set("transactional.id", &group);
-        let producer = producer.create_with_context(ProducerContext::default())?;
+        let producer = txn::make_producer(producer, ProducerContext::default);
         // The replay's own copy of the state it restores, in a temporary store: bounded memory
         // however large the range, deleted when the replay ends.
         let db = Db::temporary(config.state_cache, &group)?;

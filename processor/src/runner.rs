@@ -98,10 +98,13 @@ pub(crate) fn run(
         config.state_cache,
         &store_owner(&config, &topology),
     )?;
-    let producer = kafka::producer_config(&config).create_with_context(ProducerContext::watching(vec![
+    let changelogs = vec![
         topology.topic(topics::DEDUP_CHANGELOG),
         topology.topic(topics::CALL_STATE),
-    ]))?;
+    ];
+    let producer = txn::make_producer(kafka::producer_config(&config), move || {
+        ProducerContext::watching(changelogs.clone())
+    });
     let engine = Engine::new(
         &config,
         Arc::clone(&codec),

@@ -40,7 +40,7 @@ use switchboard_kafka::Health;
 use switchboard_kafka::TopicPartition;
 use switchboard_kafka::txn::{BACKOFF_MAX, BACKOFF_START};
 use switchboard_kafka::txn::{
-    Batching, LoopError, ProducerContext, Recovery, TXN_CALL_TIMEOUT, Transactor, now_millis,
+    Batching, LoopError, ProducerContext, Recovery, TXN_CALL_TIMEOUT, Transactor, make_producer, now_millis,
 };
 use switchboard_schemas::error_class;
 use switchboard_schemas::topics::RETRY_TOPIC_PREFIX;
@@ -187,7 +187,7 @@ impl<'a> Worker<'a> {
                 "transaction.timeout.ms",
                 config.transaction_timeout.as_millis().to_string(),
             );
-        let producer = producer_config.create_with_context(ProducerContext::default())?;
+        let producer = make_producer(producer_config, ProducerContext::default);
         let batching = Batching {
             exactly_once: true,
             commit_interval: config.commit_interval,

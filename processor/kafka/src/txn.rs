@@ -9,12 +9,18 @@
 //! fenced by a newer instance with the same transactional id) stops the loop so the orchestrator
 //! restarts the instance.
 //!
-//! librdkafka keeps a `commit_transaction` or `abort_transaction` that timed out *in progress*:
-//! the same call must be made again until it completes, and every other transactional call fails
-//! with `__CONFLICT` meanwhile. So the open transaction is forgotten only once its abort (or
-//! commit) has completed, and a call that does not complete within [`Batching::resolve_within`]
-//! stops the loop: the restarted instance's `init_transactions` fences the old producer and ends
-//! its transaction on the broker.
+//! librdkafka keeps a `commit_transaction` that timed out *in progress*: the same call must be
+//! made again until it completes, and every other transactional call fails with `__CONFLICT`
+//! meanwhile. So the open transaction is forgotten only once its commit (or abort) has completed,
+//! and a call that does not complete within [`Batching::resolve_within`] stops the loop: the
+//! restarted instance's `init_transactions` fences the old producer and ends its transaction on
+//! the broker.
+//!
+//! An abort is that same fencing, in place ([`Transactor::abort`]): the producer is replaced by a
+//! new instance with the same transactional id, whose `init_transactions` has the coordinator
+//! abort the open transaction and bump the producer epoch in one step, so that no request of the
+//! aborted transaction still on its way (a produce that timed out in a stalled broker's socket)
+//! can land after the abort.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -27,7 +33,7 @@ use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::{DeliveryResult, Message};
 use rdkafka::producer::{BaseRecord, Producer, ProducerContext as RdProducerContext, ThreadedProducer};
-use rdkafka::{Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 use switchboard_service::telemetry::chain;
 
@@ -438,10 +444,22 @@ struct OpenTxn {
     offsets_sent: bool,
 }
 
+/// Creates a loop's producer: at the start, and again for every abort ([`Transactor::abort`]).
+pub type MakeProducer = Box<dyn Fn() -> KafkaResult<ThreadedProducer<ProducerContext>> + Send + Sync>;
+
+/// A [`MakeProducer`] creating producers from `config`, each with a context from `context`.
+pub fn make_producer(
+    config: ClientConfig,
+    context: impl Fn() -> ProducerContext + Send + Sync + 'static,
+) -> MakeProducer {
+    Box::new(move || config.create_with_context(context()))
+}
+
 /// The producer and the open transaction: outputs sent with [`Transactor::send`] and offsets
 /// recorded with [`Transactor::consumed`] commit together in [`Transactor::commit`].
 pub struct Transactor {
     producer: ThreadedProducer<ProducerContext>,
+    make_producer: MakeProducer,
     batching: Batching,
     /// The open transaction: forgotten only once its commit or its abort has completed.
     txn: Option<OpenTxn>,
@@ -466,11 +484,13 @@ impl std::fmt::Debug for Transactor {
 }
 
 impl Transactor {
-    /// Under exactly-once, fences any older instance with the same transactional id and aborts
-    /// its open transaction.
-    pub fn new(producer: ThreadedProducer<ProducerContext>, batching: Batching) -> Result<Self, LoopError> {
+    /// Creates the producer with `make_producer`; under exactly-once, fences any older instance
+    /// with the same transactional id and aborts its open transaction.
+    pub fn new(make_producer: MakeProducer, batching: Batching) -> Result<Self, LoopError> {
+        let producer = make_producer().map_err(|e| LoopError::fatal("creating the producer", e))?;
         let transactor = Self {
             producer,
+            make_producer,
             batching,
             txn: None,
             offsets: BTreeMap::new(),
@@ -710,6 +730,17 @@ impl Transactor {
     /// Aborts the open transaction (if any) and forgets its offsets. `true` when one was open.
     /// The transaction is forgotten only once the abort has completed; an abort that cannot
     /// complete is fatal.
+    ///
+    /// Under exactly-once the abort is a fencing ([`Transactor::fence`]), not
+    /// `abort_transaction`: after a broker stall, librdkafka's EndTxn can reach the coordinator
+    /// before produce requests of the same transaction that timed out but still sat in the
+    /// broker's socket; a produce handled after the abort marker opens the transaction again on
+    /// its partition (a "hanging transaction", KIP-890), whose last stable offset then never
+    /// moves again. librdkafka's remedy, bumping the epoch before the abort (KIP-360), is not
+    /// available on every broker (the dev broker refuses it, and the abort then never completed).
+    /// On the dev broker this wedged a partition for good about once in ten long broker pauses:
+    /// every later transaction there stayed prepared, its records unreadable and its offsets
+    /// uncommitted.
     pub fn abort(&mut self) -> Result<bool, LoopError> {
         self.offsets.clear();
         if self.txn.is_none() {
@@ -718,14 +749,25 @@ impl Transactor {
         self.usable()?;
         if self.batching.exactly_once {
             let aborted = self
-                .retrying("abort_transaction", LoopError::fatal, |timeout| {
-                    self.producer.abort_transaction(timeout)
-                })
+                .fence()
                 .map_err(|error| LoopError::fatal("aborting the transaction", error));
             self.noted(aborted)?;
         }
         self.txn = None;
         Ok(true)
+    }
+
+    /// Replaces the producer by a new instance with the same transactional id: its
+    /// `init_transactions` has the coordinator abort the open transaction and bump the producer
+    /// epoch in one step, which fences every request of the old instance still on its way. The
+    /// old instance is dropped first (rust-rdkafka purges its queued and in-flight records), so
+    /// it sends nothing more.
+    fn fence(&mut self) -> Result<(), LoopError> {
+        let fresh = (self.make_producer)().map_err(|e| LoopError::fatal("creating the producer again", e))?;
+        drop(std::mem::replace(&mut self.producer, fresh));
+        self.retrying("init_transactions", LoopError::fatal, |timeout| {
+            self.producer.init_transactions(timeout)
+        })
     }
 
     /// Aborts the open transaction and rewinds every owned partition but `except` (partitions
