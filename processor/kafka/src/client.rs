@@ -11,6 +11,8 @@ use switchboard_service::config::KafkaProperties;
 
 /// Longest time a fetch waits on the broker for new records (see [`group_member`]).
 const FETCH_WAIT_MAX_MS: &str = "20";
+/// How often a group member reads the cluster's metadata (see [`group_member`]).
+const METADATA_REFRESH_MS: &str = "5000";
 
 /// The settings every Kafka client of a service starts from: `bootstrap.servers`, `client.id`,
 /// then the `[kafka]` pass-through properties (SASL, TLS …), which may override either.
@@ -33,6 +35,14 @@ pub fn group_member(client: &mut ClientConfig, group_id: &str, session_timeout: 
     // records are seen: a webhook pipeline wants them in milliseconds. `[kafka]` may override.
     if client.get("fetch.wait.max.ms").is_none() {
         client.set("fetch.wait.max.ms", FETCH_WAIT_MAX_MS);
+    }
+    // A subscribed topic that does not exist yet (a sink started before the processor created
+    // the domain topics, a processor before ingest created the raw ones) is noticed, and joined,
+    // at the next metadata refresh: librdkafka's default is every 5 minutes, and a sink that
+    // subscribed while the processor was creating its topics stored nothing for over a minute in
+    // the chaos suite. A metadata request every 5 s costs nothing. `[kafka]` may override.
+    if client.get("topic.metadata.refresh.interval.ms").is_none() {
+        client.set("topic.metadata.refresh.interval.ms", METADATA_REFRESH_MS);
     }
     client
         .set("group.id", group_id)

@@ -125,8 +125,9 @@ fn thread_dumps<'a>(instances: impl Iterator<Item = &'a Supervised>) -> String {
         };
         let pid = process.0.id();
         out.push_str(&format!("--- threads of {} (pid {pid})\n", instance.id));
+        // Reading the debug binary's symbols takes gdb most of a minute on a loaded machine.
         let dump = std::process::Command::new("timeout")
-            .args(["60", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
+            .args(["180", "gdb", "-p", &pid.to_string(), "-batch", "-nx"])
             .args(["-ex", "set print frame-arguments none"])
             .args(["-ex", "set print address off"])
             .args(["-ex", &format!("thread apply all bt {DUMP_FRAMES}")])
@@ -134,12 +135,21 @@ fn thread_dumps<'a>(instances: impl Iterator<Item = &'a Supervised>) -> String {
             .output();
         match dump {
             Ok(output) => {
+                let before = out.len();
                 for line in String::from_utf8_lossy(&output.stdout)
                     .lines()
                     .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
                 {
                     out.extend(line.chars().take(DUMP_LINE));
                     out.push('\n');
+                }
+                if out.len() == before {
+                    let stderr = String::from_utf8_lossy(&output.stderr);
+                    out.push_str(&format!(
+                        "no threads from gdb ({}): {}\n",
+                        output.status,
+                        stderr.trim()
+                    ));
                 }
             }
             Err(error) => out.push_str(&format!("gdb not run: {error}\n")),
@@ -164,7 +174,7 @@ pub(super) fn offsets(stack: &Stack) -> String {
             .unwrap()
     };
     // librdkafka's watermark query honours `isolation.level`: a read_committed client is told
-    // the last stable offset.
+    // the last stable offset (Tansu answers 0 while any transaction is open on the partition).
     let stable = reader("read_committed", "chaos-diagnostic");
     let all = reader("read_uncommitted", "chaos-diagnostic");
     let mut out = String::from("partition: high watermark / last stable / processors / sink\n");
