@@ -110,7 +110,7 @@ impl Engine {
         config: &Config,
         codec: std::sync::Arc<Codec>,
         runtime: Handle,
-        producer: MakeProducer,
+        make_producer: MakeProducer,
         topology: Topology,
         db: Db,
     ) -> Result<Self, LoopError> {
@@ -124,7 +124,7 @@ impl Engine {
         Ok(Self {
             codec,
             runtime,
-            txn: Transactor::new(producer, batching)?,
+            txn: Transactor::new(make_producer, batching)?,
             stores: Stores::new(db),
             topology,
             received: Vec::new(),

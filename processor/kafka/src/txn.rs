@@ -760,8 +760,8 @@ impl Transactor {
     /// Replaces the producer by a new instance with the same transactional id: its
     /// `init_transactions` has the coordinator abort the open transaction and bump the producer
     /// epoch in one step, which fences every request of the old instance still on its way. The
-    /// old instance is dropped first (rust-rdkafka purges its queued and in-flight records), so
-    /// it sends nothing more.
+    /// old instance is dropped before the new one sends anything (rust-rdkafka purges its queued
+    /// and in-flight records), so it sends nothing more.
     fn fence(&mut self) -> Result<(), LoopError> {
         let fresh = (self.make_producer)().map_err(|e| LoopError::fatal("creating the producer again", e))?;
         drop(std::mem::replace(&mut self.producer, fresh));

@@ -142,15 +142,6 @@ fn frozen<T>(broker: &PrivateBroker, after: Duration, during: impl FnOnce() -> T
 /// aborted attempts are fine (records that timed out during a pause), a fatal error or no commit
 /// at all is not.
 fn commit_one<C: ConsumerContext>(txn: &mut Transactor, consumer: &BaseConsumer<C>, value: &str) {
-    try_commit_one(txn, consumer, value).expect("the loop goes on");
-}
-
-/// [`commit_one`], handing back the fatal error that stops the loop instead of panicking.
-fn try_commit_one<C: ConsumerContext>(
-    txn: &mut Transactor,
-    consumer: &BaseConsumer<C>,
-    value: &str,
-) -> Result<(), LoopError> {
     let mut recovery = Recovery::new(Duration::from_millis(100), Duration::from_secs(1));
     for _ in 0..5 {
         let step = txn
@@ -159,9 +150,11 @@ fn try_commit_one<C: ConsumerContext>(
             .and_then(|()| txn.commit(consumer))
             .map(|committed| committed.expect("it was open"));
         if step.is_ok() {
-            return Ok(());
+            return;
         }
-        recovery.after(step.map(drop), || txn.abort_and_rewind(consumer, &[]).map(drop))?;
+        recovery
+            .after(step.map(drop), || txn.abort_and_rewind(consumer, &[]).map(drop))
+            .expect("the loop goes on");
     }
     panic!("no transaction committed in five attempts");
 }
