@@ -32,19 +32,21 @@ pub struct Settings {
     /// Poll the calls API for one call in this many.
     pub api_sample_every: usize,
     pub api_poll_interval: Duration,
+    /// `fetch.wait.max.ms` of the consumer watching `switchboard.calls`.
+    pub fetch_wait: Duration,
     /// How long to wait for stragglers after the last request.
     pub settle: Duration,
     pub watched: Vec<Watched>,
 }
 
 /// A consumer positioned at the current end of `switchboard.calls`, so it sees only this run.
-fn consumer(bootstrap: &str) -> anyhow::Result<BaseConsumer> {
+fn consumer(bootstrap: &str, fetch_wait: Duration) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "switchboard-bench-e2e")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
-        .set("fetch.wait.max.ms", "5")
+        .set("fetch.wait.max.ms", fetch_wait.as_millis().to_string())
         .set("fetch.min.bytes", "1")
         .create()?;
     let metadata = consumer.fetch_metadata(Some(CALLS), Duration::from_secs(10))?;
@@ -131,7 +133,7 @@ pub async fn run(settings: &Settings, webhooks: Arc<[Webhook]>) -> anyhow::Resul
         }
     }
 
-    let consumer = consumer(&settings.bootstrap)?;
+    let consumer = consumer(&settings.bootstrap, settings.fetch_wait)?;
     let stop = Arc::new(AtomicBool::new(false));
     let seen_count = Arc::new(AtomicUsize::new(0));
     let reader = {

@@ -232,6 +232,10 @@ struct E2eArgs {
     api_sample_every: usize,
     #[arg(long, default_value = "20ms", value_parser = parse_duration)]
     api_poll_interval: Duration,
+    /// `fetch.wait.max.ms` of the consumer that watches `switchboard.calls`: how long the broker
+    /// may hold its fetch when nothing is new (its granularity, and its fetch load on the broker).
+    #[arg(long, default_value = "5ms", value_parser = parse_duration)]
+    fetch_wait: Duration,
     /// How long to wait for the last events without progress.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     settle: Duration,
@@ -360,6 +364,7 @@ async fn end_to_end(args: E2eArgs) -> anyhow::Result<()> {
         duration: args.duration,
         api_sample_every: args.api_sample_every,
         api_poll_interval: args.api_poll_interval,
+        fetch_wait: args.fetch_wait,
         settle: args.settle,
         watched: args.watched,
     };
