@@ -13,6 +13,7 @@
 
 pub mod drain;
 pub mod e2e;
+pub mod fetch_steps;
 pub mod http_load;
 pub mod kafka_load;
 pub mod pacing;

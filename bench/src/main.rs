@@ -13,7 +13,7 @@ use switchboard_bench::pacing::Pacer;
 use switchboard_bench::rss::{Watched, parse_watched};
 use switchboard_bench::workload::{self, Spec, Webhook};
 use switchboard_bench::{
-    drain, http_load, kafka_load, parse_duration, preload, results, serve_ok, txn_steps,
+    drain, fetch_steps, http_load, kafka_load, parse_duration, preload, results, serve_ok, txn_steps,
 };
 use switchboard_schemas::Codec;
 use tokio::net::TcpListener;
@@ -53,6 +53,26 @@ enum Command {
         workload: WorkloadArgs,
         #[arg(long)]
         out: PathBuf,
+    },
+    /// The broker's share of one consumer hop as a partition fills up (see `fetch_steps`).
+    FetchSteps {
+        #[arg(long)]
+        bootstrap: String,
+        /// A topic of its own (created; must be empty).
+        #[arg(long, default_value = "switchboard.bench.fetch-steps")]
+        topic: String,
+        /// Partition sizes, in single-record batches, to time the hop at.
+        #[arg(long, value_delimiter = ',', default_value = "100,2000,5000,10000,20000")]
+        sizes: Vec<u64>,
+        /// `fetch.wait.max.ms` of each consumer timed (the bench's watching consumer: 5 ms; the
+        /// processor's, the sink's and the actions' default: 20 ms).
+        #[arg(long, value_delimiter = ',', default_value = "5ms,20ms,100ms", value_parser = parse_duration)]
+        fetch_waits: Vec<Duration>,
+        /// Records timed per consumer at each size.
+        #[arg(long, default_value_t = 30)]
+        samples: u64,
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// The broker's share of an exactly-once transaction, step by step (see `txn_steps`).
     TxnSteps {
@@ -408,6 +428,29 @@ async fn main() -> anyhow::Result<()> {
         Command::Kafka(args) => kafka(args).await,
         Command::E2e(args) => end_to_end(args).await,
         Command::Presign { workload, out } => presign(&workload, &out),
+        Command::FetchSteps {
+            bootstrap,
+            topic,
+            sizes,
+            fetch_waits,
+            samples,
+            out,
+        } => {
+            anyhow::ensure!(sizes.is_sorted(), "--sizes must ascend");
+            kafka_load::create_topic(&bootstrap, &topic).await?;
+            let hops = tokio::task::spawn_blocking(move || {
+                fetch_steps::measure(&fetch_steps::Run {
+                    bootstrap: &bootstrap,
+                    topic: &topic,
+                    sizes: &sizes,
+                    fetch_waits: &fetch_waits,
+                    samples,
+                })
+            })
+            .await??;
+            print!("{}", fetch_steps::table(&hops));
+            write_json(out.as_ref(), &hops)
+        }
         Command::TxnSteps {
             bootstrap,
             topic,

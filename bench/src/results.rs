@@ -7,7 +7,7 @@ use std::path::Path;
 use anyhow::Context as _;
 
 use crate::report::{self, EndToEnd, Run};
-use crate::{prom, txn_steps};
+use crate::{fetch_steps, prom, txn_steps};
 
 /// The throughput file of one target at one concurrency: `<target>-c<concurrency>.json`, target
 /// one of [`HTTP_BASELINE`], [`KAFKA_BASELINE`], [`INGEST`].
@@ -28,6 +28,8 @@ pub const INGEST_EVENTS: &str = "ingest-events";
 pub const TXN_STEPS: &str = "txn-steps.json";
 /// The same with rust-rdkafka's flush (`txn-steps --flush`).
 pub const TXN_STEPS_FLUSH: &str = "txn-steps-flush.json";
+/// `switchboard-load fetch-steps --out`, in the results directory.
+pub const FETCH_STEPS: &str = "fetch-steps.json";
 /// End-to-end runs: `e2e-<rate>.json`.
 pub const E2E_PREFIX: &str = "e2e-";
 
@@ -220,6 +222,20 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
                 );
                 out.push_str(&txn_steps::table(&flushed));
             }
+            out.push('\n');
+        }
+        let hops = dir.join(FETCH_STEPS);
+        if hops.exists() {
+            let hops: Vec<fetch_steps::Hop> = read(&hops)?;
+            out.push_str(
+                "### The broker's share of a consumer hop\n\n\
+                 `switchboard-load fetch-steps`: on the idle broker, one partition filled with single-record \
+                 batches up to each size, then one record at a time produced and timed from its delivery report \
+                 until a `read_committed` consumer waiting at the end (`fetch.wait.max.ms=5`) returns it. \
+                 Every hop of the pipeline is such a wait; on Apache Kafka a fetch finds its offset through \
+                 the segment index, whatever the partition holds:\n\n",
+            );
+            out.push_str(&fetch_steps::table(&hops));
             out.push('\n');
         }
         out.push_str("### Peak RSS during the end-to-end runs (VmHWM, reset before each run)\n\n");
