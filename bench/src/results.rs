@@ -97,15 +97,147 @@ fn where_the_time_goes(dir: &Path, names: &[String]) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// One row of the goals table.
+fn goal_row(
+    out: &mut String,
+    figure: &str,
+    measured: Option<f64>,
+    unit: &str,
+    goal: &str,
+    met: Option<bool>,
+) {
+    let measured = match measured {
+        Some(value) if unit == "×" => format!("{value:.2}×"),
+        Some(value) => format!("{value:.0} {unit}"),
+        None => "not measured".to_owned(),
+    };
+    let met = match met {
+        Some(true) => "met",
+        Some(false) => "**not met**",
+        None => "–",
+    };
+    let _ = writeln!(out, "| {figure} | {measured} | {goal} | {met} |");
+}
+
+/// The figures of this run against the latency and throughput goals (issue 15): `e2e` highest
+/// rate first, with their rates; `ratios` ingest's throughput over each ceiling by concurrency.
+fn goals(e2e: &[(u64, EndToEnd)], ratios: &Ratios, eos_ratio: Option<f64>) -> String {
+    let mut out = String::from(
+        "## Goals\n\nThis run's figures against the goals (each measured in this run, on this machine; \
+         the sections below have every figure and how it was measured):\n\n\
+         | figure | this run | goal | |\n|---|---:|---:|---|\n",
+    );
+    if let Some((top, highest)) = e2e.first() {
+        let (event, api) = (highest.to_event.p99, highest.to_api.p99);
+        goal_row(
+            &mut out,
+            &format!("2xx → domain event p99 at {top}/s"),
+            Some(event),
+            "ms",
+            "≤ 250 ms",
+            Some(event <= 250.0),
+        );
+        goal_row(
+            &mut out,
+            &format!("2xx → calls API p99 at {top}/s"),
+            Some(api),
+            "ms",
+            "≤ 400 ms",
+            Some(api <= 400.0),
+        );
+        for (rate, run) in &e2e[1..] {
+            let (e, a) = (run.to_event.p99, run.to_api.p99);
+            goal_row(
+                &mut out,
+                &format!("2xx → domain event p99 at {rate}/s"),
+                Some(e),
+                "ms",
+                &format!("≤ {event:.0} ms (the {top}/s figure)"),
+                Some(e <= event),
+            );
+            goal_row(
+                &mut out,
+                &format!("2xx → calls API p99 at {rate}/s"),
+                Some(a),
+                "ms",
+                &format!("≤ {api:.0} ms (the {top}/s figure)"),
+                Some(a <= api),
+            );
+        }
+    }
+    let at =
+        |list: &[(u64, f64)], concurrency: u64| list.iter().find(|(c, _)| *c == concurrency).map(|(_, r)| *r);
+    let raw = at(&ratios.kafka, 64);
+    goal_row(
+        &mut out,
+        "ingest / raw producer at 64 in flight",
+        raw,
+        "×",
+        "≥ 0.95×",
+        raw.map(|r| r >= 0.95),
+    );
+    let bare = at(&ratios.http, 256);
+    goal_row(
+        &mut out,
+        "ingest / bare axum at 256 in flight (`switchboard-load`)",
+        bare,
+        "×",
+        "≥ 0.75×",
+        bare.map(|r| r >= 0.75),
+    );
+    let wrk = at(&ratios.wrk, 256);
+    goal_row(
+        &mut out,
+        "ingest / bare axum at 256 in flight (`wrk`)",
+        wrk,
+        "×",
+        "≥ 0.75×",
+        wrk.map(|r| r >= 0.75),
+    );
+    goal_row(
+        &mut out,
+        "processor exactly-once / at-least-once",
+        eos_ratio,
+        "×",
+        "≥ 0.9×",
+        eos_ratio.map(|r| r >= 0.9),
+    );
+    out.push('\n');
+    out
+}
+
+/// Ingest's throughput over each ceiling, by concurrency.
+#[derive(Debug, Default)]
+struct Ratios {
+    http: Vec<(u64, f64)>,
+    wrk: Vec<(u64, f64)>,
+    kafka: Vec<(u64, f64)>,
+}
+
+fn over(ingest: &Run, baseline: &Run) -> Option<f64> {
+    (baseline.throughput > 0.0).then(|| ingest.throughput / baseline.throughput)
+}
+
+/// The `EOS/ALO ratio` figure of `cargo bench --bench eos_vs_alo` output.
+fn eos_ratio(output: &str) -> Option<f64> {
+    output
+        .lines()
+        .find_map(|line| line.strip_prefix("EOS/ALO ratio")?.trim().parse().ok())
+}
+
 /// Renders the figures part of the report from `dir`.
 pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
     let names: Vec<String> = std::fs::read_dir(dir)?
         .filter_map(|entry| entry.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
         .collect();
     let mut e2e: Vec<EndToEnd> = Vec::new();
+    let mut e2e_rates: Vec<(u64, EndToEnd)> = Vec::new();
     for rate in numbered(&names, E2E_PREFIX, ".json").into_iter().rev() {
-        e2e.push(read(&dir.join(format!("{E2E_PREFIX}{rate}.json")))?);
+        let run: EndToEnd = read(&dir.join(format!("{E2E_PREFIX}{rate}.json")))?;
+        e2e_rates.push((rate, run.clone()));
+        e2e.push(run);
     }
+    let mut measured = Ratios::default();
 
     let mut out = String::new();
     out.push_str("## Ingest throughput and its ceilings\n\n");
@@ -127,6 +259,12 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
             ));
             path.exists().then(|| read::<Run>(&path)).transpose()
         };
+        measured
+            .http
+            .extend(over(&ingest, &http).map(|r| (concurrency, r)));
+        measured
+            .kafka
+            .extend(over(&ingest, &kafka).map(|r| (concurrency, r)));
         let _ = write!(
             ratios,
             "| {concurrency} | **{}** |",
@@ -136,6 +274,9 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
         match (wrk(HTTP_BASELINE)?, wrk(INGEST)?) {
             (Some(wrk_http), Some(wrk_ingest)) => {
                 with_wrk = true;
+                measured
+                    .wrk
+                    .extend(over(&wrk_ingest, &wrk_http).map(|r| (concurrency, r)));
                 let _ = write!(ratios, " **{}** |", report::ratio(&wrk_ingest, &wrk_http));
                 runs.extend([wrk_http, wrk_ingest]);
             }
@@ -231,9 +372,10 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
                 "### The broker's share of a consumer hop\n\n\
                  `switchboard-load fetch-steps`: on the idle broker, one partition filled with single-record \
                  batches up to each size, then one record at a time produced and timed from its delivery report \
-                 until a `read_committed` consumer waiting at the end (`fetch.wait.max.ms=5`) returns it. \
-                 Every hop of the pipeline is such a wait; on Apache Kafka a fetch finds its offset through \
-                 the segment index, whatever the partition holds:\n\n",
+                 until a `read_committed` consumer waiting at the end returns it, for consumers with three \
+                 `fetch.wait.max.ms` (5 ms: the watching consumer above; 20 ms: the processor's, the sink's and \
+                 the actions' default). Every hop of the pipeline is such a wait; on Apache Kafka a fetch finds \
+                 its offset through the segment index, whatever the partition holds:\n\n",
             );
             out.push_str(&fetch_steps::table(&hops));
             out.push('\n');
@@ -255,7 +397,8 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
         }
         _ => out.push_str("Not run, or it failed: see the bench log.\n"),
     }
-    Ok(out)
+    let goals = goals(&e2e_rates, &measured, eos_output.and_then(eos_ratio));
+    Ok(goals + &out)
 }
 
 #[cfg(test)]
@@ -338,6 +481,20 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("EOS/ALO ratio  1.02"), "{text}");
+        // The goals table comes first, each figure from the same run.
+        assert!(text.starts_with("## Goals"), "{text}");
+        assert!(
+            text.contains("| ingest / raw producer at 64 in flight | 0.75× | ≥ 0.95× | **not met** |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| processor exactly-once / at-least-once | 1.02× | ≥ 0.9× | met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| 2xx → domain event p99 at 500/s | 0 ms | ≤ 250 ms | met |"),
+            "{text}"
+        );
     }
 
     /// Serializing either result type through one closure.
