@@ -6,8 +6,9 @@
 //!   token.
 //! - `GET /` and `GET /dashboard.json` ([`page`], [`sample`]): a server-rendered dashboard of one
 //!   periodic sample (rates, DLQ and retry depth, consumer lag, breakers, recent events), whose
-//!   numbers are also exported as `switchboard_observed_*` gauges ([`metrics`]). Open like
-//!   `/metrics`, unless `admin_token` is set.
+//!   numbers are also exported as `switchboard_observed_*` gauges ([`metrics`]), and charts of the
+//!   last hour of samples (`GET /trends`: the charts as HTML with inline SVG, `GET /trends.json`:
+//!   their data; [`trend`]). Open like `/metrics`, unless `admin_token` is set.
 //!
 //! Kafka is read on blocking threads with time budgets; a failed read answers 503 without
 //! internals. No topic is scanned whole: counts come from offsets, and records of the topics
@@ -22,6 +23,7 @@ mod prom;
 mod read;
 mod sample;
 mod stats;
+mod trend;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
@@ -69,12 +71,14 @@ impl Observe {
     }
 }
 
-/// `/debug/webhooks`, `/`, `/dashboard.json`.
+/// `/debug/webhooks`, `/`, `/dashboard.json`, `/trends`, `/trends.json`.
 pub fn router(observe: Observe) -> Router {
     Router::new()
         .route("/debug/webhooks", get(debug_webhooks))
         .route("/", get(dashboard))
         .route("/dashboard.json", get(dashboard_json))
+        .route("/trends", get(trends_html))
+        .route("/trends.json", get(trends_json))
         .with_state(observe)
 }
 
@@ -151,7 +155,24 @@ async fn dashboard(State(observe): State<Observe>, headers: HeaderMap) -> Respon
     if let Err(refusal) = auth::require_if_set(observe.config.admin_token.as_ref(), &headers) {
         return refused(refusal);
     }
-    no_store(Html(page::render(&observe.latest.get())).into_response())
+    let (snapshot, trends) = observe.latest.with_trends();
+    no_store(Html(page::render(&snapshot, &trends)).into_response())
+}
+
+/// The page's trends section alone (its script swaps it in at every poll).
+async fn trends_html(State(observe): State<Observe>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = auth::require_if_set(observe.config.admin_token.as_ref(), &headers) {
+        return refused(refusal);
+    }
+    no_store(Html(trend::section(&observe.latest.trends())).into_response())
+}
+
+/// The charts' data: per chart its sample numbers and a value per sample for each series.
+async fn trends_json(State(observe): State<Observe>, headers: HeaderMap) -> Response {
+    if let Err(refusal) = auth::require_if_set(observe.config.admin_token.as_ref(), &headers) {
+        return refused(refusal);
+    }
+    no_store(Json(trend::charts(&observe.latest.trends())).into_response())
 }
 
 async fn dashboard_json(State(observe): State<Observe>, headers: HeaderMap) -> Response {

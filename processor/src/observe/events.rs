@@ -9,7 +9,7 @@ use super::read::Record;
 use switchboard_schemas::headers;
 
 /// One raw webhook's metadata.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub(crate) struct EventMeta {
     /// Record time, RFC 3339 UTC with milliseconds.
     pub(crate) time: String,

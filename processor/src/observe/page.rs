@@ -1,13 +1,15 @@
-//! The dashboard page, rendered on the server from one [`Snapshot`]. Every value is HTML-escaped
-//! (event ids, paths and content types come from providers, i.e. from anyone). A small inline
-//! script polls `/dashboard.json` and updates the numbers in place with `textContent` only; the
-//! page is complete without it. Elements carry stable ids (`id="dlq-depth"`, …) and the metric
+//! The dashboard page, rendered on the server from one [`Snapshot`] and the last hour of them
+//! ([`Trends`]). Every value is HTML-escaped (event ids, paths and content types come from
+//! providers, i.e. from anyone). A small inline script polls `/dashboard.json` and updates the
+//! numbers in place with `textContent` only, and swaps in the charts the server renders at
+//! `/trends` (parsed with `DOMParser`, which runs no script); the page is complete without it. Elements carry stable ids (`id="dlq-depth"`, …) and the metric
 //! they show (`data-metric`), for tests and scrapers.
 
 use std::fmt::Write as _;
 
 use super::metrics as m;
 use super::sample::{INTERVAL, Snapshot};
+use super::trend::{self, Trends, WINDOW};
 
 /// `text` escaped for HTML text and attribute values.
 pub(crate) fn escape(text: &str) -> String {
@@ -38,7 +40,11 @@ h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:24px 0 8px}\
 table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7}\
 td,th{padding:4px 10px;border-bottom:1px solid #eef0f3;text-align:left;font-size:13px}\
 td.num{text-align:right;font-variant-numeric:tabular-nums}.open{color:#b42318;font-weight:600}\
-.error{color:#b42318}";
+.error{color:#b42318}#trends{display:flex;flex-wrap:wrap;gap:12px}\
+.chart{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px 12px;margin:0;width:362px}\
+.chart figcaption{font-size:13px;margin-bottom:4px}.chart svg{display:block;border:1px solid #eef0f3}\
+.legend{list-style:none;padding:0;margin:4px 0 0;font-size:12px;display:flex;flex-wrap:wrap;gap:2px 12px}\
+.swatch{display:inline-block;width:10px;height:3px;margin-right:4px;vertical-align:middle}";
 
 const SCRIPT: &str = r#"(function () {
   function set(id, text) { var el = document.getElementById(id); if (el) { el.textContent = text; } }
@@ -70,17 +76,27 @@ const SCRIPT: &str = r#"(function () {
       });
     }
   }
+  function charts(html) {
+    var trends = document.getElementById('trends');
+    if (!trends) { return; }
+    var parsed = new DOMParser().parseFromString('<div>' + html + '</div>', 'text/html').body.firstChild;
+    trends.replaceChildren.apply(trends, Array.prototype.slice.call(parsed.childNodes));
+  }
   function poll() {
     fetch('dashboard.json', { cache: 'no-store', credentials: 'same-origin' })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (s) { if (s) { update(s); } })
       .catch(function () {});
+    fetch('trends', { cache: 'no-store', credentials: 'same-origin' })
+      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (html) { if (html !== null) { charts(html); } })
+      .catch(function () {});
   }
   setInterval(poll, INTERVAL_MS);
 })();"#;
 
-/// The whole page.
-pub(crate) fn render(snapshot: &Snapshot) -> String {
+/// The whole page: `snapshot`'s numbers and the charts of `trends`.
+pub(crate) fn render(snapshot: &Snapshot, trends: &Trends) -> String {
     let mut html = String::with_capacity(16 * 1024);
     let _ = write!(
         html,
@@ -136,6 +152,13 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         );
     }
     html.push_str("</div>");
+
+    let _ = write!(
+        html,
+        "<h2>Trends, last {} minutes</h2><div id=\"trends\">{}</div>",
+        WINDOW.as_secs() / 60,
+        trend::section(trends)
+    );
 
     html.push_str("<h2>Request rate per source</h2><table><tr><th>source</th><th>requests/s</th></tr>");
     for source in &snapshot.sources {
@@ -298,7 +321,7 @@ mod tests {
             }],
             error: None,
         };
-        let html = render(&snapshot);
+        let html = render(&snapshot, &Trends::default());
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("\"'&"), "{html}");
@@ -314,7 +337,7 @@ mod tests {
 
     #[test]
     fn actions_not_configured_is_said() {
-        let html = render(&Snapshot::default());
+        let html = render(&Snapshot::default(), &Trends::default());
         assert!(
             html.contains(
                 "id=\"retry-depth\" data-metric=\"switchboard_observed_retry_depth\">not configured<"

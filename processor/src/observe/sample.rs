@@ -18,6 +18,7 @@ use super::metrics as names;
 use super::prom;
 use super::read::{Partition, Reader, Record};
 use super::stats::{Point, bucket_delta, quantile, rate};
+use super::trend::Trends;
 use crate::config::Config;
 use switchboard_kafka::txn::now_millis;
 
@@ -151,17 +152,33 @@ impl Snapshot {
     }
 }
 
-/// The latest snapshot, shared by the sampler (writer) and the routes (readers).
+/// The latest snapshot and the last hour of them, shared by the sampler (writer) and the routes
+/// (readers).
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Latest(Arc<RwLock<Arc<Snapshot>>>);
+pub(crate) struct Latest {
+    snapshot: Arc<RwLock<Arc<Snapshot>>>,
+    trends: Arc<RwLock<Trends>>,
+}
 
 impl Latest {
     pub(crate) fn get(&self) -> Arc<Snapshot> {
-        Arc::clone(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+        Arc::clone(&self.snapshot.read().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The latest snapshot and the trends that end with it, read together.
+    pub(crate) fn with_trends(&self) -> (Arc<Snapshot>, Trends) {
+        let trends = self.trends.read().unwrap_or_else(PoisonError::into_inner);
+        (self.get(), trends.clone())
+    }
+
+    pub(crate) fn trends(&self) -> Trends {
+        self.trends.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     fn set(&self, snapshot: Snapshot) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
+        let mut trends = self.trends.write().unwrap_or_else(PoisonError::into_inner);
+        trends.push(&snapshot);
+        *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
     }
 }
 

@@ -392,6 +392,7 @@ async fn same_sample(processor: &Processor) -> (String, String) {
         let sample = metric_opt(&text, observed::SAMPLE, &[]).expect("the sample gauge is exported");
         if dom_sample(&dom) == sample
             && dom_text(&dom, "sample").map(|s| s.parse::<f64>().ok()) == Some(Some(sample))
+            && charts_sample(&dom) == Some(sample)
         {
             return (dom, text);
         }
@@ -399,8 +400,78 @@ async fn same_sample(processor: &Processor) -> (String, String) {
     panic!("the dashboard and /metrics never showed the same sample");
 }
 
-/// Every number the dashboard shows equals the gauge of the same sample.
+/// The sample the trend charts end with, when every chart ends with the same one.
+fn charts_sample(dom: &str) -> Option<f64> {
+    let samples: Vec<f64> = dom
+        .split("<figure class=\"chart\"")
+        .skip(1)
+        .map(|figure| attribute(figure, "data-sample").and_then(|s| s.parse().ok()))
+        .collect::<Option<_>>()?;
+    (samples.len() == 6 && samples.windows(2).all(|w| w[0] == w[1])).then(|| samples[0])
+}
+
+/// The value of the first `name="…"` attribute in `html`.
+fn attribute<'a>(html: &'a str, name: &str) -> Option<&'a str> {
+    let at = html.find(&format!(" {name}=\""))? + name.len() + 3;
+    Some(&html[at..at + html[at..].find('"')?])
+}
+
+/// The last point of a trend chart's series, from its legend (`None`: not measured).
+fn chart_last(dom: &str, chart: &str, metric: &str, label: Option<(&str, &str)>) -> Option<f64> {
+    let label = label
+        .map(|(name, value)| format!(" data-{name}=\"{value}\""))
+        .unwrap_or_default();
+    let needle =
+        format!("class=\"series-last\" data-chart=\"{chart}\" data-metric=\"{metric}\"{label} data-last=\"");
+    let at = dom
+        .find(&needle)
+        .unwrap_or_else(|| panic!("no series {needle} in\n{dom}"))
+        + needle.len();
+    let last = &dom[at..at + dom[at..].find('"').unwrap()];
+    (last != "-").then(|| {
+        last.parse()
+            .unwrap_or_else(|_| panic!("{chart}: {last:?} is not a number"))
+    })
+}
+
+/// Every number the dashboard shows, and the last point of every trend chart, equals the gauge
+/// of the same sample.
 fn assert_dom_matches_metrics(dom: &str, text: &str) {
+    for source in Source::ALL {
+        let name = source.as_str();
+        assert_eq!(
+            chart_last(
+                dom,
+                "requests",
+                observed::REQUESTS_PER_SECOND,
+                Some(("source", name))
+            ),
+            Some(metric(text, observed::REQUESTS_PER_SECOND, &[("source", name)])),
+            "the requests chart's last point of {name}"
+        );
+    }
+    for topic in topics::DOMAIN_TOPICS {
+        assert_eq!(
+            chart_last(dom, "events", observed::EVENTS_PER_SECOND, Some(("topic", topic))),
+            Some(metric(text, observed::EVENTS_PER_SECOND, &[("topic", topic)])),
+            "the events chart's last point of {topic}"
+        );
+    }
+    assert_eq!(
+        chart_last(dom, "dlq", observed::DLQ_DEPTH, None),
+        Some(metric(text, observed::DLQ_DEPTH, &[])),
+        "the DLQ chart's last point"
+    );
+    assert_eq!(
+        chart_last(dom, "retry", observed::RETRY_DEPTH, None),
+        Some(metric(text, observed::RETRY_DEPTH, &[])),
+        "the retry chart's last point"
+    );
+    assert_eq!(
+        chart_last(dom, "lag", processor_metrics::LAG, None),
+        Some(dom_number(dom, "consumer-lag-total")),
+        "the lag chart's last point"
+    );
     for source in Source::ALL {
         let name = source.as_str();
         assert_eq!(
@@ -497,6 +568,42 @@ async fn dashboard_in_headless_chromium_shows_the_numbers_of_metrics() {
     let (dom, text) = same_sample(&processor).await;
     assert_dom_matches_metrics(&dom, &text);
     assert!(dom_number(&dom, "requests-per-second-twilio") > 0.0, "{dom}");
+    // The charts hold every sample so far (the sampler started with the processor), and the
+    // requests line of twilio is drawn.
+    let requests = dom
+        .split("<figure class=\"chart\" id=\"chart-requests\"")
+        .nth(1)
+        .expect("a requests chart");
+    let held: f64 = attribute(requests, "data-samples").unwrap().parse().unwrap();
+    assert!(
+        held >= 2.0 && held <= metric(&text, observed::SAMPLE, &[]),
+        "{held} samples charted"
+    );
+    assert!(
+        requests.split("</figure>").next().unwrap().contains("<polyline"),
+        "{requests}"
+    );
+    // `/trends.json` has the same data: its twilio series ends with the gauge's value.
+    let charts: Value = reqwest::get(format!("{}/trends.json", processor.base))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let twilio = charts
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "requests")
+        .and_then(|c| {
+            c["series"]
+                .as_array()?
+                .iter()
+                .find(|s| s["name"] == "twilio")
+                .cloned()
+        })
+        .expect("a twilio series");
+    assert!(!twilio["values"].as_array().unwrap().is_empty(), "{twilio}");
     assert_eq!(dom_number(&dom, "dlq-depth"), 1.0);
     let rows = dom.matches("<tr data-event-id=\"EV-dash-").count();
     assert!((1..=20).contains(&rows), "{rows} recent rows in\n{dom}");
