@@ -1,9 +1,18 @@
 //! The calls API: read-only JSON over the sink's rows.
 //!
 //! - `GET /calls/{call_sid}`: one call, or 404 `{"error":"call not found"}`.
+//! - `GET /calls/{call_sid}/events`: `{"call":{…as above},"events":[…]}`, the call's first 1,000
+//!   events ([`MAX_CALL_EVENTS`]) in the order they happened (`occurred_at`, `received_at`, event
+//!   id), each `{"event_id","kind","status","occurred_at","received_at"}`; 404 as above.
 //! - `GET /phones/{phone_id}/calls|bookings|messages?since=<RFC 3339>&limit=<1..200>&cursor=<opaque>`:
 //!   newest `updated_at` first, `{"calls":[…],"next_cursor":"…"|null}` (likewise `bookings`,
 //!   `messages`); pass `next_cursor` back as `cursor` for the next page.
+//! - `GET /events?phone_id=&call_sid=&event_id=&source=twilio|stripe|calendly&since=&until=&limit=&cursor=`:
+//!   the event search over every stored event (call and message events, payments, booking
+//!   events), filters ANDed, `since` inclusive and `until` exclusive on `received_at`, newest
+//!   `received_at` first (ties: greatest event id first), paged like the phone listings:
+//!   `{"events":[{"event_id","source","subject_kind","kind","phone_id","subject","status",
+//!   "occurred_at","received_at"}],"next_cursor":…}`. An empty parameter counts as absent.
 //!
 //! Timestamps are RFC 3339 UTC strings with milliseconds. With an API token configured every route
 //! requires `Authorization: Bearer <token>` (401 otherwise). Errors are `{"error":"<reason>"}` with
@@ -23,17 +32,25 @@ use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use super::store::{BookingRow, CallRow, Cursor, MessageRow, Page, Store, StoreError};
+use switchboard_schemas::Source;
+
+use super::store::{
+    BookingRow, CallEventRow, CallRow, Cursor, EventFilter, EventRow, MessageRow, Page, Store, StoreError,
+};
 
 /// Rows per page unless `limit` says otherwise.
 pub(crate) const DEFAULT_LIMIT: u32 = 50;
 /// The largest `limit` accepted.
 pub(crate) const MAX_LIMIT: u32 = 200;
+/// The most events `GET /calls/{call_sid}/events` answers with (the first ones, in order).
+pub(crate) const MAX_CALL_EVENTS: u32 = 1_000;
 
 /// The API routes (no `/healthz` etc.: the sink merges these with its admin routes).
 pub(crate) fn router(store: Store, api_token: Option<String>) -> Router {
     let routes = Router::new()
         .route("/calls/{call_sid}", get(call))
+        .route("/calls/{call_sid}/events", get(call_events))
+        .route("/events", get(events))
         .route("/phones/{phone_id}/calls", get(phone_list::<CallView>))
         .route("/phones/{phone_id}/bookings", get(phone_list::<BookingView>))
         .route("/phones/{phone_id}/messages", get(phone_list::<MessageView>));
@@ -114,25 +131,94 @@ struct ListParams {
 
 impl ListParams {
     fn parse(raw: RawListParams) -> Result<Self, ApiError> {
-        let limit = match raw.limit.as_deref() {
-            None => DEFAULT_LIMIT,
-            Some(limit) => limit
-                .parse::<u32>()
-                .ok()
-                .filter(|limit| (1..=MAX_LIMIT).contains(limit))
-                .ok_or(ApiError::BadRequest("limit must be an integer from 1 to 200"))?,
-        };
-        let since = match raw.since.as_deref() {
+        Ok(ListParams {
+            since: parse_time(raw.since.as_deref(), INVALID_SINCE)?,
+            limit: parse_limit(raw.limit.as_deref())?,
+            cursor: parse_cursor(raw.cursor.as_deref())?,
+        })
+    }
+}
+
+/// `limit`: [`DEFAULT_LIMIT`] when absent, else an integer in `1..=MAX_LIMIT`.
+fn parse_limit(limit: Option<&str>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(limit) => limit
+            .parse::<u32>()
+            .ok()
+            .filter(|limit| (1..=MAX_LIMIT).contains(limit))
+            .ok_or(ApiError::BadRequest("limit must be an integer from 1 to 200")),
+    }
+}
+
+const INVALID_SINCE: &str = "since must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z";
+const INVALID_UNTIL: &str = "until must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z";
+
+/// A timestamp parameter in milliseconds, if given; 400 `invalid` if it is not RFC 3339.
+fn parse_time(text: Option<&str>, invalid: &'static str) -> Result<Option<i64>, ApiError> {
+    text.map(|text| parse_rfc3339(text).ok_or(ApiError::BadRequest(invalid)))
+        .transpose()
+}
+
+fn parse_cursor(cursor: Option<&str>) -> Result<Option<Cursor>, ApiError> {
+    cursor
+        .map(|cursor| Cursor::decode(cursor).ok_or(ApiError::BadRequest("invalid cursor")))
+        .transpose()
+}
+
+/// The query string of `GET /events`. Strings, parsed by [`EventParams::parse`] for clear 400s.
+#[derive(Debug, Deserialize)]
+struct RawEventParams {
+    phone_id: Option<String>,
+    call_sid: Option<String>,
+    event_id: Option<String>,
+    source: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+#[derive(Debug)]
+struct EventParams {
+    filter: EventFilter,
+    limit: u32,
+    cursor: Option<Cursor>,
+}
+
+impl EventParams {
+    /// Every parameter optional; an empty one (`phone_id=`, as a form sends it) counts as absent.
+    fn parse(raw: RawEventParams) -> Result<Self, ApiError> {
+        let given = |value: Option<String>| value.filter(|value| !value.is_empty());
+        let source = match given(raw.source).as_deref() {
             None => None,
-            Some(since) => Some(parse_rfc3339(since).ok_or(ApiError::BadRequest(
-                "since must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z",
-            ))?),
+            Some(source) => Some(
+                source
+                    .parse::<Source>()
+                    .ok()
+                    .filter(|source| *source != Source::Generic)
+                    .ok_or(ApiError::BadRequest("source must be twilio, stripe or calendly"))?,
+            ),
         };
-        let cursor = match raw.cursor.as_deref() {
-            None => None,
-            Some(cursor) => Some(Cursor::decode(cursor).ok_or(ApiError::BadRequest("invalid cursor"))?),
-        };
-        Ok(ListParams { since, limit, cursor })
+        let since = parse_time(given(raw.since).as_deref(), INVALID_SINCE)?;
+        let until = parse_time(given(raw.until).as_deref(), INVALID_UNTIL)?;
+        if let (Some(since), Some(until)) = (since, until)
+            && since >= until
+        {
+            return Err(ApiError::BadRequest("since must be earlier than until"));
+        }
+        Ok(EventParams {
+            filter: EventFilter {
+                phone_id: given(raw.phone_id),
+                call_sid: given(raw.call_sid),
+                event_id: given(raw.event_id),
+                source,
+                since,
+                until,
+            },
+            limit: parse_limit(given(raw.limit).as_deref())?,
+            cursor: parse_cursor(given(raw.cursor).as_deref())?,
+        })
     }
 }
 
@@ -243,6 +329,60 @@ impl From<MessageRow> for MessageView {
     }
 }
 
+/// An event of the event search.
+#[derive(Debug, Serialize)]
+struct EventView {
+    event_id: String,
+    /// `twilio`, `stripe` or `calendly`.
+    source: &'static str,
+    /// `call`, `message`, `payment` or `booking`.
+    subject_kind: &'static str,
+    kind: String,
+    phone_id: String,
+    subject: String,
+    status: Option<String>,
+    occurred_at: Option<String>,
+    received_at: Option<String>,
+}
+
+impl From<EventRow> for EventView {
+    fn from(row: EventRow) -> Self {
+        EventView {
+            event_id: row.event_id,
+            source: row.subject_kind.source().as_str(),
+            subject_kind: row.subject_kind.as_str(),
+            kind: row.kind,
+            phone_id: row.phone_id,
+            subject: row.subject,
+            status: row.status,
+            occurred_at: row.occurred_at.and_then(rfc3339),
+            received_at: rfc3339(row.received_at),
+        }
+    }
+}
+
+/// An event of one call, in `GET /calls/{call_sid}/events`.
+#[derive(Debug, Serialize)]
+struct CallEventView {
+    event_id: String,
+    kind: String,
+    status: Option<String>,
+    occurred_at: Option<String>,
+    received_at: Option<String>,
+}
+
+impl From<CallEventRow> for CallEventView {
+    fn from(row: CallEventRow) -> Self {
+        CallEventView {
+            event_id: row.event_id,
+            kind: row.kind,
+            status: row.status,
+            occurred_at: rfc3339(row.occurred_at),
+            received_at: rfc3339(row.received_at),
+        }
+    }
+}
+
 /// `{"<name>": [views…], "next_cursor": "…"|null}`.
 fn page_json<R, V: Serialize + From<R>>(name: &str, page: Page<R>) -> Json<serde_json::Value> {
     let items: Vec<V> = page.items.into_iter().map(V::from).collect();
@@ -271,6 +411,33 @@ async fn call(
         .await?
         .ok_or(ApiError::NotFound("call not found"))?;
     Ok(Json(CallView::from(row)))
+}
+
+/// `GET /calls/{call_sid}/events`: the call and its first [`MAX_CALL_EVENTS`] events in order.
+async fn call_events(
+    State(store): State<Store>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Path(call_sid) = path?;
+    let (call, events) = store
+        .call_history(&call_sid, MAX_CALL_EVENTS)
+        .await?
+        .ok_or(ApiError::NotFound("call not found"))?;
+    let events: Vec<CallEventView> = events.into_iter().map(CallEventView::from).collect();
+    Ok(Json(json!({ "call": CallView::from(call), "events": events })))
+}
+
+/// `GET /events`: one page of the event search, newest first.
+async fn events(
+    State(store): State<Store>,
+    query: Result<Query<RawEventParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(raw) = query?;
+    let params = EventParams::parse(raw)?;
+    let page = store
+        .events(&params.filter, params.cursor.as_ref(), params.limit)
+        .await?;
+    Ok(page_json::<_, EventView>("events", page))
 }
 
 /// A per-phone listing (`/phones/{phone_id}/<NAME>`): its JSON name, and the store query of its
@@ -344,7 +511,9 @@ mod tests {
     use tower::ServiceExt as _;
 
     use super::*;
-    use crate::store::testing::{TestDb, booking, call_status, message, per_backend};
+    use crate::store::testing::{
+        TestDb, booking, call_recording, call_status, message, payment, per_backend,
+    };
     use axum::http::header;
     use switchboard_schemas::DomainEvent;
 
@@ -476,6 +645,9 @@ mod tests {
         let open = router(db.store.clone(), None);
         let uris = [
             "/calls/CA-1".to_owned(),
+            "/calls/CA-1/events".to_owned(),
+            "/events".to_owned(),
+            "/events?source=twilio".to_owned(),
             format!("/phones/{PHONE_IN_PATH}/calls"),
             format!("/phones/{PHONE_IN_PATH}/bookings"),
             format!("/phones/{PHONE_IN_PATH}/messages"),
@@ -683,7 +855,12 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
 
         db.store.close().await;
-        for uri in ["/calls/CA-1".to_owned(), format!("/phones/{PHONE_IN_PATH}/calls")] {
+        for uri in [
+            "/calls/CA-1".to_owned(),
+            format!("/phones/{PHONE_IN_PATH}/calls"),
+            "/calls/CA-1/events".to_owned(),
+            "/events".to_owned(),
+        ] {
             let (status, body) = get(&router, &uri, None).await;
             assert_eq!(
                 (status, body),
@@ -695,8 +872,245 @@ mod tests {
         }
     }
 
+    /// Besides [`seed`]: a recording of CA-6 (happened after its completion), a payment on PHONE
+    /// (at T0 + 10 s, Stripe `created` a second earlier) and one on another phone.
+    async fn seed_events(store: &Store) {
+        seed(store).await;
+        let events = [
+            DomainEvent::Call(call_recording("rec-6", PHONE, "CA-6", T0 + 7_000)),
+            DomainEvent::Billing(payment("evt_1", PHONE, T0 + 10_000)),
+            DomainEvent::Billing(payment("evt_2", "+15550002222", T0 + 11_000)),
+        ];
+        store.apply_batch("test", &events, &[]).await.unwrap();
+    }
+
+    async fn the_event_search_serves_every_kind_filtered_and_paged(db: TestDb) {
+        seed_events(&db.store).await;
+        let router = router(db.store.clone(), None);
+
+        let (status, body) = get(&router, &format!("/events?phone_id={PHONE_IN_PATH}"), None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(keys(&body), ["events", "next_cursor"]);
+        assert_eq!(body["next_cursor"], Value::Null);
+        // 7 calls, 1 recording, 3 bookings, 3 messages, 1 payment on PHONE.
+        assert_eq!(body["events"].as_array().unwrap().len(), 15);
+        let payment = &body["events"][0];
+        assert_eq!(
+            keys(payment),
+            [
+                "event_id",
+                "kind",
+                "occurred_at",
+                "phone_id",
+                "received_at",
+                "source",
+                "status",
+                "subject",
+                "subject_kind"
+            ]
+        );
+        assert_eq!(
+            *payment,
+            json!({
+                "event_id": "evt_1",
+                "source": "stripe",
+                "subject_kind": "payment",
+                "kind": "invoice.paid",
+                "phone_id": PHONE,
+                "subject": "in_evt_1",
+                "status": "paid",
+                "occurred_at": "2026-01-01T00:00:09.000Z",
+                "received_at": "2026-01-01T00:00:10.000Z",
+            })
+        );
+        assert_eq!(
+            body["events"][1],
+            json!({
+                "event_id": "rec-6",
+                "source": "twilio",
+                "subject_kind": "call",
+                "kind": "recording",
+                "phone_id": PHONE,
+                "subject": "CA-6",
+                "status": "completed",
+                "occurred_at": "2026-01-01T00:00:07.000Z",
+                "received_at": "2026-01-01T00:00:07.050Z",
+            })
+        );
+
+        let (_, twilio) = get(
+            &router,
+            "/events?source=twilio&since=2026-01-01T00:00:05Z&until=2026-01-01T00:00:07.050Z",
+            None,
+        )
+        .await;
+        assert_eq!(sids(&twilio, "events", "event_id"), ["CA-6", "CA-5"]);
+        assert_eq!(twilio["events"][0]["subject_kind"], "call");
+
+        let (_, messages) = get(
+            &router,
+            "/events?source=twilio&until=2026-01-01T00:00:00.003Z",
+            None,
+        )
+        .await;
+        assert_eq!(
+            messages["events"][0],
+            json!({
+                "event_id": "SM-2",
+                "source": "twilio",
+                "subject_kind": "message",
+                "kind": "message.status",
+                "phone_id": PHONE,
+                "subject": "SM-2",
+                "status": "delivered",
+                "occurred_at": null,
+                "received_at": "2026-01-01T00:00:00.002Z",
+            })
+        );
+        let (_, bookings) = get(&router, "/events?source=calendly&limit=1", None).await;
+        assert_eq!(
+            bookings["events"][0],
+            json!({
+                "event_id": "bk-2",
+                "source": "calendly",
+                "subject_kind": "booking",
+                "kind": "invitee.canceled",
+                "phone_id": PHONE,
+                "subject": "https://api.calendly.com/invitees/2",
+                "status": null,
+                "occurred_at": null,
+                "received_at": "2026-01-01T00:00:00.002Z",
+            })
+        );
+        assert!(bookings["next_cursor"].is_string());
+
+        let (_, stripe) = get(&router, "/events?source=stripe", None).await;
+        assert_eq!(sids(&stripe, "events", "event_id"), ["evt_2", "evt_1"]);
+        let (_, call) = get(&router, "/events?call_sid=CA-6&phone_id=&source=", None).await;
+        assert_eq!(sids(&call, "events", "event_id"), ["rec-6", "CA-6"]);
+        let (_, one) = get(&router, "/events?event_id=bk-1", None).await;
+        assert_eq!(
+            sids(&one, "events", "subject"),
+            ["https://api.calendly.com/invitees/1"]
+        );
+        let (_, none) = get(&router, "/events?event_id=bk-1&source=stripe", None).await;
+        assert_eq!(none, json!({ "events": [], "next_cursor": null }));
+
+        // Every stored event once, newest first, through the cursor.
+        let (_, all) = get(&router, "/events?limit=200", None).await;
+        let all = sids(&all, "events", "event_id");
+        assert_eq!(all.len(), 8 + 1 + 3 + 3 + 2);
+        let mut seen = Vec::new();
+        let mut uri = "/events?limit=4".to_owned();
+        loop {
+            let (status, body) = get(&router, &uri, None).await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            seen.extend(sids(&body, "events", "event_id").into_iter().map(str::to_owned));
+            match body["next_cursor"].as_str() {
+                Some(cursor) => uri = format!("/events?limit=4&cursor={cursor}"),
+                None => break,
+            }
+        }
+        assert_eq!(seen, all);
+    }
+
+    async fn a_call_is_served_with_its_events_in_order(db: TestDb) {
+        seed_events(&db.store).await;
+        // Delivered late: happened before the completion.
+        let late = call_status("CA-6-ringing", PHONE, "CA-6", "ringing", 2, T0 + 5_500);
+        db.store
+            .apply_batch("test", &[DomainEvent::Call(late)], &[])
+            .await
+            .unwrap();
+        let router = router(db.store.clone(), None);
+        let (status, body) = get(&router, "/calls/CA-6/events", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(keys(&body), ["call", "events"]);
+        let (_, call) = get(&router, "/calls/CA-6", None).await;
+        assert_eq!(body["call"], call);
+        assert_eq!(
+            body["events"],
+            json!([
+                {
+                    "event_id": "CA-6-ringing",
+                    "kind": "status",
+                    "status": "ringing",
+                    "occurred_at": "2026-01-01T00:00:05.500Z",
+                    "received_at": "2026-01-01T00:00:05.550Z",
+                },
+                {
+                    "event_id": "CA-6",
+                    "kind": "status",
+                    "status": "completed",
+                    "occurred_at": "2026-01-01T00:00:06.000Z",
+                    "received_at": "2026-01-01T00:00:06.050Z",
+                },
+                {
+                    "event_id": "rec-6",
+                    "kind": "recording",
+                    "status": "completed",
+                    "occurred_at": "2026-01-01T00:00:07.000Z",
+                    "received_at": "2026-01-01T00:00:07.050Z",
+                },
+            ])
+        );
+        for missing in ["/calls/CA-missing/events", "/calls/SM-1/events"] {
+            assert_eq!(
+                get(&router, missing, None).await,
+                (StatusCode::NOT_FOUND, json!({ "error": "call not found" })),
+                "{missing}"
+            );
+        }
+    }
+
+    async fn bad_event_search_parameters_are_400_with_fixed_reasons(db: TestDb) {
+        seed_events(&db.store).await;
+        let router = router(db.store.clone(), None);
+        for (query, reason) in [
+            ("source=generic", "source must be twilio, stripe or calendly"),
+            ("source=Twilio", "source must be twilio, stripe or calendly"),
+            ("source=sms", "source must be twilio, stripe or calendly"),
+            (
+                "since=2026-01-01T00:00:05Z&until=2026-01-01T00:00:05Z",
+                "since must be earlier than until",
+            ),
+            (
+                "since=2026-01-01T00:00:06Z&until=2026-01-01T00:00:05Z",
+                "since must be earlier than until",
+            ),
+            (
+                "until=tomorrow",
+                "until must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z",
+            ),
+            (
+                "since=2026-01-01",
+                "since must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z",
+            ),
+            ("limit=0", "limit must be an integer from 1 to 200"),
+            ("limit=201", "limit must be an integer from 1 to 200"),
+            ("cursor=MTIz", "invalid cursor"),
+            ("source=twilio&source=stripe", "invalid query string"),
+        ] {
+            assert_eq!(
+                get(&router, &format!("/events?{query}"), None).await,
+                (StatusCode::BAD_REQUEST, json!({ "error": reason })),
+                "{query}"
+            );
+        }
+        let (status, _) = get(
+            &router,
+            "/events?since=2026-01-01T00:00:05Z&until=2026-01-01T00:00:05.001Z&unknown=1",
+            None,
+        )
+        .await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
     per_backend!(
         a_call_is_served_by_sid_or_404,
+        the_event_search_serves_every_kind_filtered_and_paged,
+        a_call_is_served_with_its_events_in_order,
+        bad_event_search_parameters_are_400_with_fixed_reasons,
         every_route_requires_the_token_when_one_is_set,
         listings_page_with_an_opaque_cursor,
         since_filters_by_update_time,

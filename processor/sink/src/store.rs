@@ -16,6 +16,10 @@
 //! Entity rows are folds that do not depend on delivery order: calls with [`call_state::apply`]
 //! (the processor's rule, reused), messages and bookings with the rules in [`precedence`].
 //!
+//! Reads: an entity by key, per-phone listings of entities, and the event search over the four
+//! events tables ([`Store::events`], one `UNION ALL`, see [`read`]) and a call's own events
+//! ([`Store::call_history`]). Each is served from an index (migrations `0001`, `0002`).
+//!
 //! [`call_state::apply`]: switchboard_schemas::call_state::apply
 
 mod precedence;
@@ -36,7 +40,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
 use switchboard_schemas::domain::CallState;
-use switchboard_schemas::{Classify, DomainEvent, Transience};
+use switchboard_schemas::{Classify, DomainEvent, Source, Transience};
 
 pub(crate) use precedence::{fold_booking, fold_message};
 
@@ -133,11 +137,12 @@ pub struct Counts {
 }
 
 /// A position in a newest-first listing: the `(updated_at, key)` of the last row served. Opaque to
-/// API clients ([`Cursor::encode`]).
+/// API clients ([`Cursor::encode`]). In the event search: `(received_at, event_id)`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
+    /// `updated_at` of an entity row; `received_at` of an event.
     pub updated_at: i64,
-    /// The row's primary key (call sid, message sid, invitee URI).
+    /// The row's primary key (call sid, message sid, invitee URI; event id).
     pub key: String,
 }
 
@@ -165,6 +170,100 @@ pub struct Page<T> {
     pub items: Vec<T>,
     /// Where the next page starts; `None` on the last page.
     pub next_cursor: Option<Cursor>,
+}
+
+/// What a stored event is about: the table it is in, and what its `subject` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SubjectKind {
+    /// `call_events`: the subject is the call sid.
+    Call,
+    /// `message_events`: the subject is the message sid.
+    Message,
+    /// `payments`: the subject is the Stripe object id.
+    Payment,
+    /// `booking_events`: the subject is the Calendly invitee URI.
+    Booking,
+}
+
+impl SubjectKind {
+    /// Every kind, in the order the event search's `UNION ALL` lists their tables.
+    pub const ALL: [SubjectKind; 4] = [
+        SubjectKind::Call,
+        SubjectKind::Message,
+        SubjectKind::Payment,
+        SubjectKind::Booking,
+    ];
+
+    /// `call`, `message`, `payment` or `booking`: the API's `subject_kind`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubjectKind::Call => "call",
+            SubjectKind::Message => "message",
+            SubjectKind::Payment => "payment",
+            SubjectKind::Booking => "booking",
+        }
+    }
+
+    /// The provider whose webhooks the events of this kind came from.
+    pub fn source(self) -> Source {
+        match self {
+            SubjectKind::Call | SubjectKind::Message => Source::Twilio,
+            SubjectKind::Payment => Source::Stripe,
+            SubjectKind::Booking => Source::Calendly,
+        }
+    }
+}
+
+/// The filters of [`Store::events`], all optional and ANDed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventFilter {
+    pub phone_id: Option<String>,
+    /// Only this call's events (so only call events).
+    pub call_sid: Option<String>,
+    pub event_id: Option<String>,
+    /// Only events of this provider (`generic`: none, the sink stores no generic events).
+    pub source: Option<Source>,
+    /// `received_at >= since` (ms).
+    pub since: Option<i64>,
+    /// `received_at < until` (ms).
+    pub until: Option<i64>,
+}
+
+impl EventFilter {
+    /// Whether events of `kind` can pass: the tables the search reads.
+    pub fn admits(&self, kind: SubjectKind) -> bool {
+        self.source.is_none_or(|source| kind.source() == source)
+            && (self.call_sid.is_none() || kind == SubjectKind::Call)
+    }
+}
+
+/// A stored event of any kind, as the event search lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventRow {
+    pub event_id: String,
+    pub subject_kind: SubjectKind,
+    /// Calls: the row's `kind` (`status`, `recording`, …); messages: `message.status`; payments
+    /// and bookings: the provider's event type.
+    pub kind: String,
+    pub phone_id: String,
+    /// Call sid, message sid, Stripe object id or invitee URI.
+    pub subject: String,
+    /// Calls, messages, payments: the status the event carried; bookings: none.
+    pub status: Option<String>,
+    /// When the provider says it happened (ms): a call event's `occurred_at`, a payment's
+    /// `created`; unknown for messages and bookings.
+    pub occurred_at: Option<i64>,
+    pub received_at: i64,
+}
+
+/// One row of `call_events`, as a call's history lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallEventRow {
+    pub event_id: String,
+    pub kind: String,
+    pub status: Option<String>,
+    pub occurred_at: i64,
+    pub received_at: i64,
 }
 
 /// Why a database operation failed. The message may name tables and SQL: log it, never serve it.
@@ -316,6 +415,32 @@ impl Store {
         limit: u32,
     ) -> Result<Page<MessageRow>, StoreError> {
         Ok(read::page(&self.pool, &read::MESSAGES, phone_id, since, before, limit).await?)
+    }
+
+    /// The stored events (of all four events tables) that pass `filter`, newest `received_at`
+    /// first (ties: greatest event id first), starting after `before`, at most `limit`.
+    pub async fn events(
+        &self,
+        filter: &EventFilter,
+        before: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Page<EventRow>, StoreError> {
+        Ok(read::events(&self.pool, filter, before, limit).await?)
+    }
+
+    /// The call `call_sid` and its first `limit` events in the order they happened (`occurred_at`,
+    /// then `received_at`, then event id), or `None` when the call is not stored.
+    pub async fn call_history(
+        &self,
+        call_sid: &str,
+        limit: u32,
+    ) -> Result<Option<(CallRow, Vec<CallEventRow>)>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let Some(call) = read::call(&mut conn, call_sid).await? else {
+            return Ok(None);
+        };
+        let events = read::call_events(&mut conn, call_sid, limit).await?;
+        Ok(Some((call, events)))
     }
 
     /// How many calls, call events, messages, payments and bookings are stored.

@@ -1,5 +1,6 @@
 //! The sink against real databases: exactly-once rows under SIGKILLs of the sink and the
-//! processor, on the dev broker, for SQLite and PostgreSQL.
+//! processor, on the dev broker, for SQLite and PostgreSQL; the calls API's event search over
+//! HTTP.
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -7,8 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::PgConnection;
 use sqlx::{AnyPool, Connection as _};
-use switchboard_schemas::domain::CallEvent;
-use switchboard_schemas::topics;
+use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, CallKind, MessageEvent};
+use switchboard_schemas::{Codec, DomainEvent, topics};
 use switchboard_sink::SinkConfig;
 use switchboard_tests::broker::PrivateBroker;
 
@@ -282,21 +283,38 @@ async fn start_sink(
     tokio::sync::oneshot::Sender<()>,
     tokio::task::JoinHandle<anyhow::Result<()>>,
 ) {
+    let (stop, sink, _) = start_sink_with(broker, registry, database_url, None).await;
+    (stop, sink)
+}
+
+/// [`start_sink`] with API token `api_token`; also returns the admin (calls API) address.
+async fn start_sink_with(
+    broker: &PrivateBroker,
+    registry: &str,
+    database_url: &str,
+    api_token: Option<&str>,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+    std::net::SocketAddr,
+) {
     let config = SinkConfig {
         kafka_bootstrap: broker.bootstrap(),
         schema_registry_url: registry.to_owned(),
         database_url: database_url.to_owned(),
         session_timeout: Duration::from_secs(6),
+        api_token: api_token.map(str::to_owned),
         ..SinkConfig::default()
     }
     .validate()
     .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let sink = tokio::spawn(switchboard_sink::run(config, listener, async {
         let _ = stopped.await;
     }));
-    (stop, sink)
+    (stop, sink, address)
 }
 
 /// Every stored row of the sink's call tables, as text, in key order.
@@ -476,6 +494,286 @@ async fn a_sink_started_before_its_topics_exist_stores_their_events_once_created
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     println!("stored {:?} after the topic was created", created.elapsed());
+    let _ = stop.send(());
+    sink.await.unwrap().unwrap();
+}
+
+/// Produces domain `events` to their topics as the processor does (Avro, key phone id, headers
+/// event-id and source).
+async fn produce_domain_events(broker: &PrivateBroker, events: &[DomainEvent]) {
+    let producer = RawProducer::new(broker);
+    let codec = Codec::new(&switchboard_tests::registry_url()).unwrap();
+    for event in events {
+        let (topic, schema) = (event.topic(), event.schema_def());
+        let (payload, source) = match event {
+            DomainEvent::Call(e) => (codec.encode(topic, schema, e).await, "twilio"),
+            DomainEvent::Message(e) => (codec.encode(topic, schema, e).await, "twilio"),
+            DomainEvent::Billing(e) => (codec.encode(topic, schema, e).await, "stripe"),
+            DomainEvent::Booking(e) => (codec.encode(topic, schema, e).await, "calendly"),
+            DomainEvent::Generic(e) => (codec.encode(topic, schema, e).await, "generic"),
+        };
+        producer
+            .send_bytes(topic, event.key(), &payload.unwrap(), event.event_id(), source)
+            .await;
+    }
+}
+
+/// The event search and a call's events through the sink's own HTTP server, with an API token:
+/// events of all four kinds on two phones, produced to the domain topics and stored by the sink.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_search_and_a_calls_events_are_served_over_http() {
+    const TOKEN: &str = "it-api-token";
+    const P1: &str = "+15554100001";
+    const P2: &str = "+15554100002";
+    /// 2026-01-01T00:00:00Z.
+    const T0: i64 = 1_767_225_600_000;
+    let call = |event_id: &str, phone: &str, sid: &str, status: &str, at: i64, received_at: i64| {
+        DomainEvent::Call(CallEvent {
+            call_status: Some(status.into()),
+            received_at,
+            ..CallEvent::new(event_id, phone, sid, CallKind::Status, at)
+        })
+    };
+    let message = |event_id: &str, phone: &str, sid: &str, status: &str, at: i64| {
+        DomainEvent::Message(MessageEvent {
+            event_id: event_id.into(),
+            phone_id: phone.into(),
+            message_sid: sid.into(),
+            message_status: status.into(),
+            error_code: None,
+            from: None,
+            to: None,
+            account_sid: None,
+            received_at: at,
+        })
+    };
+    let events = vec![
+        call("ev-ca1-ringing", P1, "CA1", "ringing", T0, T0 + 100),
+        call("ev-ca1-done", P1, "CA1", "completed", T0 + 60_000, T0 + 60_100),
+        // Delivered last, happened second.
+        call(
+            "ev-ca1-progress",
+            P1,
+            "CA1",
+            "in-progress",
+            T0 + 1_000,
+            T0 + 90_000,
+        ),
+        call("ev-ca2-ringing", P2, "CA2", "ringing", T0 + 5_000, T0 + 5_100),
+        message("ev-sm1", P1, "SM1", "delivered", T0 + 2_000),
+        message("ev-sm2", P2, "SM2", "failed", T0 + 3_000),
+        DomainEvent::Billing(BillingEvent {
+            event_id: "evt_it_1".into(),
+            phone_id: P1.into(),
+            event_type: "invoice.paid".into(),
+            object_id: "in_it_1".into(),
+            customer: None,
+            amount: Some(4_900),
+            currency: Some("usd".into()),
+            status: Some("paid".into()),
+            created: Some(T0 + 9_000),
+            livemode: Some(false),
+            received_at: T0 + 10_000,
+        }),
+        DomainEvent::Booking(BookingEvent {
+            event_id: "invitee.created:https://api.calendly.com/invitees/it".into(),
+            phone_id: P2.into(),
+            event_type: "invitee.created".into(),
+            invitee_uri: "https://api.calendly.com/invitees/it".into(),
+            invitee_name: None,
+            invitee_email: None,
+            event_start: None,
+            event_end: None,
+            cancel_reason: None,
+            canceled: false,
+            received_at: T0 + 20_000,
+        }),
+    ];
+    let broker = PrivateBroker::start().unwrap();
+    produce_domain_events(&broker, &events).await;
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("sink.db").display());
+    let (stop, sink, address) =
+        start_sink_with(&broker, &switchboard_tests::registry_url(), &url, Some(TOKEN)).await;
+    let client = reqwest::Client::new();
+    let get = async |path: &str, token: Option<&str>| {
+        let mut request = client.get(format!("http://{address}{path}"));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        let body: serde_json::Value = response.json().await.unwrap();
+        (status, body)
+    };
+    let ids = |body: &serde_json::Value| -> Vec<String> {
+        body["events"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{body}"))
+            .iter()
+            .map(|event| event["event_id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+
+    // Stored once every event is listed.
+    let all = eventually(Duration::from_secs(90), || async {
+        let client = reqwest::Client::new();
+        let response = client
+            .get(format!("http://{address}/events?limit=200"))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .ok()?;
+        let body: serde_json::Value = response.json().await.ok()?;
+        (body["events"].as_array()?.len() == events.len()).then_some(body)
+    })
+    .await;
+    assert_eq!(
+        ids(&all),
+        [
+            "ev-ca1-progress",
+            "ev-ca1-done",
+            "invitee.created:https://api.calendly.com/invitees/it",
+            "evt_it_1",
+            "ev-ca2-ringing",
+            "ev-sm2",
+            "ev-sm1",
+            "ev-ca1-ringing",
+        ]
+    );
+    assert_eq!(
+        all["events"][3],
+        serde_json::json!({
+            "event_id": "evt_it_1",
+            "source": "stripe",
+            "subject_kind": "payment",
+            "kind": "invoice.paid",
+            "phone_id": P1,
+            "subject": "in_it_1",
+            "status": "paid",
+            "occurred_at": "2026-01-01T00:00:09.000Z",
+            "received_at": "2026-01-01T00:00:10.000Z",
+        })
+    );
+
+    // Filters.
+    let (status, p1) = get("/events?phone_id=%2B15554100001", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{p1}");
+    assert_eq!(
+        ids(&p1),
+        [
+            "ev-ca1-progress",
+            "ev-ca1-done",
+            "evt_it_1",
+            "ev-sm1",
+            "ev-ca1-ringing"
+        ]
+    );
+    let (_, twilio_p2) = get("/events?phone_id=%2B15554100002&source=twilio", Some(TOKEN)).await;
+    assert_eq!(ids(&twilio_p2), ["ev-ca2-ringing", "ev-sm2"]);
+    assert_eq!(twilio_p2["events"][1]["subject_kind"], "message");
+    assert_eq!(twilio_p2["events"][1]["occurred_at"], serde_json::Value::Null);
+    let (_, calendly) = get("/events?source=calendly", Some(TOKEN)).await;
+    assert_eq!(
+        calendly["events"][0]["subject"],
+        "https://api.calendly.com/invitees/it"
+    );
+    assert_eq!(calendly["events"][0]["status"], serde_json::Value::Null);
+    let (_, window) = get(
+        "/events?since=2026-01-01T00:00:03Z&until=2026-01-01T00:00:10Z",
+        Some(TOKEN),
+    )
+    .await;
+    assert_eq!(ids(&window), ["ev-ca2-ringing", "ev-sm2"]);
+    let (_, by_call) = get("/events?call_sid=CA1&until=2026-01-01T00:01:00.101Z", Some(TOKEN)).await;
+    assert_eq!(ids(&by_call), ["ev-ca1-done", "ev-ca1-ringing"]);
+    let (_, by_id) = get("/events?event_id=ev-sm2", Some(TOKEN)).await;
+    assert_eq!(ids(&by_id), ["ev-sm2"]);
+
+    // Paging: every event exactly once.
+    let mut seen = Vec::new();
+    let mut path = "/events?limit=3".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = get(&path, Some(TOKEN)).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        seen.extend(ids(&page));
+        match page["next_cursor"].as_str() {
+            Some(cursor) => path = format!("/events?limit=3&cursor={cursor}"),
+            None => break,
+        }
+    }
+    assert_eq!((pages, seen), (3, ids(&all)));
+
+    // 400s.
+    for (query, reason) in [
+        ("source=generic", "source must be twilio, stripe or calendly"),
+        ("source=voice", "source must be twilio, stripe or calendly"),
+        (
+            "since=2026-01-01T00:00:10Z&until=2026-01-01T00:00:03Z",
+            "since must be earlier than until",
+        ),
+        (
+            "until=soon",
+            "until must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z",
+        ),
+    ] {
+        assert_eq!(
+            get(&format!("/events?{query}"), Some(TOKEN)).await,
+            (400, serde_json::json!({ "error": reason })),
+            "{query}"
+        );
+    }
+
+    // A call with its events, in the order they happened.
+    let (status, history) = get("/calls/CA1/events", Some(TOKEN)).await;
+    assert_eq!(status, 200, "{history}");
+    let (_, call) = get("/calls/CA1", Some(TOKEN)).await;
+    assert_eq!(history["call"], call);
+    assert_eq!(history["call"]["status"], "completed");
+    assert_eq!(
+        history["events"],
+        serde_json::json!([
+            {
+                "event_id": "ev-ca1-ringing",
+                "kind": "status",
+                "status": "ringing",
+                "occurred_at": "2026-01-01T00:00:00.000Z",
+                "received_at": "2026-01-01T00:00:00.100Z",
+            },
+            {
+                "event_id": "ev-ca1-progress",
+                "kind": "status",
+                "status": "in-progress",
+                "occurred_at": "2026-01-01T00:00:01.000Z",
+                "received_at": "2026-01-01T00:01:30.000Z",
+            },
+            {
+                "event_id": "ev-ca1-done",
+                "kind": "status",
+                "status": "completed",
+                "occurred_at": "2026-01-01T00:01:00.000Z",
+                "received_at": "2026-01-01T00:01:00.100Z",
+            },
+        ])
+    );
+    assert_eq!(
+        get("/calls/CA-none/events", Some(TOKEN)).await,
+        (404, serde_json::json!({ "error": "call not found" }))
+    );
+
+    // The token guards both routes.
+    for path in ["/events", "/events?source=stripe", "/calls/CA1/events"] {
+        for token in [None, Some("wrong")] {
+            assert_eq!(
+                get(path, token).await,
+                (401, serde_json::json!({ "error": "unauthorized" })),
+                "{path} {token:?}"
+            );
+        }
+    }
+
     let _ = stop.send(());
     sink.await.unwrap().unwrap();
 }

@@ -1,12 +1,14 @@
 //! The columns of each entity table, row decoding, and the read queries (also used inside the
-//! write transaction to load the rows a batch folds into).
+//! write transaction to load the rows a batch folds into), the event search among them.
 
 use std::collections::HashMap;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
 
-use super::{BookingRow, CallRow, Counts, Cursor, MessageRow, Page};
+use super::{
+    BookingRow, CallEventRow, CallRow, Counts, Cursor, EventFilter, EventRow, MessageRow, Page, SubjectKind,
+};
 
 /// The columns of `calls`, in the order [`super::write`] binds them.
 pub(super) const CALL_COLUMNS: &[&str] = &[
@@ -241,6 +243,199 @@ pub(super) async fn page<T>(
         None
     };
     Ok(Page { items, next_cursor })
+}
+
+/// The event search's arm for one events table: the table, and its rows as the search's columns
+/// after `event_id, '<subject_kind>' AS subject_kind`: `kind`, `phone_id`, `subject`, `status`,
+/// `occurred_at`, `received_at`, of the same types in every arm, so that PostgreSQL can unite them.
+fn event_arm(kind: SubjectKind) -> (&'static str, &'static str) {
+    match kind {
+        SubjectKind::Call => (
+            "call_events",
+            "kind, phone_id, call_sid AS subject, status, occurred_at, received_at",
+        ),
+        SubjectKind::Message => (
+            "message_events",
+            "'message.status' AS kind, phone_id, message_sid AS subject, status, \
+             CAST(NULL AS BIGINT) AS occurred_at, received_at",
+        ),
+        SubjectKind::Payment => (
+            "payments",
+            "event_type AS kind, phone_id, object_id AS subject, status, created AS occurred_at, received_at",
+        ),
+        SubjectKind::Booking => (
+            "booking_events",
+            "event_type AS kind, phone_id, invitee_uri AS subject, CAST(NULL AS TEXT) AS status, \
+             CAST(NULL AS BIGINT) AS occurred_at, received_at",
+        ),
+    }
+}
+
+/// A value bound to one placeholder of a query.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// The SQL of one event search page and its values, `$1…` in order. `None` when no table can
+/// hold a match (`source=generic`).
+///
+/// One arm per events table `filter` admits, each `WHERE`d by every filter and the cursor and cut
+/// to `limit + 1` rows in the search's order, which its index yields (`*_by_phone` with a phone
+/// id, `*_by_received` without; a call's or an event id's few rows come from `call_events_by_call`
+/// or the primary key), so that it stops after `limit + 1` matches; the arms' pages are united with
+/// `UNION ALL`, ordered and cut again. Every filter value is bound once, every arm names the same
+/// placeholders.
+pub(super) fn events_query(
+    filter: &EventFilter,
+    before: Option<&Cursor>,
+    limit: u32,
+) -> Option<(String, Vec<Bind>)> {
+    let mut binds = Vec::new();
+    let mut placeholder = |value: Bind| {
+        binds.push(value);
+        format!("${}", binds.len())
+    };
+    let mut conditions = Vec::new();
+    if let Some(phone_id) = &filter.phone_id {
+        conditions.push(format!(
+            "phone_id = {}",
+            placeholder(Bind::Text(phone_id.clone()))
+        ));
+    }
+    if let Some(call_sid) = &filter.call_sid {
+        // Only the call_events arm is left (EventFilter::admits).
+        conditions.push(format!(
+            "call_sid = {}",
+            placeholder(Bind::Text(call_sid.clone()))
+        ));
+    }
+    if let Some(event_id) = &filter.event_id {
+        conditions.push(format!(
+            "event_id = {}",
+            placeholder(Bind::Text(event_id.clone()))
+        ));
+    }
+    if let Some(since) = filter.since {
+        conditions.push(format!("received_at >= {}", placeholder(Bind::Int(since))));
+    }
+    if let Some(until) = filter.until {
+        conditions.push(format!("received_at < {}", placeholder(Bind::Int(until))));
+    }
+    if let Some(before) = before {
+        let received_at = placeholder(Bind::Int(before.updated_at));
+        let event_id = placeholder(Bind::Text(before.key.clone()));
+        conditions.push(format!("(received_at, event_id) < ({received_at}, {event_id})"));
+    }
+    let limit = placeholder(Bind::Int(i64::from(limit.max(1)) + 1));
+    let filter_sql = if conditions.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", conditions.join(" AND "))
+    };
+    let arms: Vec<String> = SubjectKind::ALL
+        .into_iter()
+        .filter(|kind| filter.admits(*kind))
+        .map(|kind| {
+            let (table, columns) = event_arm(kind);
+            format!(
+                "SELECT * FROM (SELECT event_id, '{}' AS subject_kind, {columns} FROM {table}{filter_sql} \
+                 ORDER BY received_at DESC, event_id DESC LIMIT {limit}) AS {table}_page",
+                kind.as_str()
+            )
+        })
+        .collect();
+    if arms.is_empty() {
+        return None;
+    }
+    let sql = format!(
+        "{} ORDER BY received_at DESC, event_id DESC LIMIT {limit}",
+        arms.join(" UNION ALL ")
+    );
+    Some((sql, binds))
+}
+
+fn event_from_row(row: &AnyRow) -> Result<EventRow, sqlx::Error> {
+    let subject_kind: String = row.try_get("subject_kind")?;
+    let subject_kind = SubjectKind::ALL
+        .into_iter()
+        .find(|kind| kind.as_str() == subject_kind)
+        .ok_or_else(|| sqlx::Error::Decode(format!("unknown subject_kind {subject_kind:?}").into()))?;
+    Ok(EventRow {
+        event_id: row.try_get("event_id")?,
+        subject_kind,
+        kind: row.try_get("kind")?,
+        phone_id: row.try_get("phone_id")?,
+        subject: row.try_get("subject")?,
+        status: row.try_get("status")?,
+        occurred_at: row.try_get("occurred_at")?,
+        received_at: row.try_get("received_at")?,
+    })
+}
+
+/// One page of the event search ([`events_query`]), at most `limit` rows (one more is read to
+/// learn whether another page follows).
+pub(super) async fn events(
+    pool: &AnyPool,
+    filter: &EventFilter,
+    before: Option<&Cursor>,
+    limit: u32,
+) -> Result<Page<EventRow>, sqlx::Error> {
+    let Some((sql, binds)) = events_query(filter, before, limit) else {
+        return Ok(Page {
+            items: Vec::new(),
+            next_cursor: None,
+        });
+    };
+    let mut query = sqlx::query(&sql);
+    for bind in binds {
+        query = match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(int) => query.bind(int),
+        };
+    }
+    let rows = query.fetch_all(pool).await?;
+    let mut items = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+    let limit = limit.max(1) as usize;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(|event| Cursor {
+            updated_at: event.received_at,
+            key: event.event_id.clone(),
+        })
+    } else {
+        None
+    };
+    Ok(Page { items, next_cursor })
+}
+
+/// The first `limit` events of call `call_sid` in the order they happened: `occurred_at`, then
+/// `received_at`, then event id (from `call_events_by_call`).
+pub(super) async fn call_events(
+    conn: &mut AnyConnection,
+    call_sid: &str,
+    limit: u32,
+) -> Result<Vec<CallEventRow>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT event_id, kind, status, occurred_at, received_at FROM call_events WHERE call_sid = $1 \
+         ORDER BY occurred_at, received_at, event_id LIMIT $2",
+    )
+    .bind(call_sid)
+    .bind(i64::from(limit))
+    .fetch_all(conn)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(CallEventRow {
+                event_id: row.try_get("event_id")?,
+                kind: row.try_get("kind")?,
+                status: row.try_get("status")?,
+                occurred_at: row.try_get("occurred_at")?,
+                received_at: row.try_get("received_at")?,
+            })
+        })
+        .collect()
 }
 
 /// Every stored offset of `group`, by `(topic, partition)`.

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use switchboard_schemas::domain::CallEvent;
-use switchboard_schemas::topics;
+use switchboard_schemas::{Source, topics};
 
 use super::testing::{TestDb, booking, call_recording, call_status, message, offset, payment, per_backend};
 use super::*;
@@ -550,6 +550,572 @@ async fn listings_page_newest_first_with_ties_broken_by_key(db: TestDb) {
     assert_eq!((sids, since.next_cursor), (vec!["CA-late-2", "CA-late-1"], None));
 }
 
+const OTHER: &str = "+15550002222";
+
+/// Events of all four kinds on PHONE and OTHER, received over 10 s. Call CA1's `in-progress`
+/// arrives last but happened second; `e-tie-a` (a payment) and `e-tie-b` (a message) are received
+/// at the same instant; `e-pay-bare` has no `created`.
+fn search_events() -> Vec<DomainEvent> {
+    let received = |event: CallEvent, received_at: i64| CallEvent { received_at, ..event };
+    let mut bare = payment("e-pay-bare", OTHER, T0 + 6_500);
+    bare.created = None;
+    bare.status = None;
+    vec![
+        DomainEvent::Call(call_status("e-ca1-ringing", PHONE, "CA1", "ringing", 2, T0)),
+        DomainEvent::Call(received(
+            call_status("e-ca1-progress", PHONE, "CA1", "in-progress", 3, T0 + 1_000),
+            T0 + 10_000,
+        )),
+        DomainEvent::Call(call_status(
+            "e-ca1-done",
+            PHONE,
+            "CA1",
+            "completed",
+            4,
+            T0 + 2_000,
+        )),
+        DomainEvent::Call(call_recording("e-ca1-rec", PHONE, "CA1", T0 + 3_000)),
+        DomainEvent::Call(call_status(
+            "e-ca2-ringing",
+            OTHER,
+            "CA2",
+            "ringing",
+            2,
+            T0 + 1_500,
+        )),
+        DomainEvent::Message(message("e-sm1-sent", PHONE, "SM1", "sent", T0 + 100)),
+        DomainEvent::Message(message("e-sm1-failed", PHONE, "SM1", "failed", T0 + 4_000)),
+        DomainEvent::Message(message("e-sm2-sent", OTHER, "SM2", "sent", T0 + 4_500)),
+        DomainEvent::Billing(payment("e-pay-1", PHONE, T0 + 5_000)),
+        DomainEvent::Billing(bare),
+        DomainEvent::Booking(booking(
+            "e-bk-1",
+            PHONE,
+            "https://api.calendly.com/invitees/1",
+            false,
+            T0 + 7_000,
+        )),
+        DomainEvent::Booking(booking(
+            "e-bk-2",
+            OTHER,
+            "https://api.calendly.com/invitees/2",
+            true,
+            T0 + 8_000,
+        )),
+        DomainEvent::Billing(payment("e-tie-a", OTHER, T0 + 9_000)),
+        DomainEvent::Message(message("e-tie-b", PHONE, "SM3", "delivered", T0 + 9_000)),
+    ]
+}
+
+/// What the search must list for `event`, spelled out per kind.
+fn expected_row(event: &DomainEvent) -> EventRow {
+    match event {
+        DomainEvent::Call(e) => EventRow {
+            event_id: e.event_id.clone(),
+            subject_kind: SubjectKind::Call,
+            kind: e.kind.clone(),
+            phone_id: e.phone_id.clone(),
+            subject: e.call_sid.clone(),
+            status: e.call_status.clone().or(e.recording_status.clone()),
+            occurred_at: Some(e.occurred_at),
+            received_at: e.received_at,
+        },
+        DomainEvent::Message(e) => EventRow {
+            event_id: e.event_id.clone(),
+            subject_kind: SubjectKind::Message,
+            kind: "message.status".into(),
+            phone_id: e.phone_id.clone(),
+            subject: e.message_sid.clone(),
+            status: Some(e.message_status.clone()),
+            occurred_at: None,
+            received_at: e.received_at,
+        },
+        DomainEvent::Billing(e) => EventRow {
+            event_id: e.event_id.clone(),
+            subject_kind: SubjectKind::Payment,
+            kind: e.event_type.clone(),
+            phone_id: e.phone_id.clone(),
+            subject: e.object_id.clone(),
+            status: e.status.clone(),
+            occurred_at: e.created,
+            received_at: e.received_at,
+        },
+        DomainEvent::Booking(e) => EventRow {
+            event_id: e.event_id.clone(),
+            subject_kind: SubjectKind::Booking,
+            kind: e.event_type.clone(),
+            phone_id: e.phone_id.clone(),
+            subject: e.invitee_uri.clone(),
+            status: None,
+            occurred_at: None,
+            received_at: e.received_at,
+        },
+        DomainEvent::Generic(_) => unreachable!("the sink stores no generic events"),
+    }
+}
+
+/// The rows `filter` admits, newest `received_at` first, ties by greatest event id: the model
+/// the store's search is checked against.
+fn expected_rows(filter: &EventFilter) -> Vec<EventRow> {
+    let mut rows: Vec<EventRow> = search_events()
+        .iter()
+        .map(|event| (event, expected_row(event)))
+        .filter(|(event, row)| {
+            filter
+                .phone_id
+                .as_ref()
+                .is_none_or(|phone| *phone == row.phone_id)
+                && filter
+                    .call_sid
+                    .as_ref()
+                    .is_none_or(|sid| matches!(event, DomainEvent::Call(call) if call.call_sid == *sid))
+                && filter.event_id.as_ref().is_none_or(|id| *id == row.event_id)
+                && filter
+                    .source
+                    .is_none_or(|source| row.subject_kind.source() == source)
+                && filter.since.is_none_or(|since| row.received_at >= since)
+                && filter.until.is_none_or(|until| row.received_at < until)
+        })
+        .map(|(_, row)| row)
+        .collect();
+    rows.sort_by(|a, b| (b.received_at, &b.event_id).cmp(&(a.received_at, &a.event_id)));
+    rows
+}
+
+/// Every page of the search for `filter`, `limit` rows at a time, through encoded cursors.
+async fn all_pages(store: &Store, filter: &EventFilter, limit: u32) -> Vec<EventRow> {
+    let mut rows = Vec::new();
+    let mut cursor: Option<Cursor> = None;
+    for _ in 0..100 {
+        let page = store.events(filter, cursor.as_ref(), limit).await.unwrap();
+        assert!(page.items.len() <= limit as usize, "{filter:?}");
+        rows.extend(page.items);
+        match page.next_cursor {
+            Some(next) => cursor = Some(Cursor::decode(&next.encode()).unwrap()),
+            None => return rows,
+        }
+    }
+    panic!("paging {filter:?} did not end");
+}
+
+fn ids(rows: &[EventRow]) -> Vec<&str> {
+    rows.iter().map(|row| row.event_id.as_str()).collect()
+}
+
+/// The filters the search is checked with: each one alone, and combinations.
+fn search_filters() -> Vec<EventFilter> {
+    let none = EventFilter::default;
+    let phone = || Some(PHONE.to_owned());
+    vec![
+        none(),
+        EventFilter {
+            phone_id: phone(),
+            ..none()
+        },
+        EventFilter {
+            phone_id: Some(OTHER.into()),
+            ..none()
+        },
+        EventFilter {
+            phone_id: Some("+19999999999".into()),
+            ..none()
+        },
+        EventFilter {
+            call_sid: Some("CA1".into()),
+            ..none()
+        },
+        EventFilter {
+            call_sid: Some("CA1".into()),
+            phone_id: Some(OTHER.into()),
+            ..none()
+        },
+        EventFilter {
+            call_sid: Some("SM1".into()),
+            ..none()
+        },
+        EventFilter {
+            event_id: Some("e-bk-2".into()),
+            ..none()
+        },
+        EventFilter {
+            event_id: Some("e-sm1-sent".into()),
+            source: Some(Source::Stripe),
+            ..none()
+        },
+        EventFilter {
+            source: Some(Source::Twilio),
+            ..none()
+        },
+        EventFilter {
+            source: Some(Source::Stripe),
+            ..none()
+        },
+        EventFilter {
+            source: Some(Source::Calendly),
+            ..none()
+        },
+        EventFilter {
+            source: Some(Source::Generic),
+            ..none()
+        },
+        EventFilter {
+            since: Some(T0 + 4_000),
+            ..none()
+        },
+        EventFilter {
+            until: Some(T0 + 4_000),
+            ..none()
+        },
+        EventFilter {
+            since: Some(T0 + 1_550),
+            until: Some(T0 + 9_000),
+            ..none()
+        },
+        EventFilter {
+            phone_id: phone(),
+            source: Some(Source::Twilio),
+            since: Some(T0 + 100),
+            ..none()
+        },
+        EventFilter {
+            call_sid: Some("CA1".into()),
+            until: Some(T0 + 5_000),
+            ..none()
+        },
+    ]
+}
+
+async fn the_event_search_lists_every_kind_newest_first(db: TestDb) {
+    let store = &db.store;
+    store.apply_batch(GROUP, &search_events(), &[]).await.unwrap();
+
+    let all = store.events(&EventFilter::default(), None, 200).await.unwrap();
+    assert_eq!(all.next_cursor, None);
+    assert_eq!(
+        ids(&all.items),
+        [
+            "e-ca1-progress",
+            "e-tie-b",
+            "e-tie-a",
+            "e-bk-2",
+            "e-bk-1",
+            "e-pay-bare",
+            "e-pay-1",
+            "e-sm2-sent",
+            "e-sm1-failed",
+            "e-ca1-rec",
+            "e-ca1-done",
+            "e-ca2-ringing",
+            "e-sm1-sent",
+            "e-ca1-ringing",
+        ]
+    );
+    assert_eq!(all.items, expected_rows(&EventFilter::default()));
+
+    // Each kind's columns, spelled out once.
+    let by_id = |id: &str| all.items.iter().find(|row| row.event_id == id).unwrap().clone();
+    assert_eq!(
+        by_id("e-ca1-rec"),
+        EventRow {
+            event_id: "e-ca1-rec".into(),
+            subject_kind: SubjectKind::Call,
+            kind: "recording".into(),
+            phone_id: PHONE.into(),
+            subject: "CA1".into(),
+            status: Some("completed".into()),
+            occurred_at: Some(T0 + 3_000),
+            received_at: T0 + 3_050,
+        }
+    );
+    assert_eq!(
+        by_id("e-sm1-failed"),
+        EventRow {
+            event_id: "e-sm1-failed".into(),
+            subject_kind: SubjectKind::Message,
+            kind: "message.status".into(),
+            phone_id: PHONE.into(),
+            subject: "SM1".into(),
+            status: Some("failed".into()),
+            occurred_at: None,
+            received_at: T0 + 4_000,
+        }
+    );
+    assert_eq!(
+        by_id("e-pay-1"),
+        EventRow {
+            event_id: "e-pay-1".into(),
+            subject_kind: SubjectKind::Payment,
+            kind: "invoice.paid".into(),
+            phone_id: PHONE.into(),
+            subject: "in_e-pay-1".into(),
+            status: Some("paid".into()),
+            occurred_at: Some(T0 + 4_000),
+            received_at: T0 + 5_000,
+        }
+    );
+    assert_eq!(
+        (by_id("e-pay-bare").occurred_at, by_id("e-pay-bare").status),
+        (None, None)
+    );
+    assert_eq!(
+        by_id("e-bk-2"),
+        EventRow {
+            event_id: "e-bk-2".into(),
+            subject_kind: SubjectKind::Booking,
+            kind: "invitee.canceled".into(),
+            phone_id: OTHER.into(),
+            subject: "https://api.calendly.com/invitees/2".into(),
+            status: None,
+            occurred_at: None,
+            received_at: T0 + 8_000,
+        }
+    );
+}
+
+async fn every_event_filter_selects_exactly_its_events(db: TestDb) {
+    let store = &db.store;
+    store.apply_batch(GROUP, &search_events(), &[]).await.unwrap();
+    for filter in search_filters() {
+        let page = store.events(&filter, None, 200).await.unwrap();
+        assert_eq!(page.items, expected_rows(&filter), "{filter:?}");
+        assert_eq!(page.next_cursor, None, "{filter:?}");
+    }
+    // The model itself is not vacuous: spelled out for a few.
+    let listed = async |filter: EventFilter| {
+        let page = store.events(&filter, None, 200).await.unwrap();
+        ids(&page.items)
+            .into_iter()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        listed(EventFilter {
+            call_sid: Some("CA1".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        ["e-ca1-progress", "e-ca1-rec", "e-ca1-done", "e-ca1-ringing"]
+    );
+    assert_eq!(
+        listed(EventFilter {
+            phone_id: Some(OTHER.into()),
+            ..EventFilter::default()
+        })
+        .await,
+        ["e-tie-a", "e-bk-2", "e-pay-bare", "e-sm2-sent", "e-ca2-ringing"]
+    );
+    assert_eq!(
+        listed(EventFilter {
+            source: Some(Source::Stripe),
+            ..EventFilter::default()
+        })
+        .await,
+        ["e-tie-a", "e-pay-bare", "e-pay-1"]
+    );
+    assert_eq!(
+        listed(EventFilter {
+            source: Some(Source::Calendly),
+            ..EventFilter::default()
+        })
+        .await,
+        ["e-bk-2", "e-bk-1"]
+    );
+    assert_eq!(
+        listed(EventFilter {
+            phone_id: Some(PHONE.into()),
+            source: Some(Source::Twilio),
+            since: Some(T0 + 3_050),
+            until: Some(T0 + 9_001),
+            ..EventFilter::default()
+        })
+        .await,
+        ["e-tie-b", "e-sm1-failed", "e-ca1-rec"]
+    );
+    assert_eq!(
+        listed(EventFilter {
+            event_id: Some("e-sm2-sent".into()),
+            ..EventFilter::default()
+        })
+        .await,
+        ["e-sm2-sent"]
+    );
+    assert!(
+        listed(EventFilter {
+            source: Some(Source::Generic),
+            ..EventFilter::default()
+        })
+        .await
+        .is_empty()
+    );
+}
+
+async fn event_pages_cover_every_row_exactly_once(db: TestDb) {
+    let store = &db.store;
+    store.apply_batch(GROUP, &search_events(), &[]).await.unwrap();
+    for filter in search_filters() {
+        let expected = expected_rows(&filter);
+        for limit in [1, 2, 3, 5, 13, 14, 15] {
+            assert_eq!(
+                all_pages(store, &filter, limit).await,
+                expected,
+                "{filter:?} limit {limit}"
+            );
+        }
+    }
+    // A full last page still says whether one follows: 14 rows in pages of 7.
+    let first = store.events(&EventFilter::default(), None, 7).await.unwrap();
+    let next = first.next_cursor.expect("a second page");
+    assert_eq!((next.updated_at, next.key.as_str()), (T0 + 5_000, "e-pay-1"));
+    let second = store
+        .events(&EventFilter::default(), Some(&next), 7)
+        .await
+        .unwrap();
+    assert_eq!((second.items.len(), second.next_cursor), (7, None));
+    // The tie at T0 + 9 s is split across pages without losing either row.
+    let first = store.events(&EventFilter::default(), None, 2).await.unwrap();
+    assert_eq!(ids(&first.items), ["e-ca1-progress", "e-tie-b"]);
+    let rest = store
+        .events(&EventFilter::default(), first.next_cursor.as_ref(), 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(&rest.items), ["e-tie-a"]);
+}
+
+async fn a_call_history_lists_its_events_as_they_happened(db: TestDb) {
+    let store = &db.store;
+    let mut events = search_events();
+    // Same occurred_at as the ringing: received_at decides, then the event id.
+    events.push(DomainEvent::Call(CallEvent {
+        received_at: T0 + 20,
+        ..call_status("e-ca1-early", PHONE, "CA1", "initiated", 1, T0)
+    }));
+    events.push(DomainEvent::Call(CallEvent {
+        received_at: T0 + 20,
+        ..call_status("e-ca1-dup", PHONE, "CA1", "initiated", 1, T0)
+    }));
+    store.apply_batch(GROUP, &events, &[]).await.unwrap();
+
+    let (call, history) = store.call_history("CA1", 1_000).await.unwrap().unwrap();
+    assert_eq!(Some(&call), store.call("CA1").await.unwrap().as_ref());
+    assert_eq!(call.status, "completed");
+    let order: Vec<_> = history
+        .iter()
+        .map(|event| (event.event_id.as_str(), event.occurred_at, event.received_at))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            ("e-ca1-dup", T0, T0 + 20),
+            ("e-ca1-early", T0, T0 + 20),
+            ("e-ca1-ringing", T0, T0 + 50),
+            ("e-ca1-progress", T0 + 1_000, T0 + 10_000),
+            ("e-ca1-done", T0 + 2_000, T0 + 2_050),
+            ("e-ca1-rec", T0 + 3_000, T0 + 3_050),
+        ]
+    );
+    assert_eq!(
+        history[5],
+        CallEventRow {
+            event_id: "e-ca1-rec".into(),
+            kind: "recording".into(),
+            status: Some("completed".into()),
+            occurred_at: T0 + 3_000,
+            received_at: T0 + 3_050,
+        }
+    );
+    assert_eq!(history[3].status.as_deref(), Some("in-progress"));
+
+    let (_, first) = store.call_history("CA1", 2).await.unwrap().unwrap();
+    assert_eq!(first, history[..2]);
+    let (other, own) = store.call_history("CA2", 1_000).await.unwrap().unwrap();
+    assert_eq!(
+        (other.phone_id.as_str(), ids_of(&own)),
+        (OTHER, vec!["e-ca2-ringing"])
+    );
+    assert_eq!(store.call_history("CA-missing", 1_000).await.unwrap(), None);
+    // A message sid is not a call.
+    assert_eq!(store.call_history("SM1", 1_000).await.unwrap(), None);
+}
+
+fn ids_of(events: &[CallEventRow]) -> Vec<&str> {
+    events.iter().map(|event| event.event_id.as_str()).collect()
+}
+
+/// The indexes migration 0002 adds.
+const SEARCH_INDEXES: [&str; 8] = [
+    "call_events_by_phone",
+    "call_events_by_received",
+    "message_events_by_phone",
+    "message_events_by_received",
+    "payments_by_phone",
+    "payments_by_received",
+    "booking_events_by_phone",
+    "booking_events_by_received",
+];
+
+async fn index_names(store: &Store) -> Vec<String> {
+    let sql = match store.backend() {
+        Backend::Sqlite => "SELECT name FROM sqlite_master WHERE type = 'index' ORDER BY name",
+        Backend::Postgres => {
+            "SELECT CAST(indexname AS TEXT) FROM pg_indexes WHERE schemaname = current_schema() ORDER BY 1"
+        }
+    };
+    sqlx::query_scalar(sql).fetch_all(&store.pool).await.unwrap()
+}
+
+/// A database that 0001 made and that holds rows gets 0002 on the next connect, rows intact. (The
+/// database is put back into its 0001 state: 0002's indexes dropped, 0001's `payments_by_phone`
+/// restored, 0002's record removed.)
+async fn migration_0002_applies_to_a_database_0001_made(db: TestDb) {
+    let store = &db.store;
+    store.apply_batch(GROUP, &search_events(), &[]).await.unwrap();
+    let names = index_names(store).await;
+    for index in SEARCH_INDEXES {
+        assert!(
+            names.iter().any(|name| name == index),
+            "{index} missing: {names:?}"
+        );
+    }
+
+    for index in SEARCH_INDEXES {
+        sqlx::query(&format!("DROP INDEX {index}"))
+            .execute(&store.pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query("CREATE INDEX payments_by_phone ON payments (phone_id, received_at DESC)")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let removed = sqlx::query("DELETE FROM _sqlx_migrations WHERE version = 2")
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(removed.rows_affected(), 1);
+    let names = index_names(store).await;
+    assert!(
+        !names.iter().any(|name| name == "payments_by_received"),
+        "{names:?}"
+    );
+
+    let again = Store::connect(&db.url).await.unwrap();
+    let versions: Vec<i64> = sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+        .fetch_all(&again.pool)
+        .await
+        .unwrap();
+    assert_eq!(versions, [1, 2]);
+    let names = index_names(&again).await;
+    for index in SEARCH_INDEXES {
+        assert!(
+            names.iter().any(|name| name == index),
+            "{index} not recreated: {names:?}"
+        );
+    }
+    let all = again.events(&EventFilter::default(), None, 200).await.unwrap();
+    assert_eq!(all.items, expected_rows(&EventFilter::default()));
+    again.close().await;
+}
+
 per_backend!(
     migrations_create_the_schema_and_reconnecting_changes_nothing,
     a_batch_writes_rows_and_offsets,
@@ -560,7 +1126,96 @@ per_backend!(
     offsets_round_trip_per_group,
     concurrent_batches_on_the_same_calls_lose_no_update,
     listings_page_newest_first_with_ties_broken_by_key,
+    the_event_search_lists_every_kind_newest_first,
+    every_event_filter_selects_exactly_its_events,
+    event_pages_cover_every_row_exactly_once,
+    a_call_history_lists_its_events_as_they_happened,
+    migration_0002_applies_to_a_database_0001_made,
 );
+
+/// SQLite's plans of the search: every arm reads its table through an index, in the order it
+/// needs (`SCAN … USING INDEX`, stopped by the arm's LIMIT) or as an index range (`SEARCH`), never
+/// the whole table, and sorts nothing of it; only the merge of the arms' pages sorts (at most
+/// `limit + 1` rows per arm). The exception: a call's or an event id's few rows, found by
+/// `call_events_by_call` or the primary key, are sorted. (PostgreSQL's plans depend on table
+/// statistics; the same indexes serve it.)
+#[tokio::test]
+async fn sqlite_plans_of_the_event_search_read_no_whole_table() {
+    super::testing::run(super::testing::Kind::Sqlite, |db: TestDb| async move {
+        let store = &db.store;
+        store.apply_batch(GROUP, &search_events(), &[]).await.unwrap();
+        let cursor = Cursor {
+            updated_at: T0 + 5_000,
+            key: "e-x".into(),
+        };
+        let tables = ["call_events", "message_events", "payments", "booking_events"];
+        for filter in search_filters() {
+            for before in [None, Some(&cursor)] {
+                let Some((sql, binds)) = read::events_query(&filter, before, 50) else {
+                    assert_eq!(filter.source, Some(Source::Generic));
+                    continue;
+                };
+                let explain = format!("EXPLAIN QUERY PLAN {sql}");
+                let mut query = sqlx::query(&explain);
+                for bind in binds {
+                    query = match bind {
+                        read::Bind::Text(text) => query.bind(text),
+                        read::Bind::Int(int) => query.bind(int),
+                    };
+                }
+                // (id, parent, detail)
+                let plan: Vec<(i64, i64, String)> = query
+                    .fetch_all(&store.pool)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|row| {
+                        use sqlx::Row as _;
+                        (
+                            row.try_get("id").unwrap(),
+                            row.try_get("parent").unwrap(),
+                            row.try_get("detail").unwrap(),
+                        )
+                    })
+                    .collect();
+                let details: Vec<&str> = plan.iter().map(|(_, _, detail)| detail.as_str()).collect();
+                let reads: Vec<&str> = details
+                    .iter()
+                    .copied()
+                    .filter(|detail| {
+                        tables.iter().any(|table| {
+                            detail.starts_with(&format!("SCAN {table} "))
+                                || detail.starts_with(&format!("SEARCH {table} "))
+                                || *detail == format!("SCAN {table}")
+                        })
+                    })
+                    .collect();
+                let arms = SubjectKind::ALL
+                    .into_iter()
+                    .filter(|kind| filter.admits(*kind))
+                    .count();
+                assert_eq!(reads.len(), arms, "{filter:?}: {details:#?}");
+                for read in &reads {
+                    assert!(
+                        read.starts_with("SEARCH ") || read.contains(" USING "),
+                        "a table scan for {filter:?}: {details:#?}"
+                    );
+                }
+                let few_rows = filter.call_sid.is_some() || filter.event_id.is_some();
+                for (id, _, detail) in &plan {
+                    if !detail.starts_with("CO-ROUTINE ") || few_rows {
+                        continue;
+                    }
+                    let sorted = plan
+                        .iter()
+                        .any(|(_, parent, child)| parent == id && child.contains("TEMP B-TREE"));
+                    assert!(!sorted, "{detail} sorts for {filter:?}: {details:#?}");
+                }
+            }
+        }
+    })
+    .await;
+}
 
 #[tokio::test]
 async fn errors_are_classified_transient_or_not() {
