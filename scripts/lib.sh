@@ -52,8 +52,8 @@ stop_started() {
 # kafka_port, registry_port, ingest_port, ingest_admin_port, processor_port and sink_port, with
 # the binaries in BIN and state and logs in DIR: the dev broker, the schema registry, ingest
 # (public URL http://127.0.0.1:$ingest_port, plus the NAME=VALUE settings: its secrets), waited
-# for until ready, the processor (instance id INSTANCE) and the sink (SQLite at
-# DIR/switchboard.db). Exports SWITCHBOARD_KAFKA_BOOTSTRAP and SWITCHBOARD_SCHEMA_REGISTRY_URL;
+# for until ready, the processor (instance id INSTANCE; its console searches through the sink's
+# calls API) and the sink (SQLite at DIR/switchboard.db). Exports SWITCHBOARD_KAFKA_BOOTSTRAP and SWITCHBOARD_SCHEMA_REGISTRY_URL;
 # sets broker_pid, ingest_pid, processor_pid and sink_pid. stop_stack DIR stops it.
 start_stack() {
   local dir="$1" bin="$2" instance="$3"
@@ -78,6 +78,7 @@ start_stack() {
 
   # Tansu completes a consumer-group join after about half the session timeout: keep it short.
   SWITCHBOARD_ADMIN_LISTEN="127.0.0.1:$processor_port" \
+  SWITCHBOARD_SINK_API_URL="http://127.0.0.1:$sink_port" \
   SWITCHBOARD_INSTANCE_ID="$instance" \
   SWITCHBOARD_STATE_DIR="${SWITCHBOARD_STATE_DIR:-$dir/state/$instance}" \
   SWITCHBOARD_SESSION_TIMEOUT="6s" \

@@ -29,7 +29,8 @@ INGEST_ADMIN_PORT = 9095
 ENV_KEYS = {
     "ingest": {"listen", "kafka_bootstrap", "schema_registry_url", "public_url", "twilio_auth_tokens",
                "twilio_shared_keys", "stripe_webhook_secrets", "calendly_signing_keys"},
-    "processor": {"kafka_bootstrap", "schema_registry_url", "instance_id", "admin_token", "state_dir"},
+    "processor": {"kafka_bootstrap", "schema_registry_url", "instance_id", "admin_token", "sink_api_token",
+                  "state_dir"},
     "sink": {"kafka_bootstrap", "schema_registry_url", "database_url", "api_token"},
     "actions": {"kafka_bootstrap", "schema_registry_url", "instance_id"},
 }

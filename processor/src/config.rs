@@ -55,7 +55,21 @@ pub const ENV_KEYS: &[&str] = &[
     "stall_timeout",
     "admin_token",
     "actions_admin_url",
+    "sink_api_url",
+    "sink_api_token",
 ];
+
+/// An optional http(s) URL setting: blank means unset.
+fn http_url(key: &'static str, url: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(url) = url.filter(|url| !url.trim().is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = url::Url::parse(&url).map_err(|e| ConfigError::invalid(key, e))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(ConfigError::invalid(key, "must be an http(s) URL"));
+    }
+    Ok(Some(url))
+}
 
 /// How results and consumed offsets are committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,12 +148,19 @@ pub struct Config {
     /// and `/readyz` answer 503 (the liveness probe then restarts the instance).
     #[serde(deserialize_with = "duration")]
     pub stall_timeout: Duration,
-    /// Bearer token of `/debug/webhooks` (refused while unset) and of the dashboard (open while
-    /// unset). `Debug` prints `[redacted]`.
+    /// Bearer token of `/debug/webhooks` (refused while unset), of the console's reads (open
+    /// while unset) and of its writes (redrive; the console is read-only while unset). `Debug`
+    /// prints `[redacted]`.
     pub admin_token: Option<AdminToken>,
     /// Admin URL of the actions service (e.g. `http://actions:9097`), whose `/metrics` the
     /// dashboard scrapes for retry depth and circuit breakers.
     pub actions_admin_url: Option<String>,
+    /// Base URL of the sink's calls API (e.g. `http://sink:9091`), which the console's search
+    /// and call pages query.
+    pub sink_api_url: Option<String>,
+    /// The sink's `api_token`, sent as a bearer token to `sink_api_url`. `Debug` prints
+    /// `[redacted]`.
+    pub sink_api_token: Option<AdminToken>,
     pub kafka: KafkaProperties,
 }
 
@@ -170,6 +191,8 @@ impl Default for Config {
             stall_timeout: DEFAULT_STALL_TIMEOUT,
             admin_token: None,
             actions_admin_url: None,
+            sink_api_url: None,
+            sink_api_token: None,
             kafka: KafkaProperties::default(),
         }
     }
@@ -236,16 +259,9 @@ impl Config {
         validate_stall_timeout(self.stall_timeout)?;
         validate_topic_settings(self.topic_partitions, self.topic_replication_factor)?;
         self.admin_token = self.admin_token.filter(|token| !token.is_blank());
-        self.actions_admin_url = self.actions_admin_url.filter(|url| !url.trim().is_empty());
-        if let Some(url) = &self.actions_admin_url {
-            let parsed = url::Url::parse(url).map_err(|e| ConfigError::invalid("actions_admin_url", e))?;
-            if !matches!(parsed.scheme(), "http" | "https") {
-                return Err(ConfigError::invalid(
-                    "actions_admin_url",
-                    "must be an http(s) URL",
-                ));
-            }
-        }
+        self.sink_api_token = self.sink_api_token.filter(|token| !token.is_blank());
+        self.actions_admin_url = http_url("actions_admin_url", self.actions_admin_url)?;
+        self.sink_api_url = http_url("sink_api_url", self.sink_api_url)?;
         Ok(self)
     }
 
@@ -378,6 +394,7 @@ mod tests {
             ("group_id = \" \"", "group_id"),
             ("schema_registry_url = \"::\"", "schema_registry_url"),
             ("actions_admin_url = \"ftp://x\"", "actions_admin_url"),
+            ("sink_api_url = \"ftp://x\"", "sink_api_url"),
             ("stall_timeout = \"500ms\"", "stall_timeout"),
             (
                 "[kafka]\n\"partition.assignment.strategy\" = \"cooperative-sticky\"",

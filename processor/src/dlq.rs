@@ -16,6 +16,7 @@ mod redrive;
 pub mod show;
 pub mod table;
 
+use std::collections::HashSet;
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
@@ -194,14 +195,12 @@ pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Row>> 
         if let Some(read) = read::BoundedRead::open(&reader, topics::DLQ, start)? {
             read.for_each(|message| {
                 let headers = dlq_headers(message);
-                if filter.matches(&headers) {
-                    rows.push(Row {
-                        position: Position {
-                            partition: message.partition(),
-                            offset: message.offset(),
-                        },
-                        headers,
-                    });
+                let position = Position {
+                    partition: message.partition(),
+                    offset: message.offset(),
+                };
+                if filter.matches(position, &headers) {
+                    rows.push(Row { position, headers });
                 }
                 Ok(ControlFlow::Continue(()))
             })
@@ -212,6 +211,12 @@ pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Row>> 
         Ok(rows)
     })
     .await
+}
+
+/// The DLQ positions earlier `redrive` runs (the CLI's or the console's) republished.
+pub async fn redriven(config: &Config) -> anyhow::Result<HashSet<Position>> {
+    let reader = reader_config(config);
+    blocking(move || redrive::redriven_positions(&reader)).await
 }
 
 /// Republishes the DLQ records matching `filter` that no earlier run redrove (see the module

@@ -20,6 +20,12 @@ impl AdminToken {
         Self(token.into())
     }
 
+    /// The token's text, only to send it as credentials (e.g. the console calling the calls
+    /// API); never to log or render it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether the token is only whitespace (treated as unset).
     pub fn is_blank(&self) -> bool {
         self.0.trim().is_empty()

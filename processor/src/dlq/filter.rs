@@ -4,7 +4,7 @@
 use chrono::{DateTime, SecondsFormat, Utc};
 use switchboard_schemas::Source;
 
-use super::record::DlqHeaders;
+use super::record::{DlqHeaders, Position};
 use crate::normalize::PoisonClass;
 use switchboard_schemas::error_class;
 
@@ -43,6 +43,10 @@ pub struct Filter {
     /// Only records that failed before this time (RFC 3339).
     #[arg(long, value_parser = parse_time)]
     pub until: Option<DateTime<Utc>>,
+    /// Only the record at this DLQ position, <partition>/<offset> as `dlq list` prints it
+    /// (repeat for several).
+    #[arg(long = "position")]
+    pub positions: Vec<Position>,
     /// At most this many records: `list` shows the newest N matches, `redrive` republishes the
     /// first N matches not yet redriven, in DLQ order.
     #[arg(long)]
@@ -75,9 +79,12 @@ impl Filter {
         Ok(())
     }
 
-    /// Whether a DLQ record with these headers passes the filters (`--limit` aside). A record
-    /// without a `failed-at` header fails any time filter.
-    pub fn matches(&self, record: &DlqHeaders) -> bool {
+    /// Whether the DLQ record at `position` with these headers passes the filters (`--limit`
+    /// aside). A record without a `failed-at` header fails any time filter.
+    pub fn matches(&self, position: Position, record: &DlqHeaders) -> bool {
+        if !self.positions.is_empty() && !self.positions.contains(&position) {
+            return false;
+        }
         if let Some(source) = self.source
             && record.source() != Some(source.as_str())
         {
@@ -153,6 +160,12 @@ mod tests {
         }
     }
 
+    /// A DLQ position for the tests that do not filter by it.
+    const HERE: Position = Position {
+        partition: 0,
+        offset: 7,
+    };
+
     fn at(time: &str) -> DateTime<Utc> {
         parse_time(time).unwrap()
     }
@@ -186,8 +199,8 @@ mod tests {
 
     #[test]
     fn no_filter_matches_everything() {
-        assert!(Filter::default().matches(&record("stripe", "undecodable", None)));
-        assert!(Filter::default().matches(&DlqHeaders::default()));
+        assert!(Filter::default().matches(HERE, &record("stripe", "undecodable", None)));
+        assert!(Filter::default().matches(HERE, &DlqHeaders::default()));
     }
 
     #[test]
@@ -197,10 +210,10 @@ mod tests {
             error_class: Some("missing_field"),
             ..Filter::default()
         };
-        assert!(filter.matches(&record("twilio", "missing_field", None)));
-        assert!(!filter.matches(&record("stripe", "missing_field", None)));
-        assert!(!filter.matches(&record("twilio", "unknown_kind", None)));
-        assert!(!filter.matches(&DlqHeaders::default()));
+        assert!(filter.matches(HERE, &record("twilio", "missing_field", None)));
+        assert!(!filter.matches(HERE, &record("stripe", "missing_field", None)));
+        assert!(!filter.matches(HERE, &record("twilio", "unknown_kind", None)));
+        assert!(!filter.matches(HERE, &DlqHeaders::default()));
     }
 
     #[test]
@@ -210,11 +223,14 @@ mod tests {
             ..Filter::default()
         };
         let mut delivery = record("twilio", "retries_exhausted", None);
-        assert!(!filter.matches(&delivery), "a processor record has no action");
+        assert!(
+            !filter.matches(HERE, &delivery),
+            "a processor record has no action"
+        );
         delivery.action = Some("app".into());
-        assert!(filter.matches(&delivery));
+        assert!(filter.matches(HERE, &delivery));
         delivery.action = Some("crm".into());
-        assert!(!filter.matches(&delivery));
+        assert!(!filter.matches(HERE, &delivery));
     }
 
     #[test]
@@ -226,14 +242,35 @@ mod tests {
         };
         let since = 1_764_421_200_000;
         let until = since + 3_600_000;
-        assert!(filter.matches(&record("twilio", "undecodable", Some(since))));
-        assert!(filter.matches(&record("twilio", "undecodable", Some(until - 1))));
-        assert!(!filter.matches(&record("twilio", "undecodable", Some(since - 1))));
-        assert!(!filter.matches(&record("twilio", "undecodable", Some(until))));
+        assert!(filter.matches(HERE, &record("twilio", "undecodable", Some(since))));
+        assert!(filter.matches(HERE, &record("twilio", "undecodable", Some(until - 1))));
+        assert!(!filter.matches(HERE, &record("twilio", "undecodable", Some(since - 1))));
+        assert!(!filter.matches(HERE, &record("twilio", "undecodable", Some(until))));
         assert!(
-            !filter.matches(&record("twilio", "undecodable", None)),
+            !filter.matches(HERE, &record("twilio", "undecodable", None)),
             "no failed-at: outside any window"
         );
+    }
+
+    #[test]
+    fn the_position_filter_keeps_only_the_positions_named() {
+        let record = record("twilio", "undecodable", None);
+        let other = Position {
+            partition: 1,
+            offset: 7,
+        };
+        let filter = Filter {
+            positions: vec![HERE],
+            ..Filter::default()
+        };
+        assert!(filter.matches(HERE, &record));
+        assert!(!filter.matches(other, &record));
+        let filter = Filter {
+            positions: vec![other, HERE],
+            source: Some(Source::Stripe),
+            ..Filter::default()
+        };
+        assert!(!filter.matches(HERE, &record), "every other filter still applies");
     }
 
     #[test]

@@ -90,7 +90,7 @@ pub(crate) fn decide(
     record: &DlqHeaders,
     summary: &mut Summary,
 ) -> Decision {
-    if !filter.matches(record) {
+    if !filter.matches(position, record) {
         summary.skipped_by_filter += 1;
         return Decision::SkipByFilter;
     }
@@ -109,7 +109,7 @@ pub(crate) fn decide(
 }
 
 /// Reads the DLQ positions earlier runs redrove.
-fn redriven_positions(reader: &rdkafka::ClientConfig) -> anyhow::Result<HashSet<Position>> {
+pub(crate) fn redriven_positions(reader: &rdkafka::ClientConfig) -> anyhow::Result<HashSet<Position>> {
     let mut positions = HashSet::new();
     let Some(read) = BoundedRead::open(reader, topics::DLQ_REDRIVEN, Start::Beginning)? else {
         return Ok(positions);

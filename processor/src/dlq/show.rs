@@ -76,8 +76,14 @@ fn indented(f: &mut fmt::Formatter<'_>, prefix: &str, text: &str) -> fmt::Result
     Ok(())
 }
 
-impl fmt::Display for Shown {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+impl Shown {
+    /// The record as [`Display`](fmt::Display) prints it, but with the body (or the undecodable
+    /// value) withheld: for readers without the admin token (bodies carry personal data).
+    pub fn without_body(&self) -> WithoutBody<'_> {
+        WithoutBody(self)
+    }
+
+    fn write(&self, f: &mut fmt::Formatter<'_>, body: bool) -> fmt::Result {
         writeln!(f, "record {}/{}", switchboard_schemas::topics::DLQ, self.position)?;
         if let Some(timestamp) = self.timestamp {
             writeln!(f, "  timestamp: {}", millis(timestamp))?;
@@ -115,6 +121,9 @@ impl fmt::Display for Shown {
                 for (name, value) in &raw.headers {
                     writeln!(f, "    {name}: {value}")?;
                 }
+                if !body {
+                    return writeln!(f, "body ({} bytes): withheld", raw.body.len());
+                }
                 match Text::of(&raw.body) {
                     Text::Utf8(body) => {
                         writeln!(f, "body ({} bytes, UTF-8):", raw.body.len())?;
@@ -128,13 +137,29 @@ impl fmt::Display for Shown {
             }
             Err(reason) => {
                 writeln!(f, "value ({value_len} bytes) is not a RawWebhook: {reason}")?;
-                if let Some(value) = &self.value {
+                if let Some(value) = self.value.as_ref().filter(|_| body) {
                     writeln!(f, "value (base64):")?;
                     writeln!(f, "  {}", STANDARD.encode(value))?;
                 }
             }
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write(f, true)
+    }
+}
+
+/// [`Shown::without_body`].
+#[derive(Debug)]
+pub struct WithoutBody<'a>(&'a Shown);
+
+impl fmt::Display for WithoutBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write(f, false)
     }
 }
 
@@ -223,5 +248,22 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("  anVuaw==\n"), "{text}");
+    }
+
+    #[test]
+    fn without_the_body_everything_else_is_shown() {
+        let full = shown(Ok(raw(b"AccountSid=AC1&CallStatus=ringing")), None);
+        let text = full.without_body().to_string();
+        assert!(text.contains("error-class: missing_field"), "{text}");
+        assert!(text.contains("event_id: EV-1"), "{text}");
+        assert!(text.ends_with("body (33 bytes): withheld\n"), "{text}");
+        assert!(!text.contains("CallStatus"), "{text}");
+        let junk = shown(
+            Err("not a Confluent-framed record".into()),
+            Some(b"junk".to_vec()),
+        );
+        let text = junk.without_body().to_string();
+        assert!(text.contains("value (4 bytes) is not a RawWebhook"), "{text}");
+        assert!(!text.contains("anVuaw=="), "{text}");
     }
 }

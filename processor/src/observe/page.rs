@@ -7,6 +7,7 @@
 
 use std::fmt::Write as _;
 
+use super::console::{self, Access, Nav};
 use super::metrics as m;
 use super::sample::{INTERVAL, Snapshot};
 use super::trend::{self, Trends, WINDOW};
@@ -32,25 +33,12 @@ pub(crate) fn rate(value: f64) -> String {
     format!("{value:.2}")
 }
 
-const STYLE: &str = "body{font:14px system-ui,sans-serif;margin:24px;color:#1d2430;background:#f7f8fa}\
-h1{font-size:20px;margin:0 0 4px}h2{font-size:15px;margin:24px 0 8px}\
-.meta{color:#5b6575;font-size:12px}.cards{display:flex;flex-wrap:wrap;gap:12px}\
-.card{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:12px 16px;min-width:150px}\
-.card .n{font-size:24px;font-weight:600}.card .l{color:#5b6575;font-size:12px}\
-table{border-collapse:collapse;background:#fff;border:1px solid #dde1e7}\
-td,th{padding:4px 10px;border-bottom:1px solid #eef0f3;text-align:left;font-size:13px}\
-td.num{text-align:right;font-variant-numeric:tabular-nums}.open{color:#b42318;font-weight:600}\
-.error{color:#b42318}#trends{display:flex;flex-wrap:wrap;gap:12px}\
-.chart{background:#fff;border:1px solid #dde1e7;border-radius:6px;padding:8px 12px;margin:0;width:362px}\
-.chart figcaption{font-size:13px;margin-bottom:4px}.chart svg{display:block;border:1px solid #eef0f3}\
-.legend{list-style:none;padding:0;margin:4px 0 0;font-size:12px;display:flex;flex-wrap:wrap;gap:2px 12px}\
-.swatch{display:inline-block;width:10px;height:3px;margin-right:4px;vertical-align:middle}";
-
 const SCRIPT: &str = r#"(function () {
   function set(id, text) { var el = document.getElementById(id); if (el) { el.textContent = text; } }
   function cell(row, text) { var td = document.createElement('td'); td.textContent = text == null ? '' : String(text); row.appendChild(td); }
   function update(s) {
-    document.body.setAttribute('data-sample', String(s.sample));
+    var heading = document.getElementById('dashboard');
+    if (heading) { heading.setAttribute('data-sample', String(s.sample)); }
     set('sample', String(s.sample));
     set('taken-at', s.taken_at || '');
     set('sample-error', s.error || '');
@@ -83,26 +71,24 @@ const SCRIPT: &str = r#"(function () {
     trends.replaceChildren.apply(trends, Array.prototype.slice.call(parsed.childNodes));
   }
   function poll() {
-    fetch('dashboard.json', { cache: 'no-store', credentials: 'same-origin' })
+    fetch('/dashboard.json', { cache: 'no-store', credentials: 'omit', headers: window.switchboardAuth({}) })
       .then(function (r) { return r.ok ? r.json() : null; })
       .then(function (s) { if (s) { update(s); } })
       .catch(function () {});
-    fetch('trends', { cache: 'no-store', credentials: 'same-origin' })
+    fetch('/trends', { cache: 'no-store', credentials: 'omit', headers: window.switchboardAuth({}) })
       .then(function (r) { return r.ok ? r.text() : null; })
       .then(function (html) { if (html !== null) { charts(html); } })
       .catch(function () {});
   }
-  setInterval(poll, INTERVAL_MS);
+  window.switchboardPoll = setInterval(poll, INTERVAL_MS);
 })();"#;
 
 /// The whole page: `snapshot`'s numbers and the charts of `trends`.
-pub(crate) fn render(snapshot: &Snapshot, trends: &Trends) -> String {
+pub(crate) fn render(snapshot: &Snapshot, trends: &Trends, access: Access) -> String {
     let mut html = String::with_capacity(16 * 1024);
     let _ = write!(
         html,
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>switchboard</title>\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\"><style>{STYLE}</style></head>\
-         <body data-sample=\"{sample}\"><h1>switchboard</h1>\
+        "<h1 data-sample=\"{sample}\" id=\"dashboard\">Dashboard</h1>\
          <div class=\"meta\">sample <span id=\"sample\" data-metric=\"{sample_metric}\">{sample}</span> \
          taken <span id=\"taken-at\">{taken}</span> (every {interval} s) \
          <span id=\"sample-error\" class=\"error\">{error}</span></div>",
@@ -243,10 +229,9 @@ pub(crate) fn render(snapshot: &Snapshot, trends: &Trends) -> String {
         }
         html.push_str("</tr>");
     }
-    html.push_str("</tbody></table><script>");
-    html.push_str(&SCRIPT.replace("INTERVAL_MS", &INTERVAL.as_millis().to_string()));
-    html.push_str("</script></body></html>\n");
-    html
+    html.push_str("</tbody></table>");
+    let script = SCRIPT.replace("INTERVAL_MS", &INTERVAL.as_millis().to_string());
+    console::page("Dashboard", Nav::Dashboard, access, &html, &script)
 }
 
 #[cfg(test)]
@@ -321,12 +306,12 @@ mod tests {
             }],
             error: None,
         };
-        let html = render(&snapshot, &Trends::default());
+        let html = render(&snapshot, &Trends::default(), Access::ReadOnly);
         assert!(!html.contains("<script>alert"), "{html}");
         assert!(!html.contains("<img"), "{html}");
         assert!(!html.contains("\"'&"), "{html}");
-        // The only script element is the page's own.
-        assert_eq!(html.matches("<script>").count(), 1);
+        // The only script elements are the console's and the page's own.
+        assert_eq!(html.matches("<script>").count(), 2);
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;&quot;&#39;&amp;"));
         assert!(html.contains("data-sample=\"7\""));
         assert!(html.contains(">1.25</td>"));
@@ -337,7 +322,7 @@ mod tests {
 
     #[test]
     fn actions_not_configured_is_said() {
-        let html = render(&Snapshot::default(), &Trends::default());
+        let html = render(&Snapshot::default(), &Trends::default(), Access::ReadOnly);
         assert!(
             html.contains(
                 "id=\"retry-depth\" data-metric=\"switchboard_observed_retry_depth\">not configured<"

@@ -4,6 +4,7 @@
 
 mod actions;
 mod actions_faults;
+mod console;
 mod crash;
 mod dlq;
 mod encode;

@@ -48,19 +48,19 @@ fn now_millis() -> i64 {
 }
 
 /// Where this test binary keeps its output (logs, the screenshot).
-fn output_dir() -> PathBuf {
+pub(crate) fn output_dir() -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("test-output");
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
 
 /// A processor child with its admin server on a known port.
-struct Processor {
+pub(crate) struct Processor {
     _proc: Proc,
-    base: String,
+    pub(crate) base: String,
 }
 
-async fn start_processor(
+pub(crate) async fn start_processor(
     broker: &PrivateBroker,
     instance: &str,
     token: Option<&str>,
@@ -309,7 +309,7 @@ async fn debug_endpoint_counts_what_was_sent_and_matches_the_metrics() {
 }
 
 /// Fails (not skips) without Chromium: the dashboard test is part of the suite.
-fn chromium() -> &'static str {
+pub(crate) fn chromium() -> &'static str {
     let binary = "chromium";
     let found = Command::new(binary)
         .arg("--version")
@@ -372,9 +372,9 @@ fn dom_number(dom: &str, id: &str) -> f64 {
 
 fn dom_sample(dom: &str) -> f64 {
     let at = dom
-        .find("<body data-sample=\"")
-        .expect("body carries data-sample")
-        + "<body data-sample=\"".len();
+        .find("<h1 data-sample=\"")
+        .expect("the heading carries data-sample")
+        + "<h1 data-sample=\"".len();
     let end = at + dom[at..].find('"').unwrap();
     dom[at..end].parse().unwrap()
 }
