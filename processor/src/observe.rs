@@ -58,6 +58,8 @@ pub struct Observe {
     config: Arc<Config>,
     codec: Arc<Codec>,
     latest: sample::Latest,
+    /// The console's client of the sink's calls API.
+    http: reqwest::Client,
 }
 
 impl Observe {
@@ -66,6 +68,7 @@ impl Observe {
             config,
             codec,
             latest: sample::Latest::default(),
+            http: search::client(),
         }
     }
 
@@ -145,7 +148,7 @@ async fn search_page(
     };
     let (params, result) = match query {
         Ok(Query(params)) => {
-            let result = search::search(&observe.config, &params).await;
+            let result = search::search(&observe.http, &observe.config, &params).await;
             (params, result)
         }
         Err(_) => (
@@ -173,7 +176,7 @@ async fn call_page(
     let Ok(Path(call_sid)) = path else {
         return error(StatusCode::BAD_REQUEST, "invalid path");
     };
-    let result = search::call(&observe.config, &call_sid).await;
+    let result = search::call(&observe.http, &observe.config, &call_sid).await;
     let title = format!("Call {call_sid}");
     console_page(
         &title,
@@ -361,8 +364,10 @@ async fn dashboard(State(observe): State<Observe>, headers: HeaderMap) -> Respon
         Ok(access) => access,
         Err(sign_in) => return sign_in.into_response(),
     };
-    let (snapshot, trends) = observe.latest.with_trends();
-    no_store(Html(page::render(&snapshot, &trends, access)).into_response())
+    let html = observe
+        .latest
+        .with_trends(|snapshot, trends| page::render(snapshot, trends, access));
+    no_store(Html(html).into_response())
 }
 
 /// The page's trends section alone (its script swaps it in at every poll).
@@ -370,7 +375,7 @@ async fn trends_html(State(observe): State<Observe>, headers: HeaderMap) -> Resp
     if let Err(refusal) = auth::require_if_set(observe.config.admin_token.as_ref(), &headers) {
         return refused(refusal);
     }
-    no_store(Html(trend::section(&observe.latest.trends())).into_response())
+    no_store(Html(observe.latest.with_trends(|_, trends| trend::section(trends))).into_response())
 }
 
 /// The charts' data: per chart its sample numbers and a value per sample for each series.
@@ -378,7 +383,7 @@ async fn trends_json(State(observe): State<Observe>, headers: HeaderMap) -> Resp
     if let Err(refusal) = auth::require_if_set(observe.config.admin_token.as_ref(), &headers) {
         return refused(refusal);
     }
-    no_store(Json(trend::charts(&observe.latest.trends())).into_response())
+    no_store(Json(observe.latest.with_trends(|_, trends| trend::charts(trends))).into_response())
 }
 
 async fn dashboard_json(State(observe): State<Observe>, headers: HeaderMap) -> Response {

@@ -165,19 +165,19 @@ impl Latest {
         Arc::clone(&self.snapshot.read().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The latest snapshot and the trends that end with it, read together.
-    pub(crate) fn with_trends(&self) -> (Arc<Snapshot>, Trends) {
+    /// `read` of the latest snapshot and the trends that end with it, under the trends' read
+    /// lock: nothing is copied, and the sampler's next sample waits for the render.
+    pub(crate) fn with_trends<T>(&self, read: impl FnOnce(&Snapshot, &Trends) -> T) -> T {
         let trends = self.trends.read().unwrap_or_else(PoisonError::into_inner);
-        (self.get(), trends.clone())
+        read(&self.get(), &trends)
     }
 
-    pub(crate) fn trends(&self) -> Trends {
-        self.trends.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    fn set(&self, snapshot: Snapshot) {
+    fn set(&self, mut snapshot: Snapshot) {
+        // The trends keep no recent events: clone the snapshot without them.
+        let recent = std::mem::take(&mut snapshot.recent);
         let mut trends = self.trends.write().unwrap_or_else(PoisonError::into_inner);
-        trends.push(&snapshot);
+        trends.push(snapshot.clone());
+        snapshot.recent = recent;
         *self.snapshot.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(snapshot);
     }
 }

@@ -73,18 +73,27 @@ impl SinkError {
     }
 }
 
+/// The console's client of the calls API (one, so that its connections are reused).
+pub(crate) fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .unwrap_or_default()
+}
+
 /// GETs `path` with `query` from the calls API.
-async fn get(config: &Config, path: &str, query: &[(&str, &str)]) -> Result<Value, SinkError> {
+async fn get(
+    http: &reqwest::Client,
+    config: &Config,
+    path: &str,
+    query: &[(&str, &str)],
+) -> Result<Value, SinkError> {
     let base = config.sink_api_url.as_deref().ok_or(SinkError::NotConfigured)?;
     let mut url = url::Url::parse(base).map_err(|_| SinkError::NotConfigured)?;
     url.set_path(path);
     url.query_pairs_mut()
         .extend_pairs(query.iter().filter(|(_, value)| !value.is_empty()));
-    let client = reqwest::Client::builder()
-        .timeout(TIMEOUT)
-        .build()
-        .map_err(|_| SinkError::Unavailable("no HTTP client"))?;
-    let mut request = client.get(url);
+    let mut request = http.get(url);
     if let Some(token) = &config.sink_api_token {
         request = request.bearer_auth(token.expose());
     }
@@ -111,16 +120,24 @@ async fn get(config: &Config, path: &str, query: &[(&str, &str)]) -> Result<Valu
 }
 
 /// One page of search results.
-pub(crate) async fn search(config: &Config, params: &SearchParams) -> Result<Value, SinkError> {
+pub(crate) async fn search(
+    http: &reqwest::Client,
+    config: &Config,
+    params: &SearchParams,
+) -> Result<Value, SinkError> {
     let mut query = params.pairs().to_vec();
     query.push(("limit", "50"));
-    get(config, "/events", &query).await
+    get(http, config, "/events", &query).await
 }
 
 /// One call and its events.
-pub(crate) async fn call(config: &Config, call_sid: &str) -> Result<Value, SinkError> {
+pub(crate) async fn call(
+    http: &reqwest::Client,
+    config: &Config,
+    call_sid: &str,
+) -> Result<Value, SinkError> {
     let path = format!("/calls/{}/events", urlencoding(call_sid));
-    get(config, &path, &[]).await
+    get(http, config, &path, &[]).await
 }
 
 /// `text` percent-encoded as one path segment.

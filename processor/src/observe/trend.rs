@@ -32,14 +32,12 @@ pub(crate) struct Trends {
 
 impl Trends {
     /// Appends `snapshot` (its recent events are not kept), dropping the oldest past [`CAPACITY`].
-    pub(crate) fn push(&mut self, snapshot: &Snapshot) {
+    pub(crate) fn push(&mut self, mut snapshot: Snapshot) {
         if self.samples.len() == CAPACITY {
             self.samples.pop_front();
         }
-        self.samples.push_back(Snapshot {
-            recent: Vec::new(),
-            ..snapshot.clone()
-        });
+        snapshot.recent = Vec::new();
+        self.samples.push_back(snapshot);
     }
 }
 
@@ -316,7 +314,7 @@ mod tests {
         for sample in 1..=(CAPACITY as u64 + 5) {
             let mut s = snapshot(sample, sample as f64, 0);
             s.recent = vec![Default::default()];
-            trends.push(&s);
+            trends.push(s);
         }
         assert_eq!(trends.samples.len(), CAPACITY);
         let samples: Vec<u64> = trends.samples.iter().map(|s| s.sample).collect();
@@ -330,7 +328,7 @@ mod tests {
     fn each_series_holds_each_samples_number_and_gaps_where_not_measured() {
         let mut trends = Trends::default();
         for (sample, twilio, dlq) in [(1, 2.0, 0), (2, 4.0, 1), (3, 6.0, 1)] {
-            trends.push(&snapshot(sample, twilio, dlq));
+            trends.push(snapshot(sample, twilio, dlq));
         }
         let charts = charts(&trends);
         let ids: Vec<&str> = charts.iter().map(|c| c.id).collect();
@@ -350,7 +348,7 @@ mod tests {
     fn svg_draws_each_series_and_labels_its_last_value() {
         let mut trends = Trends::default();
         for (sample, twilio, dlq) in [(1, 2.0, 0), (2, 4.0, 1), (3, 6.5, 1)] {
-            trends.push(&snapshot(sample, twilio, dlq));
+            trends.push(snapshot(sample, twilio, dlq));
         }
         let charts = charts(&trends);
         let requests = svg(&charts[0]);
@@ -387,7 +385,7 @@ mod tests {
         let mut trends = Trends::default();
         let mut s = snapshot(1, 1.0, 0);
         s.sources[0].source = "<script>\"x\"".into();
-        trends.push(&s);
+        trends.push(s);
         let html = section(&trends);
         assert!(!html.contains("<script>"), "{html}");
         assert!(html.contains("&lt;script&gt;&quot;x&quot;"), "{html}");

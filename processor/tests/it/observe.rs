@@ -568,6 +568,20 @@ async fn dashboard_in_headless_chromium_shows_the_numbers_of_metrics() {
     let (dom, text) = same_sample(&processor).await;
     assert_dom_matches_metrics(&dom, &text);
     assert!(dom_number(&dom, "requests-per-second-twilio") > 0.0, "{dom}");
+    // Without an admin token the console says it is read-only, and refuses a redrive.
+    assert!(dom.contains("data-access=\"read-only\""), "{dom}");
+    assert!(
+        dom_text(&dom, "access").is_some_and(|t| t.contains("Read-only console")),
+        "{dom}"
+    );
+    let redrive = reqwest::Client::new()
+        .post(format!("{}/dead-letters/redrive", processor.base))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("dry_run=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redrive.status(), 403);
     // The charts hold every sample so far (the sampler started with the processor), and the
     // requests line of twilio is drawn.
     let requests = dom
