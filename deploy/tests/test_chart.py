@@ -269,7 +269,7 @@ def test_topics_job_hooks(case):
         "switchboard.raw.twilio", "switchboard.raw.stripe", "switchboard.raw.calendly", "switchboard.raw.generic",
         "switchboard.calls", "switchboard.messages", "switchboard.billing", "switchboard.bookings",
         "switchboard.generic", "switchboard.call-state", "switchboard.dlq", "switchboard.processor.dedup",
-        "switchboard.dlq.redriven", "switchboard.actions.redrive",
+        "switchboard.dlq.redriven", "switchboard.actions.redrive", "switchboard.actions.attempts",
     } <= names
     by_name = {line[0]: line for line in lines}
     for compacted in ("switchboard.call-state", "switchboard.dlq.redriven"):

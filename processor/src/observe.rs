@@ -12,7 +12,8 @@
 //! - The console's other pages ([`console`]: navigation, access, the script that carries the admin
 //!   token): `GET /search` and `GET /calls/{call_sid}` ([`search`], from the sink's calls API),
 //!   `GET /dead-letters`, `GET /dead-letters/{partition}/{offset}` and
-//!   `POST /dead-letters/redrive` ([`dead_letters`], the `dlq` command's operations). Reads are
+//!   `POST /dead-letters/redrive` ([`dead_letters`], the `dlq` command's operations),
+//!   `GET /deliveries` ([`deliveries`]: breakers, retry depth, the attempts the sink stored). Reads are
 //!   open like the dashboard; the redrive always needs the admin token (403 while none is
 //!   configured: the console is then read-only).
 //!
@@ -21,9 +22,11 @@
 //! written in transactions (whose markers take offsets too) are read only up to a bound (see
 //! [`read`]).
 
+mod calls_api;
 mod console;
 mod dead_letters;
 mod debug;
+mod deliveries;
 mod events;
 pub mod metrics;
 mod page;
@@ -68,7 +71,7 @@ impl Observe {
             config,
             codec,
             latest: sample::Latest::default(),
-            http: search::client(),
+            http: calls_api::client(),
         }
     }
 
@@ -99,6 +102,7 @@ pub fn router(observe: Observe) -> Router {
         .route("/dead-letters", get(dead_letters_page))
         .route("/dead-letters/{partition}/{offset}", get(dead_letter_page))
         .route("/dead-letters/redrive", post(redrive))
+        .route("/deliveries", get(deliveries_page))
         .with_state(observe)
 }
 
@@ -137,6 +141,24 @@ fn kafka_failed(what: &str, error: &anyhow::Error) -> String {
     "Kafka is unavailable, try again".to_owned()
 }
 
+/// A page's parameters and what the calls API answered for them (`fetch`); an unreadable query
+/// string is refused as the API refuses one, with the form empty.
+async fn from_calls_api<P: Default>(
+    query: Result<Query<P>, QueryRejection>,
+    fetch: impl AsyncFnOnce(&P) -> Result<serde_json::Value, calls_api::SinkError>,
+) -> (P, Result<serde_json::Value, calls_api::SinkError>) {
+    match query {
+        Ok(Query(params)) => {
+            let result = fetch(&params).await;
+            (params, result)
+        }
+        Err(_) => (
+            P::default(),
+            Err(calls_api::SinkError::Refused("invalid query string".into())),
+        ),
+    }
+}
+
 async fn search_page(
     State(observe): State<Observe>,
     headers: HeaderMap,
@@ -146,16 +168,10 @@ async fn search_page(
         Ok(access) => access,
         Err(sign_in) => return sign_in.into_response(),
     };
-    let (params, result) = match query {
-        Ok(Query(params)) => {
-            let result = search::search(&observe.http, &observe.config, &params).await;
-            (params, result)
-        }
-        Err(_) => (
-            search::SearchParams::default(),
-            Err(search::SinkError::Refused("invalid query string".into())),
-        ),
-    };
+    let (params, result) = from_calls_api(query, async |params| {
+        search::search(&observe.http, &observe.config, params).await
+    })
+    .await;
     console_page(
         "Search",
         console::Nav::Search,
@@ -184,6 +200,23 @@ async fn call_page(
         access,
         &search::render_call(&call_sid, &result),
     )
+}
+
+async fn deliveries_page(
+    State(observe): State<Observe>,
+    headers: HeaderMap,
+    query: Result<Query<deliveries::AttemptParams>, QueryRejection>,
+) -> Response {
+    let access = match read_access(&observe, &headers) {
+        Ok(access) => access,
+        Err(sign_in) => return sign_in.into_response(),
+    };
+    let (params, result) = from_calls_api(query, async |params| {
+        deliveries::attempts(&observe.http, &observe.config, params).await
+    })
+    .await;
+    let body = deliveries::render(&observe.latest.get(), &params, &result);
+    console_page("Deliveries", console::Nav::Deliveries, access, &body)
 }
 
 async fn dead_letters_page(

@@ -326,7 +326,7 @@ impl CallState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::collections::BTreeSet;
     use std::fmt::Debug;
 
@@ -341,7 +341,7 @@ mod tests {
     /// Encodes `value` with `def` and reads it back, through both paths the codebase uses: the
     /// datum writer/reader, and `to_value` + `resolve` (what [`crate::Codec`] does). Returns what
     /// the datum reader read; asserts the other path agrees.
-    fn round_trip<T>(def: &'static SchemaDef, value: &T) -> T
+    pub(crate) fn round_trip<T>(def: &'static SchemaDef, value: &T) -> T
     where
         T: Serialize + DeserializeOwned + PartialEq + Debug,
     {

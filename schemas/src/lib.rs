@@ -7,6 +7,7 @@
 //! carries is [`call_state`], the ordering of call events that the processor and the sink both
 //! apply.
 
+pub mod attempt;
 pub mod call_state;
 pub mod codec;
 pub mod domain;
@@ -20,6 +21,7 @@ pub mod schema;
 pub mod topics;
 pub mod transience;
 
+pub use attempt::ActionAttempt;
 pub use codec::{Codec, CodecError};
 pub use domain::{BillingEvent, BookingEvent, CallEvent, CallKind, CallState, GenericEvent, MessageEvent};
 pub use domain_event::DomainEvent;

@@ -112,8 +112,17 @@ pub static CALL_STATE: SchemaDef = SchemaDef::new("switchboard.CallState", CALL_
     Schema::parse_str(CALL_STATE_JSON).expect("schemas/call_state.avsc is valid Avro (checked by tests)")
 });
 
+const ACTION_ATTEMPT_JSON: &str = include_str!("../schemas/action_attempt.avsc");
+
+/// `switchboard.ActionAttempt`: one delivery attempt of an action, on `switchboard.actions.attempts`.
+pub static ACTION_ATTEMPT: SchemaDef =
+    SchemaDef::new("switchboard.ActionAttempt", ACTION_ATTEMPT_JSON, || {
+        Schema::parse_str(ACTION_ATTEMPT_JSON)
+            .expect("schemas/action_attempt.avsc is valid Avro (checked by tests)")
+    });
+
 /// Every schema this crate ships, in a stable order: what a registry or a test iterates over.
-pub fn all() -> [&'static SchemaDef; 7] {
+pub fn all() -> [&'static SchemaDef; 8] {
     [
         &RAW_WEBHOOK,
         &CALL_EVENT,
@@ -122,6 +131,7 @@ pub fn all() -> [&'static SchemaDef; 7] {
         &BOOKING_EVENT,
         &GENERIC_EVENT,
         &CALL_STATE,
+        &ACTION_ATTEMPT,
     ]
 }
 

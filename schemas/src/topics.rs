@@ -90,6 +90,9 @@ pub const DLQ_REDRIVEN: &str = "switchboard.dlq.redriven";
 /// its `action` header. (The retry topics, `switchboard.retry.<delay>`, follow the configured
 /// ladder and are not listed here.)
 pub const ACTIONS_REDRIVE: &str = "switchboard.actions.redrive";
+/// Every committed delivery attempt of the actions service ([`crate::ActionAttempt`]), keyed by
+/// event id; time-retained. The sink stores them for the console's deliveries page.
+pub const ACTIONS_ATTEMPTS: &str = "switchboard.actions.attempts";
 
 /// Prefix of every retry topic of the actions service's ladder (see [`retry_topic`]).
 pub const RETRY_TOPIC_PREFIX: &str = "switchboard.retry.";
@@ -117,7 +120,7 @@ pub const DOMAIN_TOPICS: [&str; 5] = [CALLS, MESSAGES, BILLING, BOOKINGS, GENERI
 pub const COMPACTED_TOPICS: [&str; 3] = [CALL_STATE, DEDUP_CHANGELOG, DLQ_REDRIVEN];
 
 /// Every topic switchboard owns, raw topics first: what a deployment creates.
-pub const ALL_TOPICS: [&str; 14] = [
+pub const ALL_TOPICS: [&str; 15] = [
     RAW_TWILIO,
     RAW_STRIPE,
     RAW_CALENDLY,
@@ -132,6 +135,7 @@ pub const ALL_TOPICS: [&str; 14] = [
     DEDUP_CHANGELOG,
     DLQ_REDRIVEN,
     ACTIONS_REDRIVE,
+    ACTIONS_ATTEMPTS,
 ];
 
 /// The subject of a topic's record values under the TopicNameStrategy: `<topic>-value`.
@@ -190,8 +194,8 @@ mod tests {
         }
         assert_eq!(
             ALL_TOPICS.len(),
-            4 + DOMAIN_TOPICS.len() + 5,
-            "raw, domain, call-state, DLQ, dedup, redriven, actions redrive"
+            4 + DOMAIN_TOPICS.len() + 6,
+            "raw, domain, call-state, DLQ, dedup, redriven, actions redrive, actions attempts"
         );
         assert_eq!(COMPACTED_TOPICS, [CALL_STATE, DEDUP_CHANGELOG, DLQ_REDRIVEN]);
     }

@@ -158,7 +158,8 @@ pub async fn run(
 }
 
 /// The retry topics (delete policy, retention `retry_retention`: days, so that waiting retries
-/// outlive an outage of the actions service), the actions' redrive topic and the DLQ.
+/// outlive an outage of the actions service), the actions' redrive topic, the DLQ and the attempt
+/// log (retention `retry_retention` too).
 async fn create_topics(config: &ActionsConfig) -> Result<(), rdkafka::error::KafkaError> {
     let retry_topics = config.retry_topics();
     let retention = config.retry_retention.as_millis().to_string();
@@ -185,6 +186,11 @@ fn new_topics<'a>(
         config.topic_partitions,
         replication(),
     ));
+    // The attempt log is read by the sink soon after it is written: kept as long as a retry.
+    new_topics.push(
+        NewTopic::new(topics::ACTIONS_ATTEMPTS, config.topic_partitions, replication())
+            .set("retention.ms", retention),
+    );
     new_topics
 }
 

@@ -28,7 +28,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::producer::BaseRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use switchboard_schemas::{Classify, Codec, topics};
+use switchboard_schemas::{ActionAttempt, Classify, Codec, topics};
 use tokio::runtime::Handle;
 
 use super::config::ActionsConfig;
@@ -377,8 +377,9 @@ impl<'a> Worker<'a> {
                     links.extend(switchboard_service::trace::sampled_context(&span));
                     Some(
                         async move {
+                            let started = std::time::Instant::now();
                             let outcome = self.target.deliver(event).await;
-                            (outcome, now_millis())
+                            (outcome, now_millis(), started.elapsed())
                         }
                         .instrument(span),
                     )
@@ -398,10 +399,15 @@ impl<'a> Worker<'a> {
         for (message, work) in planned {
             match work {
                 Work::Skip | Work::Hold { .. } => {}
-                Work::Deliver { previous, origin, .. } => {
-                    let (outcome, failed_at) = outcomes
+                Work::Deliver {
+                    event,
+                    previous,
+                    origin,
+                } => {
+                    let (outcome, failed_at, latency) = outcomes
                         .next()
-                        .unwrap_or_else(|| (Outcome::Delivered, now_millis()));
+                        .unwrap_or_else(|| (Outcome::Delivered, now_millis(), Duration::ZERO));
+                    let mut routed_to = None;
                     if let Some(failure) = failure(&outcome) {
                         let route = ladder::route(
                             &self.config.retry_delays,
@@ -411,8 +417,32 @@ impl<'a> Worker<'a> {
                             failure,
                             failed_at,
                         );
+                        routed_to = Some(match &route {
+                            Route::Retry { topic, .. } => topic.clone(),
+                            Route::DeadLetter { .. } => topics::DLQ.to_owned(),
+                        });
                         self.send_route(&state.txn, message, route, previous.as_ref())?;
                     }
+                    let attempt = ActionAttempt {
+                        attempt_id: format!(
+                            "{}/{}/{}/{}",
+                            self.target.name(),
+                            message.topic(),
+                            message.partition(),
+                            message.offset()
+                        ),
+                        action: self.target.name().to_owned(),
+                        event_id: event.event_id.clone(),
+                        event_type: event.event_type.clone(),
+                        attempt: previous.as_ref().map_or(1, |p| p.attempt.saturating_add(1)) as i32,
+                        outcome: outcome.class().to_owned(),
+                        status_code: outcome.status_code().map(i32::from),
+                        reason: outcome.reason().map(str::to_owned),
+                        routed_to,
+                        latency_ms: i64::try_from(latency.as_millis()).unwrap_or(i64::MAX),
+                        attempted_at: failed_at,
+                    };
+                    self.send_attempt(&state.txn, &attempt)?;
                 }
                 Work::DeadLetter {
                     class,
@@ -547,6 +577,26 @@ impl<'a> Worker<'a> {
                 self.send_dead_letter(txn, message, route, &origin)
             }
         }
+    }
+
+    /// Records `attempt` on [`topics::ACTIONS_ATTEMPTS`] in the open transaction: it commits
+    /// exactly when the attempt's routing and consumed offset do.
+    fn send_attempt(&self, txn: &Transactor, attempt: &ActionAttempt) -> Result<(), LoopError> {
+        let value = self
+            .runtime
+            .block_on(
+                self.codec
+                    .encode(topics::ACTIONS_ATTEMPTS, ActionAttempt::schema_def(), attempt),
+            )
+            .map_err(|error| match error.is_transient() {
+                true => LoopError::retriable("encoding the attempt record", error),
+                false => LoopError::fatal("encoding the attempt record", error),
+            })?;
+        let record = BaseRecord::<str, [u8]>::to(topics::ACTIONS_ATTEMPTS)
+            .key(&attempt.event_id)
+            .payload(&value);
+        txn.send(record)?;
+        Ok(())
     }
 
     fn send_dead_letter(

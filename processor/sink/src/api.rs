@@ -13,6 +13,10 @@
 //!   `received_at` first (ties: greatest event id first), paged like the phone listings:
 //!   `{"events":[{"event_id","source","subject_kind","kind","phone_id","subject","status",
 //!   "occurred_at","received_at"}],"next_cursor":…}`. An empty parameter counts as absent.
+//! - `GET /attempts?action=&event_id=&limit=&cursor=`: the actions' delivery attempts, newest
+//!   first, paged like the listings: `{"attempts":[{"attempt_id","action","event_id","event_type",
+//!   "attempt","outcome","status_code","reason","routed_to","latency_ms","attempted_at"}],
+//!   "next_cursor":…}`.
 //!
 //! Timestamps are RFC 3339 UTC strings with milliseconds. With an API token configured every route
 //! requires `Authorization: Bearer <token>` (401 otherwise). Errors are `{"error":"<reason>"}` with
@@ -32,10 +36,11 @@ use chrono::{DateTime, SecondsFormat};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use switchboard_schemas::Source;
+use switchboard_schemas::{ActionAttempt, Source};
 
 use super::store::{
-    BookingRow, CallEventRow, CallRow, Cursor, EventFilter, EventRow, MessageRow, Page, Store, StoreError,
+    AttemptFilter, BookingRow, CallEventRow, CallRow, Cursor, EventFilter, EventRow, MessageRow, Page, Store,
+    StoreError,
 };
 
 /// Rows per page unless `limit` says otherwise.
@@ -51,6 +56,7 @@ pub(crate) fn router(store: Store, api_token: Option<String>) -> Router {
         .route("/calls/{call_sid}", get(call))
         .route("/calls/{call_sid}/events", get(call_events))
         .route("/events", get(events))
+        .route("/attempts", get(attempts))
         .route("/phones/{phone_id}/calls", get(phone_list::<CallView>))
         .route("/phones/{phone_id}/bookings", get(phone_list::<BookingView>))
         .route("/phones/{phone_id}/messages", get(phone_list::<MessageView>));
@@ -220,6 +226,66 @@ impl EventParams {
             cursor: parse_cursor(given(raw.cursor).as_deref())?,
         })
     }
+}
+
+/// The query string of `GET /attempts`.
+#[derive(Debug, Deserialize)]
+struct RawAttemptParams {
+    action: Option<String>,
+    event_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+}
+
+/// One delivery attempt, as `GET /attempts` lists it.
+#[derive(Debug, Serialize)]
+struct AttemptView {
+    attempt_id: String,
+    action: String,
+    event_id: String,
+    event_type: String,
+    attempt: i32,
+    outcome: String,
+    status_code: Option<i32>,
+    reason: Option<String>,
+    routed_to: Option<String>,
+    latency_ms: i64,
+    attempted_at: Option<String>,
+}
+
+impl From<ActionAttempt> for AttemptView {
+    fn from(row: ActionAttempt) -> Self {
+        AttemptView {
+            attempt_id: row.attempt_id,
+            action: row.action,
+            event_id: row.event_id,
+            event_type: row.event_type,
+            attempt: row.attempt,
+            outcome: row.outcome,
+            status_code: row.status_code,
+            reason: row.reason,
+            routed_to: row.routed_to,
+            latency_ms: row.latency_ms,
+            attempted_at: rfc3339(row.attempted_at),
+        }
+    }
+}
+
+/// `GET /attempts`: one page of delivery attempts, newest first.
+async fn attempts(
+    State(store): State<Store>,
+    query: Result<Query<RawAttemptParams>, QueryRejection>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let Query(raw) = query?;
+    let given = |value: Option<String>| value.filter(|value| !value.is_empty());
+    let filter = AttemptFilter {
+        action: given(raw.action),
+        event_id: given(raw.event_id),
+    };
+    let limit = parse_limit(given(raw.limit).as_deref())?;
+    let cursor = parse_cursor(given(raw.cursor).as_deref())?;
+    let page = store.attempts(&filter, cursor.as_ref(), limit).await?;
+    Ok(page_json::<_, AttemptView>("attempts", page))
 }
 
 /// Milliseconds since the epoch of an RFC 3339 timestamp. An unencoded `+` in a query string
@@ -1106,7 +1172,69 @@ mod tests {
         assert_eq!(status, StatusCode::OK);
     }
 
+    async fn attempts_are_served_newest_first_by_action_and_event(db: TestDb) {
+        let attempt = |action: &str, event_id: &str, offset: i64, outcome: &str, at: i64| ActionAttempt {
+            attempt_id: format!("{action}/switchboard.calls/0/{offset}"),
+            action: action.into(),
+            event_id: event_id.into(),
+            event_type: "call.completed".into(),
+            attempt: 1,
+            outcome: outcome.into(),
+            status_code: (outcome != "delivered").then_some(500),
+            reason: (outcome != "delivered").then(|| "HTTP 500".to_owned()),
+            routed_to: (outcome != "delivered").then(|| "switchboard.retry.1s".to_owned()),
+            latency_ms: 7,
+            attempted_at: T0 + at,
+        };
+        let attempts = [
+            attempt("crm", "ev-1", 1, "transient", 1_000),
+            attempt("sms", "ev-1", 1, "delivered", 2_000),
+            attempt("crm", "ev-2", 2, "delivered", 3_000),
+        ];
+        db.store
+            .apply_batch_with_attempts("test", &[], &attempts, &[])
+            .await
+            .unwrap();
+        let router = router(db.store.clone(), None);
+        let (status, body) = get(&router, "/attempts?action=crm&event_id=", None).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        assert_eq!(
+            body,
+            json!({
+                "attempts": [
+                    {
+                        "attempt_id": "crm/switchboard.calls/0/2", "action": "crm", "event_id": "ev-2",
+                        "event_type": "call.completed", "attempt": 1, "outcome": "delivered",
+                        "status_code": null, "reason": null, "routed_to": null, "latency_ms": 7,
+                        "attempted_at": "2026-01-01T00:00:03.000Z",
+                    },
+                    {
+                        "attempt_id": "crm/switchboard.calls/0/1", "action": "crm", "event_id": "ev-1",
+                        "event_type": "call.completed", "attempt": 1, "outcome": "transient",
+                        "status_code": 500, "reason": "HTTP 500", "routed_to": "switchboard.retry.1s",
+                        "latency_ms": 7, "attempted_at": "2026-01-01T00:00:01.000Z",
+                    },
+                ],
+                "next_cursor": null,
+            })
+        );
+        let (_, body) = get(&router, "/attempts?event_id=ev-1&limit=1", None).await;
+        assert_eq!(body["attempts"][0]["action"], "sms");
+        let cursor = body["next_cursor"].as_str().unwrap().to_owned();
+        let (_, body) = get(
+            &router,
+            &format!("/attempts?event_id=ev-1&limit=1&cursor={cursor}"),
+            None,
+        )
+        .await;
+        assert_eq!(body["attempts"][0]["action"], "crm");
+        assert_eq!(body["next_cursor"], Value::Null);
+        let (status, _) = get(&router, "/attempts?limit=0", None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+    }
+
     per_backend!(
+        attempts_are_served_newest_first_by_action_and_event,
         a_call_is_served_by_sid_or_404,
         the_event_search_serves_every_kind_filtered_and_paged,
         a_call_is_served_with_its_events_in_order,

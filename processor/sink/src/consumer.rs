@@ -20,7 +20,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchboard_schemas::domain_event::DecodeError;
-use switchboard_schemas::{Classify, Codec, DomainEvent, topics};
+use switchboard_schemas::{ActionAttempt, Classify, Codec, DomainEvent, topics};
 use tokio::runtime::Handle;
 
 use super::config::SinkConfig;
@@ -31,8 +31,17 @@ use switchboard_kafka::TopicPartition;
 use switchboard_kafka::cadence::{Cadence, Open};
 use switchboard_kafka::txn::{BACKOFF_MAX, BACKOFF_START, now_millis};
 
-/// The domain topics the sink stores.
-pub(crate) const TOPICS: [&str; 4] = [topics::CALLS, topics::MESSAGES, topics::BILLING, topics::BOOKINGS];
+/// The topics the sink stores: the domain topics, and the actions' delivery attempts. The latter
+/// as a pattern: a deployment without the actions service has no such topic, and a pattern is
+/// not an error while nothing matches it (and matches the topic once the actions service creates
+/// it, at the next metadata refresh).
+pub(crate) const TOPICS: [&str; 5] = [
+    topics::CALLS,
+    topics::MESSAGES,
+    topics::BILLING,
+    topics::BOOKINGS,
+    "^switchboard\\.actions\\.attempts$",
+];
 
 /// Longest pause before re-reading a record whose schema could not be fetched (short: the loop
 /// does not poll meanwhile).
@@ -45,6 +54,7 @@ const ASSIGNMENT_PUBLISH_INTERVAL: Duration = Duration::from_secs(1);
 #[derive(Debug, Default)]
 struct Batch {
     events: Vec<DomainEvent>,
+    attempts: Vec<ActionAttempt>,
     offsets: BTreeMap<TopicPartition, i64>,
     started: Option<Instant>,
     /// One span per record (when tracing), ended once its row is committed.
@@ -60,7 +70,7 @@ impl Batch {
     fn open(&self) -> Option<Open> {
         self.started.map(|started| Open {
             started,
-            records: self.events.len(),
+            records: self.events.len() + self.attempts.len(),
         })
     }
 
@@ -109,10 +119,12 @@ impl Shared {
         let mut backoff = BACKOFF_START;
         loop {
             let started = Instant::now();
-            match self
-                .runtime
-                .block_on(self.store.apply_batch(&self.group, &batch.events, &offsets))
-            {
+            match self.runtime.block_on(self.store.apply_batch_with_attempts(
+                &self.group,
+                &batch.events,
+                &batch.attempts,
+                &offsets,
+            )) {
                 Ok(outcome) => {
                     metrics::batch(started.elapsed(), outcome.applied, outcome.duplicates);
                     metrics::event_ages(&batch.events);
@@ -216,16 +228,26 @@ pub(crate) fn base_config(config: &SinkConfig) -> ClientConfig {
     switchboard_kafka::client::base(&config.kafka_bootstrap, "switchboard-sink", &config.kafka)
 }
 
-/// The domain event a record carries. A transient error (the registry cannot serve the record's
-/// writer schema now, whatever it answered) reads the same record again after a pause, and no
-/// offset moves past it; a permanent one (not a domain event of its topic's schema) stops the
-/// sink before it.
-fn decode(
-    codec: &Codec,
-    runtime: &Handle,
-    message: &BorrowedMessage<'_>,
-) -> Result<DomainEvent, DecodeError> {
-    runtime.block_on(DomainEvent::decode(codec, message.topic(), message.payload()))
+/// What a record of [`TOPICS`] carries.
+enum Record {
+    Event(DomainEvent),
+    Attempt(ActionAttempt),
+}
+
+/// The domain event or delivery attempt a record carries. A transient error (the registry cannot
+/// serve the record's writer schema now, whatever it answered) reads the same record again after a
+/// pause, and no offset moves past it; a permanent one (not a record of its topic's schema) stops
+/// the sink before it.
+fn decode(codec: &Codec, runtime: &Handle, message: &BorrowedMessage<'_>) -> Result<Record, DecodeError> {
+    if message.topic() == topics::ACTIONS_ATTEMPTS {
+        let payload = message.payload().ok_or(DecodeError::NoValue)?;
+        return Ok(Record::Attempt(
+            runtime.block_on(codec.decode(ActionAttempt::schema_def(), payload))?,
+        ));
+    }
+    runtime
+        .block_on(DomainEvent::decode(codec, message.topic(), message.payload()))
+        .map(Record::Event)
 }
 
 /// Runs the sink loop until `stop` is set (writes the pending batch, leaves the group) or a fatal
@@ -329,7 +351,10 @@ pub(crate) fn run(
                 if !span.is_disabled() {
                     batch.spans.push(span);
                 }
-                batch.events.push(event);
+                match event {
+                    Record::Event(event) => batch.events.push(event),
+                    Record::Attempt(attempt) => batch.attempts.push(attempt),
+                }
                 batch.offsets.insert(task, offset + 1);
                 batch.started.get_or_insert_with(Instant::now);
             }
@@ -373,5 +398,21 @@ fn publish_progress(consumer: &BaseConsumer<SinkContext>, offsets: &[ConsumedOff
         && let Err(error) = consumer.commit(&list, CommitMode::Async)
     {
         tracing::debug!(%error, "informational Kafka offset commit failed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_attempts_pattern_names_exactly_the_attempts_topic() {
+        let escaped = topics::ACTIONS_ATTEMPTS.replace('.', "\\.");
+        assert_eq!(TOPICS[4], format!("^{escaped}$"));
+        assert!(
+            TOPICS[..4]
+                .iter()
+                .all(|topic| topics::DOMAIN_TOPICS.contains(topic))
+        );
     }
 }

@@ -40,7 +40,7 @@ use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::{MigrateError, Migrator};
 use switchboard_schemas::domain::CallState;
-use switchboard_schemas::{Classify, DomainEvent, Source, Transience};
+use switchboard_schemas::{ActionAttempt, Classify, DomainEvent, Source, Transience};
 
 pub(crate) use precedence::{fold_booking, fold_message};
 
@@ -256,6 +256,13 @@ pub struct EventRow {
     pub received_at: i64,
 }
 
+/// The filters of [`Store::attempts`], both optional and ANDed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AttemptFilter {
+    pub action: Option<String>,
+    pub event_id: Option<String>,
+}
+
 /// One row of `call_events`, as a call's history lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallEventRow {
@@ -360,7 +367,30 @@ impl Store {
         events: &[DomainEvent],
         offsets: &[ConsumedOffset],
     ) -> Result<BatchOutcome, StoreError> {
-        write::apply_batch(self, group, events, offsets).await
+        write::apply_batch(self, group, events, &[], offsets).await
+    }
+
+    /// [`Store::apply_batch`] with the actions' delivery `attempts` read in the same batch (an
+    /// attempt already stored, by its `attempt_id`, is a duplicate).
+    pub async fn apply_batch_with_attempts(
+        &self,
+        group: &str,
+        events: &[DomainEvent],
+        attempts: &[ActionAttempt],
+        offsets: &[ConsumedOffset],
+    ) -> Result<BatchOutcome, StoreError> {
+        write::apply_batch(self, group, events, attempts, offsets).await
+    }
+
+    /// The stored delivery attempts that pass `filter`, newest `attempted_at` first (ties: greatest
+    /// attempt id first), starting after `before`, at most `limit`.
+    pub async fn attempts(
+        &self,
+        filter: &AttemptFilter,
+        before: Option<&Cursor>,
+        limit: u32,
+    ) -> Result<Page<ActionAttempt>, StoreError> {
+        Ok(read::attempts(&self.pool, filter, before, limit).await?)
     }
 
     /// The stored next offsets of `group` for `topic_partitions`; a partition never consumed is

@@ -20,16 +20,18 @@ pub(crate) enum Nav {
     Dashboard,
     Search,
     DeadLetters,
+    Deliveries,
 }
 
 impl Nav {
-    const ALL: [Nav; 3] = [Nav::Dashboard, Nav::Search, Nav::DeadLetters];
+    const ALL: [Nav; 4] = [Nav::Dashboard, Nav::Search, Nav::DeadLetters, Nav::Deliveries];
 
     fn href(self) -> &'static str {
         match self {
             Nav::Dashboard => "/",
             Nav::Search => "/search",
             Nav::DeadLetters => "/dead-letters",
+            Nav::Deliveries => "/deliveries",
         }
     }
 
@@ -38,6 +40,7 @@ impl Nav {
             Nav::Dashboard => "Dashboard",
             Nav::Search => "Search",
             Nav::DeadLetters => "Dead letters",
+            Nav::Deliveries => "Deliveries",
         }
     }
 }

@@ -14,7 +14,7 @@ use figment::providers::Format as _;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use switchboard_actions::ActionsConfig;
 use switchboard_schemas::domain::CallEvent;
-use switchboard_schemas::topics;
+use switchboard_schemas::{ActionAttempt, topics};
 use switchboard_tests::broker::PrivateBroker;
 use switchboard_tests::committed::read_committed_messages;
 
@@ -192,6 +192,23 @@ fn read(broker: &PrivateBroker, topic: &str) -> Vec<OwnedMessage> {
     read_committed_messages(&broker.bootstrap(), topic).unwrap_or_default()
 }
 
+/// The committed attempt log; each record is keyed by its event id.
+async fn attempt_log(broker: &PrivateBroker) -> Vec<ActionAttempt> {
+    read_decoded::<ActionAttempt>(
+        broker,
+        topics::ACTIONS_ATTEMPTS,
+        "read_committed",
+        ActionAttempt::schema_def(),
+    )
+    .await
+    .into_iter()
+    .map(|(attempt, message)| {
+        assert_eq!(message.key(), Some(attempt.event_id.as_bytes()));
+        attempt
+    })
+    .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ladder_retries_in_order_then_dead_letters_while_a_healthy_target_keeps_receiving() {
     let broker = PrivateBroker::start().unwrap();
@@ -344,6 +361,45 @@ async fn the_ladder_retries_in_order_then_dead_letters_while_a_healthy_target_ke
         "the other action is not redelivered"
     );
     assert_eq!(read(&broker, topics::DLQ).len(), 1, "nothing new dead-lettered");
+
+    // The attempt log: every request a target received is one committed attempt record, keyed by
+    // its event id, with its number, outcome, status and where the failure went.
+    let logged = attempt_log(&broker).await;
+    for action in ["flaky", "healthy"] {
+        let received = targets.received(action).len();
+        let recorded = logged.iter().filter(|a| a.action == action).count();
+        assert_eq!(recorded, received, "{action}: one record per attempt");
+    }
+    let ids: std::collections::HashSet<&str> = logged.iter().map(|a| a.attempt_id.as_str()).collect();
+    assert_eq!(ids.len(), logged.len(), "attempt ids are unique");
+    let dead: Vec<(i32, &str, Option<i32>, Option<&str>)> = logged
+        .iter()
+        .filter(|a| a.action == "flaky" && a.event_id == "EV-dead")
+        .map(|a| {
+            (
+                a.attempt,
+                a.outcome.as_str(),
+                a.status_code,
+                a.routed_to.as_deref(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dead,
+        [
+            (1, "transient", Some(503), Some("switchboard.retry.300ms")),
+            (2, "transient", Some(503), Some("switchboard.retry.600ms")),
+            (3, "transient", Some(503), Some("switchboard.retry.900ms")),
+            (4, "transient", Some(503), Some(topics::DLQ)),
+            // Redriven: a fresh start on the ladder, delivered.
+            (1, "delivered", None, None),
+        ]
+    );
+    assert!(
+        logged
+            .iter()
+            .all(|a| a.event_type == "call.completed" && a.attempted_at > 0)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -608,5 +664,34 @@ async fn sigkills_during_retries_lose_nothing_and_store_each_event_once() {
     assert!(
         read(&broker, topics::DLQ).is_empty(),
         "nothing may be dead-lettered: every event succeeds by its third attempt"
+    );
+
+    // The attempt log under SIGKILLs: each committed attempt once (an attempt whose transaction
+    // died with the process is not in it), and each event's delivery that took effect is there.
+    let logged = attempt_log(&broker).await;
+    let attempt_ids: std::collections::HashSet<&str> = logged.iter().map(|a| a.attempt_id.as_str()).collect();
+    assert_eq!(attempt_ids.len(), logged.len(), "no attempt is recorded twice");
+    let delivered: std::collections::HashSet<String> = logged
+        .iter()
+        .filter(|a| a.outcome == "delivered")
+        .map(|a| a.event_id.clone())
+        .collect();
+    assert_eq!(
+        delivered, expected,
+        "every event's successful attempt is recorded"
+    );
+    let requests: i64 = sqlx::query_scalar("SELECT SUM(count) FROM attempts")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert!(
+        logged.len() as i64 <= requests,
+        "no more attempts recorded ({}) than requests made ({requests})",
+        logged.len()
+    );
+    let delivered_records = logged.iter().filter(|a| a.outcome == "delivered").count() as i64;
+    assert!(
+        delivered_records <= deliveries,
+        "no more delivered attempts recorded ({delivered_records}) than 2xx answers ({deliveries})"
     );
 }

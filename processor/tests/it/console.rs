@@ -8,8 +8,10 @@
 //! letters list the poison record, its page shows headers and body; a redrive with a wrong token
 //! answers 401 (and so does a POST without one), a dry run counts 1, the redrive republishes it:
 //! the record is marked redriven and, still poison, comes back dead-lettered with its
-//! `redriven-from` header; a second redrive republishes nothing. Screenshots of each page are kept
-//! under the test output directory (`target/tmp/test-output/console-*.png`).
+//! `redriven-from` header; a second redrive republishes nothing; the deliveries page lists an
+//! event's attempts from the attempt log the sink stored, newest first, with their statuses.
+//! Screenshots of each page are kept under the test output directory
+//! (`target/tmp/test-output/console-*.png`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -17,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
-use switchboard_schemas::topics;
+use switchboard_schemas::{ActionAttempt, topics};
 use switchboard_tests::broker::PrivateBroker;
 
 use crate::harness::*;
@@ -247,6 +249,9 @@ async fn search_a_call_open_a_dead_letter_and_redrive_it_from_the_browser() {
     let mut poison = received_now(phone, "CA-poison", "poison", 0);
     poison.body = b"AccountSid=AC1&Foo=bar".to_vec();
     raw.send(&poison).await;
+    // Two attempts of one event as the actions service records them (the actions tests prove
+    // that it does), for the deliveries page.
+    let attempts = send_attempts(&broker, &raw).await;
 
     // The sink stored the call and the other one (through the API the console uses).
     let http = reqwest::Client::new();
@@ -420,6 +425,100 @@ async fn search_a_call_open_a_dead_letter_and_redrive_it_from_the_browser() {
     assert!(record.contains(&redriven_from), "{redriven_from:?} in\n{record}");
     screenshot(&client, "redriven").await;
 
+    // Deliveries: the attempt log the sink stored, newest first, filtered by event id.
+    eventually(WAIT, || async {
+        let page = sink_json("/attempts?event_id=EV-console-completed".to_owned()).await?;
+        (page["attempts"].as_array()?.len() == attempts.len()).then_some(())
+    })
+    .await;
+    click(&client, "#nav-deliveries").await;
+    wait_for(&client, "form#attempts-filters").await;
+    client
+        .find(Locator::Css("#attempts-filters input[name=event_id]"))
+        .await
+        .unwrap()
+        .send_keys("EV-console-completed")
+        .await
+        .unwrap();
+    click(&client, "#attempts-filters button[type=submit]").await;
+    wait_for(&client, "#filter-event_id[value='EV-console-completed']").await;
+    assert_eq!(
+        attributes(&client, "#attempts tbody tr", "data-attempt-id").await,
+        attempts
+            .iter()
+            .rev()
+            .map(|a| a.attempt_id.clone())
+            .collect::<Vec<_>>(),
+        "newest first"
+    );
+    let mut statuses = Vec::new();
+    for cell in client
+        .find_all(Locator::Css("#attempts td.status"))
+        .await
+        .unwrap()
+    {
+        statuses.push(cell.text().await.unwrap());
+    }
+    assert_eq!(statuses, ["", "503"]);
+    screenshot(&client, "deliveries").await;
+
     client.close().await.unwrap();
     drop(processor);
+}
+
+/// Writes a failed and a successful attempt of `EV-console-completed` to the attempt log, oldest
+/// first, encoded as the actions service encodes them.
+async fn send_attempts(broker: &PrivateBroker, raw: &RawProducer) -> Vec<ActionAttempt> {
+    let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
+        rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", broker.bootstrap())
+            .create()
+            .unwrap();
+    let topic = rdkafka::admin::NewTopic::new(
+        topics::ACTIONS_ATTEMPTS,
+        1,
+        rdkafka::admin::TopicReplication::Fixed(1),
+    );
+    for result in admin
+        .create_topics([&topic], &rdkafka::admin::AdminOptions::new())
+        .await
+        .unwrap()
+    {
+        result.unwrap();
+    }
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let attempt = |offset: i64, n: i32, failed: bool| ActionAttempt {
+        attempt_id: format!("crm/{}/0/{offset}", topics::CALLS),
+        action: "crm".into(),
+        event_id: "EV-console-completed".into(),
+        event_type: "call.completed".into(),
+        attempt: n,
+        outcome: if failed { "transient" } else { "delivered" }.into(),
+        status_code: failed.then_some(503),
+        reason: failed.then(|| "HTTP 503".to_owned()),
+        routed_to: failed.then(|| "switchboard.retry.1s".to_owned()),
+        latency_ms: 9,
+        attempted_at: now + offset,
+    };
+    let attempts = vec![attempt(1, 1, true), attempt(2, 2, false)];
+    let codec = switchboard_schemas::Codec::new(&switchboard_tests::registry_url()).unwrap();
+    for attempt in &attempts {
+        let value = codec
+            .encode(topics::ACTIONS_ATTEMPTS, ActionAttempt::schema_def(), attempt)
+            .await
+            .unwrap();
+        raw.send_at(
+            topics::ACTIONS_ATTEMPTS,
+            &attempt.event_id,
+            &value,
+            &attempt.event_id,
+            "actions",
+            None,
+        )
+        .await;
+    }
+    attempts
 }

@@ -354,7 +354,7 @@ schemas/src/topics.rs (ALL_TOPICS, COMPACTED_TOPICS) and the services' create_to
 {{- $t := .Values.topics }}
 {{- $base := printf "%d %d min.insync.replicas=%d" (int $t.partitions) (int $t.replicationFactor) (int $t.minInsyncReplicas) }}
 {{- $retained := printf "%s retention.ms=%d" $base (int64 $t.retentionMs) }}
-{{- range list "switchboard.raw.twilio" "switchboard.raw.stripe" "switchboard.raw.calendly" "switchboard.raw.generic" "switchboard.calls" "switchboard.messages" "switchboard.billing" "switchboard.bookings" "switchboard.generic" "switchboard.dlq" "switchboard.actions.redrive" }}
+{{- range list "switchboard.raw.twilio" "switchboard.raw.stripe" "switchboard.raw.calendly" "switchboard.raw.generic" "switchboard.calls" "switchboard.messages" "switchboard.billing" "switchboard.bookings" "switchboard.generic" "switchboard.dlq" "switchboard.actions.redrive" "switchboard.actions.attempts" }}
 {{ . }} {{ $retained }}
 {{- end }}
 switchboard.call-state {{ $base }} cleanup.policy=compact

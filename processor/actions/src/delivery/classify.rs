@@ -21,6 +21,9 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 /// The longest `Retry-After` honoured; a longer one is cut to this.
 pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
+/// How the reason of an outcome from an HTTP status starts: `HTTP <status>`.
+const STATUS_PREFIX: &str = "HTTP ";
+
 /// Longest failure reason, in characters (response snippets are cut to fit).
 pub(crate) const MAX_REASON_CHARS: usize = 200;
 
@@ -68,6 +71,14 @@ impl Outcome {
         }
     }
 
+    /// The target's HTTP status, when it answered with a failure status: the reason of such an
+    /// outcome starts with `HTTP <status>` ([`classify_status`] writes it so, and a response
+    /// snippet is only ever appended).
+    pub(crate) fn status_code(&self) -> Option<u16> {
+        let digits = self.reason()?.strip_prefix(STATUS_PREFIX)?.get(..3)?;
+        digits.parse().ok().filter(|status| (100..=599).contains(status))
+    }
+
     /// Why it failed, for logs and DLQ headers; `None` when delivered.
     pub(crate) fn reason(&self) -> Option<&str> {
         match self {
@@ -85,7 +96,7 @@ pub(crate) fn classify_status(status: u16, retry_after: Option<&str>) -> Outcome
 
 /// [`classify_status`] with the clock passed in (an HTTP-date `Retry-After` is relative to it).
 pub(crate) fn classify_status_at(status: u16, retry_after: Option<&str>, now: SystemTime) -> Outcome {
-    let reason = format!("HTTP {status}");
+    let reason = format!("{STATUS_PREFIX}{status}");
     match status {
         200..=299 => Outcome::Delivered,
         429 | 503 => Outcome::Transient {
@@ -194,6 +205,24 @@ mod tests {
         Outcome::Permanent {
             reason: format!("HTTP {status}"),
         }
+    }
+
+    #[test]
+    fn a_failure_status_is_read_back_from_its_reason() {
+        let now = SystemTime::UNIX_EPOCH;
+        assert_eq!(classify_status_at(503, None, now).status_code(), Some(503));
+        assert_eq!(classify_status_at(404, None, now).status_code(), Some(404));
+        assert_eq!(classify_status_at(200, None, now).status_code(), None);
+        let with_snippet = Outcome::Permanent {
+            reason: "HTTP 422: {\"error\":\"bad\"}".into(),
+        };
+        assert_eq!(with_snippet.status_code(), Some(422));
+        let transport = Outcome::Transient {
+            reason: "timed out".into(),
+            retry_after: None,
+        };
+        assert_eq!(transport.status_code(), None);
+        assert_eq!(Outcome::CircuitOpen { retry_after: None }.status_code(), None);
     }
 
     #[test]

@@ -5,9 +5,11 @@ use std::collections::HashMap;
 
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, AnyPool, Row};
+use switchboard_schemas::ActionAttempt;
 
 use super::{
-    BookingRow, CallEventRow, CallRow, Counts, Cursor, EventFilter, EventRow, MessageRow, Page, SubjectKind,
+    AttemptFilter, BookingRow, CallEventRow, CallRow, Counts, Cursor, EventFilter, EventRow, MessageRow,
+    Page, SubjectKind,
 };
 
 /// The columns of `calls`, in the order [`super::write`] binds them.
@@ -233,16 +235,32 @@ pub(super) async fn page<T>(
     if let Some(before) = before {
         query = query.bind(before.updated_at).bind(before.key.as_str());
     }
-    let limit = limit.max(1);
-    let rows = query.bind(i64::from(limit) + 1).fetch_all(pool).await?;
-    let mut items = rows.iter().map(listing.decode).collect::<Result<Vec<_>, _>>()?;
-    let next_cursor = if items.len() > limit as usize {
-        items.truncate(limit as usize);
-        items.last().map(listing.cursor)
+    let rows = query.bind(i64::from(limit.max(1)) + 1).fetch_all(pool).await?;
+    let items = rows.iter().map(listing.decode).collect::<Result<Vec<_>, _>>()?;
+    Ok(paged(items, limit, listing.cursor))
+}
+
+/// The page of `items` read with `LIMIT limit + 1`: the first `limit`, and the cursor of the last
+/// one when the extra row says that another page follows.
+fn paged<T>(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> Cursor) -> Page<T> {
+    let limit = limit.max(1) as usize;
+    let next_cursor = if items.len() > limit {
+        items.truncate(limit);
+        items.last().map(cursor)
     } else {
         None
     };
-    Ok(Page { items, next_cursor })
+    Page { items, next_cursor }
+}
+
+/// `sql` with `binds` bound to `$1…` in order.
+fn bound(sql: &str, binds: Vec<Bind>) -> sqlx::query::Query<'_, sqlx::Any, sqlx::any::AnyArguments<'_>> {
+    binds
+        .into_iter()
+        .fold(sqlx::query(sql), |query, bind| match bind {
+            Bind::Text(text) => query.bind(text),
+            Bind::Int(int) => query.bind(int),
+        })
 }
 
 /// The event search's arm for one events table: the table, and its rows as the search's columns
@@ -388,26 +406,12 @@ pub(super) async fn events(
             next_cursor: None,
         });
     };
-    let mut query = sqlx::query(&sql);
-    for bind in binds {
-        query = match bind {
-            Bind::Text(text) => query.bind(text),
-            Bind::Int(int) => query.bind(int),
-        };
-    }
-    let rows = query.fetch_all(pool).await?;
-    let mut items = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
-    let limit = limit.max(1) as usize;
-    let next_cursor = if items.len() > limit {
-        items.truncate(limit);
-        items.last().map(|event| Cursor {
-            updated_at: event.received_at,
-            key: event.event_id.clone(),
-        })
-    } else {
-        None
-    };
-    Ok(Page { items, next_cursor })
+    let rows = bound(&sql, binds).fetch_all(pool).await?;
+    let items = rows.iter().map(event_from_row).collect::<Result<Vec<_>, _>>()?;
+    Ok(paged(items, limit, |event: &EventRow| Cursor {
+        updated_at: event.received_at,
+        key: event.event_id.clone(),
+    }))
 }
 
 /// The first `limit` events of call `call_sid` in the order they happened: `occurred_at`, then
@@ -471,4 +475,67 @@ pub(super) async fn counts(pool: &AnyPool) -> Result<Counts, sqlx::Error> {
         payments: count("payments")?,
         bookings: count("bookings")?,
     })
+}
+
+/// One page of delivery attempts, newest `attempted_at` first (ties: greatest attempt id first),
+/// from `action_attempts_by_action`, `_by_event` or `_by_time` (migration `0003`).
+pub(super) async fn attempts(
+    pool: &AnyPool,
+    filter: &AttemptFilter,
+    before: Option<&Cursor>,
+    limit: u32,
+) -> Result<Page<ActionAttempt>, sqlx::Error> {
+    let mut conditions = Vec::new();
+    let mut binds = Vec::new();
+    for (column, value) in [("action", &filter.action), ("event_id", &filter.event_id)] {
+        if let Some(value) = value {
+            binds.push(Bind::Text(value.clone()));
+            conditions.push(format!("{column} = ${}", binds.len()));
+        }
+    }
+    if let Some(cursor) = before {
+        binds.push(Bind::Int(cursor.updated_at));
+        let at = binds.len();
+        binds.push(Bind::Text(cursor.key.clone()));
+        let key = binds.len();
+        conditions.push(format!(
+            "(attempted_at < ${at} OR (attempted_at = ${at} AND attempt_id < ${key}))"
+        ));
+    }
+    binds.push(Bind::Int(i64::from(limit.max(1)) + 1));
+    let mut sql = String::from(
+        "SELECT attempt_id, action, event_id, event_type, attempt, outcome, status_code, reason, routed_to, \
+         latency_ms, attempted_at FROM action_attempts",
+    );
+    if !conditions.is_empty() {
+        sql.push_str(" WHERE ");
+        sql.push_str(&conditions.join(" AND "));
+    }
+    sql.push_str(&format!(
+        " ORDER BY attempted_at DESC, attempt_id DESC LIMIT ${}",
+        binds.len()
+    ));
+    let rows = bound(&sql, binds).fetch_all(pool).await?;
+    let items = rows
+        .iter()
+        .map(|row| {
+            Ok(ActionAttempt {
+                attempt_id: row.try_get("attempt_id")?,
+                action: row.try_get("action")?,
+                event_id: row.try_get("event_id")?,
+                event_type: row.try_get("event_type")?,
+                attempt: row.try_get("attempt")?,
+                outcome: row.try_get("outcome")?,
+                status_code: row.try_get("status_code")?,
+                reason: row.try_get("reason")?,
+                routed_to: row.try_get("routed_to")?,
+                latency_ms: row.try_get("latency_ms")?,
+                attempted_at: row.try_get("attempted_at")?,
+            })
+        })
+        .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(paged(items, limit, |attempt: &ActionAttempt| Cursor {
+        updated_at: attempt.attempted_at,
+        key: attempt.attempt_id.clone(),
+    }))
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use switchboard_schemas::domain::CallEvent;
-use switchboard_schemas::{Source, topics};
+use switchboard_schemas::{ActionAttempt, Source, topics};
 
 use super::testing::{TestDb, booking, call_recording, call_status, message, offset, payment, per_backend};
 use super::*;
@@ -1103,7 +1103,7 @@ async fn migration_0002_applies_to_a_database_0001_made(db: TestDb) {
         .fetch_all(&again.pool)
         .await
         .unwrap();
-    assert_eq!(versions, [1, 2]);
+    assert_eq!(versions, [1, 2, 3]);
     let names = index_names(&again).await;
     for index in SEARCH_INDEXES {
         assert!(
@@ -1116,7 +1116,102 @@ async fn migration_0002_applies_to_a_database_0001_made(db: TestDb) {
     again.close().await;
 }
 
+fn attempt(action: &str, event_id: &str, offset: i64, attempt: i32, outcome: &str, at: i64) -> ActionAttempt {
+    let failed = outcome != "delivered";
+    ActionAttempt {
+        attempt_id: format!("{action}/{}/0/{offset}", topics::CALLS),
+        action: action.into(),
+        event_id: event_id.into(),
+        event_type: "call.completed".into(),
+        attempt,
+        outcome: outcome.into(),
+        status_code: failed.then_some(503),
+        reason: failed.then(|| "HTTP 503".to_owned()),
+        routed_to: failed.then(|| "switchboard.retry.5s".to_owned()),
+        latency_ms: 12,
+        attempted_at: at,
+    }
+}
+
+async fn attempts_are_stored_once_with_their_offsets_and_listed_newest_first(db: TestDb) {
+    let store = &db.store;
+    let attempts = [
+        attempt("crm", "ev-1", 1, 1, "transient", 1_000),
+        attempt("crm", "ev-1", 7, 2, "delivered", 6_000),
+        attempt("sms", "ev-1", 1, 1, "delivered", 1_500),
+        attempt("crm", "ev-2", 2, 1, "delivered", 2_000),
+    ];
+    let offsets = [offset(topics::ACTIONS_ATTEMPTS, 0, 4)];
+    let outcome = store
+        .apply_batch_with_attempts(GROUP, &[], &attempts, &offsets)
+        .await
+        .unwrap();
+    assert_eq!(
+        outcome,
+        BatchOutcome {
+            applied: 4,
+            duplicates: 0
+        }
+    );
+    // Read again after a crash before the offsets moved: nothing doubles.
+    let again = store
+        .apply_batch_with_attempts(GROUP, &[], &attempts[..2], &offsets)
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        BatchOutcome {
+            applied: 0,
+            duplicates: 2
+        }
+    );
+    assert_eq!(
+        store
+            .offsets(GROUP, &[(topics::ACTIONS_ATTEMPTS.to_owned(), 0)])
+            .await
+            .unwrap()
+            .get(&(topics::ACTIONS_ATTEMPTS.to_owned(), 0)),
+        Some(&4)
+    );
+
+    let ids = |page: &Page<ActionAttempt>| -> Vec<String> {
+        page.items.iter().map(|a| a.attempt_id.clone()).collect()
+    };
+    let all = store
+        .attempts(&AttemptFilter::default(), None, 200)
+        .await
+        .unwrap();
+    assert_eq!(
+        ids(&all),
+        [&attempts[1], &attempts[3], &attempts[2], &attempts[0]].map(|a| a.attempt_id.clone())
+    );
+    assert_eq!(all.items[3], attempts[0], "every column round-trips");
+    let crm = AttemptFilter {
+        action: Some("crm".into()),
+        ..AttemptFilter::default()
+    };
+    let first = store.attempts(&crm, None, 2).await.unwrap();
+    assert_eq!(
+        ids(&first),
+        [&attempts[1], &attempts[3]].map(|a| a.attempt_id.clone())
+    );
+    let rest = store.attempts(&crm, first.next_cursor.as_ref(), 2).await.unwrap();
+    assert_eq!(ids(&rest), [attempts[0].attempt_id.clone()]);
+    assert_eq!(rest.next_cursor, None);
+    let event = AttemptFilter {
+        event_id: Some("ev-1".into()),
+        action: Some("crm".into()),
+    };
+    let of_event = store.attempts(&event, None, 200).await.unwrap();
+    assert_eq!(
+        of_event.items.iter().map(|a| a.attempt).collect::<Vec<_>>(),
+        [2, 1],
+        "one event's attempts for one action, newest first"
+    );
+}
+
 per_backend!(
+    attempts_are_stored_once_with_their_offsets_and_listed_newest_first,
     migrations_create_the_schema_and_reconnecting_changes_nothing,
     a_batch_writes_rows_and_offsets,
     a_failing_batch_leaves_neither_rows_nor_offsets,

@@ -26,7 +26,7 @@ use super::{
     Backend, BatchOutcome, BookingRow, CallRow, ConsumedOffset, DomainEvent, MessageRow, Store, StoreError,
     fold_booking, fold_message,
 };
-use switchboard_schemas::call_state;
+use switchboard_schemas::{ActionAttempt, call_state};
 
 /// An entity row as loaded at its first event in the batch, then as folded so far.
 #[derive(Debug)]
@@ -68,6 +68,7 @@ pub(super) async fn apply_batch(
     store: &Store,
     group: &str,
     events: &[DomainEvent],
+    attempts: &[ActionAttempt],
     offsets: &[ConsumedOffset],
 ) -> Result<BatchOutcome, StoreError> {
     let mut tx: Transaction<'static, Any> = match store.backend {
@@ -123,6 +124,14 @@ pub(super) async fn apply_batch(
                 slot.fold(fold_booking(slot.current.as_ref(), event));
             }
             DomainEvent::Billing(_) | DomainEvent::Generic(_) => {}
+        }
+    }
+
+    for attempt in attempts {
+        if insert_attempt(&mut tx, attempt).await? {
+            outcome.applied += 1;
+        } else {
+            outcome.duplicates += 1;
         }
     }
 
@@ -344,6 +353,28 @@ async fn insert_payment(tx: &mut AnyConnection, event: &BillingEvent) -> Result<
     .bind(&event.status)
     .bind(event.created)
     .bind(event.received_at)
+    .execute(tx)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+async fn insert_attempt(tx: &mut AnyConnection, attempt: &ActionAttempt) -> Result<bool, sqlx::Error> {
+    let result = sqlx::query(
+        "INSERT INTO action_attempts (attempt_id, action, event_id, event_type, attempt, outcome, status_code, \
+         reason, routed_to, latency_ms, attempted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+         ON CONFLICT (attempt_id) DO NOTHING",
+    )
+    .bind(&attempt.attempt_id)
+    .bind(&attempt.action)
+    .bind(&attempt.event_id)
+    .bind(&attempt.event_type)
+    .bind(attempt.attempt)
+    .bind(&attempt.outcome)
+    .bind(attempt.status_code)
+    .bind(&attempt.reason)
+    .bind(&attempt.routed_to)
+    .bind(attempt.latency_ms)
+    .bind(attempt.attempted_at)
     .execute(tx)
     .await?;
     Ok(result.rows_affected() > 0)
