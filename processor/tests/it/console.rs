@@ -3,9 +3,10 @@
 //! processes on a private broker, with an admin token and a calls API token configured.
 //!
 //! `search_a_call_open_a_dead_letter_and_redrive_it_from_the_browser`: the console asks for the
-//! token (401 sign-in page) and keeps it in the tab; a search by call sid lists the call's
-//! webhooks and its page shows them in the order they happened with their statuses; the dead
-//! letters list the poison record, its page shows headers and body; a redrive with a wrong token
+//! token (401 sign-in page) and keeps it in the tab, and the dashboard's polling sends it (its
+//! numbers move); a search by call sid lists the call's webhooks and its page shows them in the
+//! order they happened with their statuses; the dead letters list the poison record, its page
+//! shows headers and body; a redrive with a wrong token
 //! answers 401 (and so does a POST without one), a dry run counts 1, the redrive republishes it:
 //! the record is marked redriven and, still poison, comes back dead-lettered with its
 //! `redriven-from` header; a second redrive republishes nothing; the deliveries page lists an
@@ -291,6 +292,19 @@ async fn search_a_call_open_a_dead_letter_and_redrive_it_from_the_browser() {
         !client.source().await.unwrap().contains(ADMIN_TOKEN),
         "nor in a page"
     );
+    // The dashboard's polling carries the token too: its numbers move without a reload.
+    let sample = || async {
+        settled(&client, "#dashboard", |heading| async move {
+            heading.attr("data-sample").await
+        })
+        .await
+        .and_then(|sample| sample.parse::<u64>().ok())
+    };
+    let first = sample().await.unwrap_or(0);
+    eventually(Duration::from_secs(30), || async {
+        (sample().await? > first).then_some(())
+    })
+    .await;
 
     // Search by call sid, then the call's page.
     click(&client, "#nav-search").await;
