@@ -17,7 +17,8 @@ use tokio::sync::mpsc;
 
 use crate::http_load::{self, Acks};
 use crate::pacing::Pacer;
-use crate::report::{self, EndToEnd, Latency};
+use crate::prom;
+use crate::report::{self, EndToEnd, Latency, Window};
 use crate::rss::{self, Watched};
 use crate::workload::{self, Webhook};
 
@@ -37,6 +38,43 @@ pub struct Settings {
     /// How long to wait for stragglers after the last request.
     pub settle: Duration,
     pub watched: Vec<Watched>,
+    /// The processor's `/metrics`, scraped at every window boundary (optional).
+    pub processor_metrics: Option<String>,
+    /// Length of the windows the run is reported in.
+    pub window: Duration,
+}
+
+/// Scrapes `url` now and then every `every` until `stop`: (when, the exposition text or "").
+fn scrape_every(
+    url: Option<String>,
+    every: Duration,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<(Instant, String)>> {
+    tokio::spawn(async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .timeout(Duration::from_secs(2))
+            .build()
+            .ok();
+        let mut scrapes = Vec::new();
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            let at = Instant::now();
+            let text = match (&client, &url) {
+                (Some(client), Some(url)) => match client.get(url).send().await {
+                    Ok(response) => response.text().await.unwrap_or_default(),
+                    Err(_) => String::new(),
+                },
+                _ => String::new(),
+            };
+            scrapes.push((at, text));
+            if stop.load(Ordering::Relaxed) {
+                return scrapes;
+            }
+        }
+    })
 }
 
 /// A consumer positioned at the current end of `switchboard.calls`, so it sees only this run.
@@ -183,6 +221,12 @@ pub async fn run(settings: &Settings, webhooks: Arc<[Webhook]>) -> anyhow::Resul
         })
     };
 
+    let scraping = Arc::new(AtomicBool::new(false));
+    let scrapes = scrape_every(
+        settings.processor_metrics.clone(),
+        settings.window,
+        Arc::clone(&scraping),
+    );
     let (ingest, acks) = http_load::open_loop(
         "switchboard-ingest",
         &settings.ingest_url,
@@ -193,6 +237,7 @@ pub async fn run(settings: &Settings, webhooks: Arc<[Webhook]>) -> anyhow::Resul
     )
     .await?;
     eprintln!("{}", ingest.line());
+    scraping.store(true, Ordering::Relaxed);
 
     let polled = pollers.await?;
     // Give the reader until every answered event is seen, or `settle` passes without progress.
@@ -213,6 +258,22 @@ pub async fn run(settings: &Settings, webhooks: Arc<[Webhook]>) -> anyhow::Resul
         .join()
         .map_err(|_| anyhow::anyhow!("the event reader panicked"))?;
     let (to_event, events_missing) = event_latencies(&webhooks[..count], &acks, &seen);
+    // A window that opens after the last request only holds its stragglers.
+    let mut windows = windows(&webhooks[..count], &acks, &seen, &scrapes.await?);
+    windows.retain(|w| w.from_secs + 0.5 < settings.duration.as_secs_f64());
+    for window in &windows {
+        eprintln!(
+            "  {:>4.0}-{:<4.0} s: 2xx -> event p50 {:.1} ms p99 {:.1} ms; processor: {} transactions, mean commit {} ms",
+            window.from_secs,
+            window.to_secs,
+            window.to_event.p50,
+            window.to_event.p99,
+            window.transactions.map_or("?".to_owned(), |n| format!("{n:.0}")),
+            window
+                .mean_commit_ms
+                .map_or("?".to_owned(), |ms| format!("{ms:.1}")),
+        );
+    }
     let (to_api, api_missing) = api_latencies(&acks, &polled);
 
     let peak_rss_kb: BTreeMap<String, u64> = settings
@@ -229,7 +290,63 @@ pub async fn run(settings: &Settings, webhooks: Arc<[Webhook]>) -> anyhow::Resul
         api_poll_interval_ms: u64::try_from(settings.api_poll_interval.as_millis()).unwrap_or(u64::MAX),
         api_missing,
         peak_rss_kb,
+        windows,
     })
+}
+
+/// The run between consecutive scrapes: each answered event falls in the window of its 2xx.
+pub fn windows(
+    webhooks: &[Webhook],
+    acks: &Acks,
+    seen: &HashMap<String, Instant>,
+    scrapes: &[(Instant, String)],
+) -> Vec<Window> {
+    let mut windows: Vec<(Window, hdrhistogram::Histogram<u64>)> = scrapes
+        .windows(2)
+        .map(|pair| {
+            let [(from, before), (to, after)] = pair else {
+                unreachable!()
+            };
+            let secs = |at: &Instant| at.saturating_duration_since(acks.start).as_secs_f64();
+            let scraped = !before.is_empty() && !after.is_empty();
+            let delta = scraped.then(|| {
+                prom::Delta::between(
+                    before,
+                    after,
+                    "switchboard_processor_transaction_commit_seconds",
+                    "switchboard_processor_consumed_total",
+                )
+            });
+            let window = Window {
+                from_secs: secs(from),
+                to_secs: secs(to),
+                transactions: delta.map(|d| d.count),
+                mean_commit_ms: delta.map(|d| d.mean_ms),
+                ..Window::default()
+            };
+            (window, report::histogram())
+        })
+        .collect();
+    for (index, webhook) in webhooks.iter().enumerate() {
+        let (Some(acked), Some(&at)) = (acks.get(index), seen.get(&webhook.event_id)) else {
+            continue;
+        };
+        let answered = acked.saturating_duration_since(acks.start).as_secs_f64();
+        if let Some((_, histogram)) = windows
+            .iter_mut()
+            .find(|(w, _)| answered >= w.from_secs && answered < w.to_secs)
+        {
+            report::record(histogram, at.saturating_duration_since(acked));
+        }
+    }
+    windows
+        .into_iter()
+        .filter(|(_, histogram)| !histogram.is_empty())
+        .map(|(window, histogram)| Window {
+            to_event: Latency::of(&histogram),
+            ..window
+        })
+        .collect()
 }
 
 /// Latency from each 2xx to its event being readable; and how many answered events were not seen.
@@ -258,4 +375,63 @@ pub fn api_latencies(acks: &Acks, polled: &[(usize, Option<Instant>)]) -> (Laten
         }
     }
     (Latency::of(&histogram), missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(transactions: f64, commit_seconds: f64, consumed: f64) -> String {
+        format!(
+            "switchboard_processor_transaction_commit_seconds_count {transactions}\n\
+             switchboard_processor_transaction_commit_seconds_sum {commit_seconds}\n\
+             switchboard_processor_consumed_total{{topic=\"t\"}} {consumed}\n"
+        )
+    }
+
+    #[test]
+    fn each_event_falls_in_the_window_of_its_2xx_with_that_windows_commits() {
+        let spec = workload::Spec {
+            requests: 4,
+            seed: 1,
+            public_url: "http://127.0.0.1:1".to_owned(),
+            auth_token: "token".to_owned(),
+        };
+        let webhooks = workload::presign(&spec);
+        let start = Instant::now();
+        let at = |millis: u64| start + Duration::from_millis(millis);
+        let acks = Acks::new(start, webhooks.len());
+        // Two events answered in the first window (seen 10 and 30 ms later), one in the second
+        // (seen 200 ms later), one never answered.
+        acks.set(0, at(100));
+        acks.set(1, at(900));
+        acks.set(2, at(1500));
+        let seen: HashMap<String, Instant> = [(0, 110), (1, 930), (2, 1700), (3, 1800)]
+            .into_iter()
+            .map(|(i, millis)| (webhooks[i].event_id.clone(), at(millis)))
+            .collect();
+        let scrapes = vec![
+            (at(0), exposition(10.0, 0.5, 100.0)),
+            (at(1000), exposition(14.0, 0.7, 180.0)),
+            (at(2000), String::new()),
+        ];
+
+        let windows = windows(&webhooks, &acks, &seen, &scrapes);
+
+        assert_eq!(windows.len(), 2);
+        let (first, second) = (&windows[0], &windows[1]);
+        assert_eq!((first.from_secs, first.to_secs), (0.0, 1.0));
+        assert_eq!(first.to_event.count, 2);
+        assert!((first.to_event.max - 30.0).abs() < 0.1, "{}", first.to_event.max);
+        assert_eq!(first.transactions, Some(4.0));
+        assert!((first.mean_commit_ms.unwrap() - 50.0).abs() < 1e-6);
+        assert_eq!(second.to_event.count, 1);
+        assert!(
+            (second.to_event.p50 - 200.0).abs() < 0.5,
+            "{}",
+            second.to_event.p50
+        );
+        // The last scrape failed: the window has its latency but no commit figures.
+        assert_eq!((second.transactions, second.mean_commit_ms), (None, None));
+    }
 }

@@ -262,6 +262,12 @@ struct E2eArgs {
     /// A process whose peak RSS to report, `name=pid` (repeatable).
     #[arg(long = "pid", value_parser = parse_watched)]
     watched: Vec<Watched>,
+    /// The processor's `/metrics` URL: its transactions and commit time per window.
+    #[arg(long)]
+    processor_metrics: Option<String>,
+    /// The run is also reported in windows of this length.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    window: Duration,
     #[command(flatten)]
     signing: SigningArgs,
     #[arg(long)]
@@ -387,6 +393,8 @@ async fn end_to_end(args: E2eArgs) -> anyhow::Result<()> {
         fetch_wait: args.fetch_wait,
         settle: args.settle,
         watched: args.watched,
+        processor_metrics: args.processor_metrics,
+        window: args.window,
     };
     let result = e2e::run(&settings, webhooks).await?;
     println!(

@@ -144,6 +144,24 @@ pub struct EndToEnd {
     pub api_missing: u64,
     /// Peak RSS (VmHWM) during the run, kB, by process name.
     pub peak_rss_kb: BTreeMap<String, u64>,
+    /// The run in consecutive windows (by when each event was answered), to show whether the
+    /// latency holds still over a run at a constant rate or grows with what the broker holds.
+    #[serde(default)]
+    pub windows: Vec<Window>,
+}
+
+/// One window of an end-to-end run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Window {
+    /// Seconds since the load started: the window is `[from_secs, to_secs)`.
+    pub from_secs: f64,
+    pub to_secs: f64,
+    /// 2xx to the domain event, for the events answered in the window.
+    pub to_event: Latency,
+    /// The processor's transactions committed in the window and their mean commit (from its
+    /// `/metrics`), when the run was given the processor's metrics URL.
+    pub transactions: Option<f64>,
+    pub mean_commit_ms: Option<f64>,
 }
 
 /// `none`, or `503: 12, timeout: 3`.
@@ -264,6 +282,51 @@ pub fn end_to_end_table(runs: &[EndToEnd]) -> String {
     out
 }
 
+/// Each run in its windows: one row per window, for each rate the 2xx -> event p50 / p99 and the
+/// processor's mean commit in that window. Empty when no run has windows.
+pub fn windows_table(runs: &[(u64, EndToEnd)]) -> String {
+    let rows = runs.iter().map(|(_, run)| run.windows.len()).max().unwrap_or(0);
+    if rows == 0 {
+        return String::new();
+    }
+    let mut out = String::from("| seconds |");
+    for (rate, _) in runs {
+        let _ = write!(
+            out,
+            " {}/s: → event p50 / p99 ms | commit ms |",
+            thousands(*rate as f64)
+        );
+    }
+    out.push_str("\n|---|");
+    out.push_str(&"---:|---:|".repeat(runs.len()));
+    out.push('\n');
+    let first = runs
+        .iter()
+        .find_map(|(_, run)| (run.windows.len() == rows).then_some(run));
+    for row in 0..rows {
+        let span = first
+            .and_then(|run| run.windows.get(row))
+            .map_or(String::new(), |w| format!("{:.0}–{:.0}", w.from_secs, w.to_secs));
+        let _ = write!(out, "| {span} |");
+        for (_, run) in runs {
+            match run.windows.get(row) {
+                Some(w) => {
+                    let commit = w.mean_commit_ms.map_or("–".to_owned(), |ms| format!("{ms:.1}"));
+                    let _ = write!(
+                        out,
+                        " {} / {} | {commit} |",
+                        ms(w.to_event.p50),
+                        ms(w.to_event.p99)
+                    );
+                }
+                None => out.push_str(" | |"),
+            }
+        }
+        out.push('\n');
+    }
+    out
+}
+
 /// Peak RSS per process and run, MiB.
 pub fn rss_table(runs: &[EndToEnd]) -> String {
     let names: Vec<&String> = runs
@@ -321,6 +384,50 @@ mod tests {
         assert!((r.latency.p50 - 500.0).abs() < 1.0, "{}", r.latency.p50);
         assert!((r.latency.p99 - 990.0).abs() < 1.0, "{}", r.latency.p99);
         assert!((r.latency.max - 1000.0).abs() < 1.0, "{}", r.latency.max);
+    }
+
+    #[test]
+    fn the_windows_table_has_a_row_per_window_and_a_column_pair_per_rate() {
+        let window = |from: f64, p99: f64, commit: Option<f64>| Window {
+            from_secs: from,
+            to_secs: from + 5.0,
+            to_event: Latency {
+                count: 1,
+                p50: p99 / 2.0,
+                p99,
+                ..Latency::default()
+            },
+            transactions: commit.map(|_| 10.0),
+            mean_commit_ms: commit,
+        };
+        let fast = EndToEnd {
+            windows: vec![window(0.0, 80.0, Some(30.0)), window(5.0, 300.0, Some(60.0))],
+            ..EndToEnd::default()
+        };
+        let slow = EndToEnd {
+            windows: vec![window(0.0, 90.0, None)],
+            ..EndToEnd::default()
+        };
+        let table = windows_table(&[(2000, fast), (200, slow)]);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 4, "{table}");
+        assert!(
+            lines[0].contains("2,000/s") && lines[0].contains("200/s"),
+            "{table}"
+        );
+        assert!(
+            lines[2].starts_with("| 0–5 |") && lines[2].contains("80.00") && lines[2].contains("| 30.0 |"),
+            "{table}"
+        );
+        assert!(
+            lines[3].starts_with("| 5–10 |") && lines[3].contains("300") && lines[3].contains("| 60.0 |"),
+            "{table}"
+        );
+        assert!(
+            lines[2].contains("| – |"),
+            "a window without commit figures shows a dash: {table}"
+        );
+        assert!(windows_table(&[(200, EndToEnd::default())]).is_empty());
     }
 
     #[test]

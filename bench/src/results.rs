@@ -342,6 +342,18 @@ pub fn render(dir: &Path, eos_output: Option<&str>) -> anyhow::Result<String> {
              Calls polled but never served `completed` within the wait: {calls_missing}.\n"
         );
         out.push_str(&where_the_time_goes(dir, &names)?);
+        let windows = report::windows_table(&e2e_rates);
+        if !windows.is_empty() {
+            out.push_str(
+                "### Over each run\n\n\
+                 Each run in 5 s windows: the events answered in the window, and the processor's transactions \
+                 committed in it (from its `/metrics`, scraped at each window's edges). The rate is constant \
+                 over a run, and so is the work per event on our side; what grows is what the broker holds \
+                 (see [PROFILE.md](PROFILE.md)):\n\n",
+            );
+            out.push_str(&windows);
+            out.push('\n');
+        }
         let steps = dir.join(TXN_STEPS);
         if steps.exists() {
             let steps: txn_steps::Steps = read(&steps)?;
