@@ -18,22 +18,38 @@ fn base_config(config: &Config) -> ClientConfig {
     switchboard_kafka::client::base(&config.kafka_bootstrap, "switchboard-ingest", &config.kafka)
 }
 
+/// How long the producer holds a record for others to share its batch, unless `[kafka]` sets
+/// `linger.ms`.
+pub const LINGER_MS: &str = "2";
+
 /// The durable, idempotent producer: `acks=all`, idempotence (no duplicates or reordering from
-/// internal retries), lz4 compression, a short linger so that concurrent requests share batches,
-/// and a delivery deadline equal to `publish_timeout`.
+/// internal retries), lz4 compression, a short linger so that concurrent requests share batches
+/// (a `[kafka]` `linger.ms` wins: it trades each 2xx's latency for fewer, larger batches), and a
+/// delivery deadline equal to `publish_timeout`.
 pub fn producer(config: &Config) -> Result<FutureProducer, KafkaError> {
+    producer_config(config).create()
+}
+
+fn producer_config(config: &Config) -> ClientConfig {
     let timeout_ms = config.publish_timeout.as_millis().to_string();
-    base_config(config)
+    let mut client = base_config(config);
+    // `queue.buffering.max.ms` is librdkafka's other name for it.
+    if ["linger.ms", "queue.buffering.max.ms"]
+        .iter()
+        .all(|key| client.get(key).is_none())
+    {
+        client.set("linger.ms", LINGER_MS);
+    }
+    client
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("compression.type", "lz4")
         // The Java client's partitioner, so that every client maps a phone id to the same partition.
         .set("partitioner", "murmur2_random")
-        .set("linger.ms", "2")
         .set("batch.size", "1000000")
         .set("message.timeout.ms", &timeout_ms)
-        .set("request.timeout.ms", &timeout_ms)
-        .create()
+        .set("request.timeout.ms", &timeout_ms);
+    client
 }
 
 /// Creates any missing raw topic with the configured partitions and replication.
@@ -70,4 +86,37 @@ pub async fn check_metadata(producer: &FutureProducer, timeout: Duration) -> Res
     tokio::task::spawn_blocking(move || producer.client().fetch_metadata(None, timeout).map(|_| ()))
         .await
         .unwrap_or(Err(KafkaError::Canceled))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use switchboard_service::config::KafkaProperties;
+
+    fn with_kafka(properties: &[(&str, &str)]) -> Config {
+        let properties = properties.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+        Config {
+            kafka: KafkaProperties(properties.collect()),
+            ..Config::default()
+        }
+    }
+
+    #[test]
+    fn the_linger_is_a_default_that_kafka_properties_override_and_durability_is_not() {
+        let default = producer_config(&Config::default());
+        assert_eq!(default.get("linger.ms"), Some(LINGER_MS));
+
+        let tuned = producer_config(&with_kafka(&[("linger.ms", "5"), ("acks", "1")]));
+        assert_eq!(tuned.get("linger.ms"), Some("5"));
+        assert_eq!(tuned.get("acks"), Some("all"), "durability is not a tuning knob");
+        assert_eq!(tuned.get("enable.idempotence"), Some("true"));
+
+        let alias = producer_config(&with_kafka(&[("queue.buffering.max.ms", "7")]));
+        assert_eq!(
+            alias.get("linger.ms"),
+            None,
+            "librdkafka's alias is left to decide"
+        );
+        assert_eq!(alias.get("queue.buffering.max.ms"), Some("7"));
+    }
 }
