@@ -5,11 +5,12 @@
 //! `SWITCHBOARD_BENCH_EVENTS` (default 50,000) realistic Twilio status callbacks, then runs the
 //! processor over them with fresh consumer groups, once per processing guarantee in each of
 //! `SWITCHBOARD_BENCH_ROUNDS` rounds (default 4), and prints events/s for each run, each round's
-//! EOS/ALO ratio and their median. The order alternates between rounds: the second run of a pair
-//! tends to be the slower one, so an even count of rounds cancels the order out. One run lasts
-//! seconds on a shared machine whose speed varies from minute to minute, so a single pair moves
-//! the ratio by ±0.15; the median of alternating pairs much less. A report, not a test: it
-//! asserts nothing about speed.
+//! EOS/ALO ratio and their median. The order alternates between rounds, so that neither guarantee
+//! always runs second, on the fuller broker (in a 20,000-event trial the second run of each pair
+//! was the slower one); an even count of rounds cancels the order out. One run lasts seconds on a
+//! shared machine whose speed varies from minute to minute, so a single pair moves the ratio by
+//! ±0.15; the median of alternating pairs much less. A report, not a test: it asserts nothing
+//! about speed.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
