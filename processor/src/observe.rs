@@ -41,7 +41,8 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
 use axum::extract::rejection::{FormRejection, PathRejection, QueryRejection};
-use axum::extract::{Form, Path, Query, State};
+use axum::extract::{Form, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -118,8 +119,17 @@ fn read_access(observe: &Observe, headers: &HeaderMap) -> Result<Access, SignIn>
     }
 }
 
+/// A console page's extractor: who may read it, or the sign-in page.
+impl FromRequestParts<Observe> for Access {
+    type Rejection = SignIn;
+
+    async fn from_request_parts(parts: &mut Parts, observe: &Observe) -> Result<Self, SignIn> {
+        read_access(observe, &parts.headers)
+    }
+}
+
 /// The sign-in page (401); `refused`: the request carried a wrong token.
-struct SignIn {
+pub(crate) struct SignIn {
     refused: bool,
 }
 
@@ -161,13 +171,9 @@ async fn from_calls_api<P: Default>(
 
 async fn search_page(
     State(observe): State<Observe>,
-    headers: HeaderMap,
+    access: Access,
     query: Result<Query<search::SearchParams>, QueryRejection>,
 ) -> Response {
-    let access = match read_access(&observe, &headers) {
-        Ok(access) => access,
-        Err(sign_in) => return sign_in.into_response(),
-    };
     let (params, result) = from_calls_api(query, async |params| {
         search::search(&observe.http, &observe.config, params).await
     })
@@ -182,13 +188,9 @@ async fn search_page(
 
 async fn call_page(
     State(observe): State<Observe>,
-    headers: HeaderMap,
+    access: Access,
     path: Result<Path<String>, PathRejection>,
 ) -> Response {
-    let access = match read_access(&observe, &headers) {
-        Ok(access) => access,
-        Err(sign_in) => return sign_in.into_response(),
-    };
     let Ok(Path(call_sid)) = path else {
         return error(StatusCode::BAD_REQUEST, "invalid path");
     };
@@ -204,13 +206,9 @@ async fn call_page(
 
 async fn deliveries_page(
     State(observe): State<Observe>,
-    headers: HeaderMap,
+    access: Access,
     query: Result<Query<deliveries::AttemptParams>, QueryRejection>,
 ) -> Response {
-    let access = match read_access(&observe, &headers) {
-        Ok(access) => access,
-        Err(sign_in) => return sign_in.into_response(),
-    };
     let (params, result) = from_calls_api(query, async |params| {
         deliveries::attempts(&observe.http, &observe.config, params).await
     })
@@ -221,13 +219,9 @@ async fn deliveries_page(
 
 async fn dead_letters_page(
     State(observe): State<Observe>,
-    headers: HeaderMap,
+    access: Access,
     query: Result<Query<dead_letters::FilterForm>, QueryRejection>,
 ) -> Response {
-    let access = match read_access(&observe, &headers) {
-        Ok(access) => access,
-        Err(sign_in) => return sign_in.into_response(),
-    };
     let form = query.map(|Query(form)| form).unwrap_or_default();
     let result = match form.filter() {
         Err(reason) => Err(reason),
@@ -250,13 +244,9 @@ async fn dead_letters_page(
 
 async fn dead_letter_page(
     State(observe): State<Observe>,
-    headers: HeaderMap,
+    access: Access,
     path: Result<Path<(i32, i64)>, PathRejection>,
 ) -> Response {
-    let access = match read_access(&observe, &headers) {
-        Ok(access) => access,
-        Err(sign_in) => return sign_in.into_response(),
-    };
     let Ok(Path((partition, offset))) = path else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -392,11 +382,7 @@ async fn debug_webhooks(
     no_store(Json(report).into_response())
 }
 
-async fn dashboard(State(observe): State<Observe>, headers: HeaderMap) -> Response {
-    let access = match read_access(&observe, &headers) {
-        Ok(access) => access,
-        Err(sign_in) => return sign_in.into_response(),
-    };
+async fn dashboard(State(observe): State<Observe>, access: Access) -> Response {
     let html = observe
         .latest
         .with_trends(|snapshot, trends| page::render(snapshot, trends, access));
