@@ -35,7 +35,7 @@ use std::fmt;
 use std::sync::{PoisonError, RwLock};
 use std::time::Duration;
 
-use apache_avro::from_value;
+use apache_avro::{Schema, from_value};
 use schema_registry_converter::async_impl::avro::{AvroDecoder, AvroEncoder};
 use schema_registry_converter::async_impl::schema_registry::SrSettings;
 use schema_registry_converter::error::SRCError;
@@ -150,6 +150,9 @@ pub struct Codec {
     /// Schema ids registered by this codec: topic -> schema name -> the subject's id (looked up
     /// per record without allocating).
     ids: RwLock<HashMap<String, HashMap<&'static str, u32>>>,
+    /// Per writer schema id and reader schema: whether the writer schema is the reader's own,
+    /// so its records are read in one pass ([`SchemaDef::read_datum`]) rather than resolved.
+    own: RwLock<HashMap<(u32, &'static str), bool>>,
 }
 
 impl fmt::Debug for Codec {
@@ -175,6 +178,7 @@ impl Codec {
             encoder: AvroEncoder::new(settings()?),
             decoder: AvroDecoder::new(settings()?),
             ids: RwLock::default(),
+            own: RwLock::default(),
         })
     }
 
@@ -240,18 +244,35 @@ impl Codec {
 
     /// Decodes a Confluent-framed record and reads it as `T`, whose schema is `def`.
     ///
+    /// A record written with `def` itself (the common case: the same build wrote it) is read in
+    /// one pass, Avro binary straight to `T`. A record written with another schema (an older or a
+    /// newer version) is decoded with its writer schema and resolved against `def`, which is
+    /// what makes schema evolution work. Both give the same `T` for the same datum.
+    ///
     /// Errors: [`CodecError::Decode`] when the bytes themselves are bad (poison),
     /// [`CodecError::RegistryUnavailable`] when the writer schema cannot be fetched now, whatever
     /// the registry answered (retry the same record later; nothing is cached).
-    pub async fn decode<T: DeserializeOwned>(&self, def: &SchemaDef, bytes: &[u8]) -> Result<T, CodecError> {
+    pub async fn decode<T: DeserializeOwned>(
+        &self,
+        def: &'static SchemaDef,
+        bytes: &[u8],
+    ) -> Result<T, CodecError> {
         let id = schema_id(bytes).ok_or_else(|| CodecError::Decode(not_a_frame(bytes)))?;
         // The lookup first, on its own, so that a registry failure can never be mistaken for a bad
         // record (the converter's `decode` mixes both into one non-retriable error).
-        if let Err(err) = self.decoder.get_schema(id).await {
-            self.decoder.remove_errors_from_cache();
-            return Err(CodecError::from_lookup(id, &err));
-        }
+        let writer = match self.decoder.get_schema(id).await {
+            Ok(writer) => writer,
+            Err(err) => {
+                self.decoder.remove_errors_from_cache();
+                return Err(CodecError::from_lookup(id, &err));
+            }
+        };
         // The writer schema is cached now: what fails from here on is the body.
+        if self.is_own(id, &writer.parsed, def) {
+            return def
+                .read_datum(&bytes[FRAME_HEADER..])
+                .map_err(|e| CodecError::Decode(format!("with writer schema {id}: {e}")));
+        }
         let decoded = self
             .decoder
             .decode(Some(bytes))
@@ -262,6 +283,22 @@ impl Codec {
             .resolve(def.schema())
             .map_err(|e| CodecError::Decode(format!("writer schema {id} as {}: {e}", def.name)))?;
         from_value(&value).map_err(|e| CodecError::Decode(e.to_string()))
+    }
+
+    /// Whether `writer`, the schema of id `id`, is `def` itself (Avro's schema equality: the same
+    /// types, names, fields and order; docs and defaults aside, which reading does not use when
+    /// every field is present). Compared once per id and reader schema.
+    fn is_own(&self, id: u32, writer: &Schema, def: &'static SchemaDef) -> bool {
+        let key = (id, def.name);
+        if let Some(own) = self.own.read().unwrap_or_else(PoisonError::into_inner).get(&key) {
+            return *own;
+        }
+        let own = writer == def.schema();
+        self.own
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(key, own);
+        own
     }
 }
 

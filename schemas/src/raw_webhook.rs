@@ -109,7 +109,8 @@ mod tests {
         #[test]
         fn avro_round_trip_is_lossless(webhook in any_raw_webhook()) {
             let bytes = encode(&webhook);
-            prop_assert_eq!(decode(&bytes, None), webhook);
+            prop_assert_eq!(&decode(&bytes, None), &webhook);
+            prop_assert_eq!(RAW_WEBHOOK.read_datum::<RawWebhook>(&bytes).unwrap(), webhook);
         }
 
         #[test]

@@ -2,10 +2,13 @@
 
 use std::sync::{LazyLock, OnceLock};
 
+use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::writer::datum::GenericDatumWriter;
 use apache_avro::{AvroResult, Schema};
+use serde::de::DeserializeOwned;
 
-/// One Avro schema: its JSON text (what is registered) and its parsed form (what encodes).
+/// One Avro schema: its JSON text (what is registered) and its parsed form (what encodes and
+/// decodes).
 pub struct SchemaDef {
     /// Full name, e.g. `switchboard.RawWebhook`.
     pub name: &'static str,
@@ -14,6 +17,8 @@ pub struct SchemaDef {
     parsed: LazyLock<Schema>,
     /// The writer of this schema's datums, built (its named types resolved) on first use.
     writer: OnceLock<GenericDatumWriter<'static>>,
+    /// The reader of datums written with exactly this schema, built on first use.
+    reader: OnceLock<GenericDatumReader<'static>>,
 }
 
 impl std::fmt::Debug for SchemaDef {
@@ -31,6 +36,7 @@ impl SchemaDef {
             json,
             parsed: LazyLock::new(parse),
             writer: OnceLock::new(),
+            reader: OnceLock::new(),
         }
     }
 
@@ -56,6 +62,21 @@ impl SchemaDef {
             }
         };
         writer.write_ser(out, value)
+    }
+
+    /// Reads `datum`, an Avro datum written with this very schema, as `T`, in one pass: Avro
+    /// binary straight to serde (no intermediate `apache_avro::types::Value`, no resolve). Only
+    /// for datums whose writer schema is this one; a datum written with another schema needs
+    /// resolving ([`crate::Codec::decode`] decides which).
+    pub fn read_datum<T: DeserializeOwned>(&'static self, mut datum: &[u8]) -> AvroResult<T> {
+        let reader = match self.reader.get() {
+            Some(reader) => reader,
+            None => {
+                let built = GenericDatumReader::builder(self.schema()).build()?;
+                self.reader.get_or_init(|| built)
+            }
+        };
+        reader.read_deser(&mut datum)
     }
 }
 

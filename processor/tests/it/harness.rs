@@ -266,7 +266,7 @@ pub(crate) async fn read_decoded<T: serde::de::DeserializeOwned>(
     broker: &PrivateBroker,
     topic: &str,
     isolation: &str,
-    def: &SchemaDef,
+    def: &'static SchemaDef,
 ) -> Vec<(T, OwnedMessage)> {
     let messages = match isolation {
         "read_committed" => read_committed(broker, topic).await,

@@ -156,7 +156,7 @@ async fn post_stripe(client: &reqwest::Client, base: &str, body: &str) -> u16 {
 pub(crate) async fn read<T: serde::de::DeserializeOwned>(
     broker: &PrivateBroker,
     topic: &str,
-    def: &SchemaDef,
+    def: &'static SchemaDef,
 ) -> Vec<(T, Vec<u8>)> {
     let (bootstrap, topic) = (broker.bootstrap(), topic.to_owned());
     // The committed view (see `switchboard_tests::committed`): what a read_committed reader of a
