@@ -11,6 +11,11 @@
 //! shared machine whose speed varies from minute to minute, so a single pair moves the ratio by
 //! ±0.15; the median of alternating pairs much less. A report, not a test: it asserts nothing
 //! about speed.
+//!
+//! Each run also says where its time went, over the same interval: the processor's transactions
+//! and their mean commit (its own `switchboard_processor_transaction_commit_seconds`), and the
+//! CPU time used by this process (the processor, its librdkafka threads and the in-process
+//! registry) and by the broker. A last line compares the two guarantees per 1,000 events.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -20,6 +25,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use switchboard_processor::config::{Config, Guarantee};
+use switchboard_processor::metrics::COMMIT_SECONDS;
 use switchboard_schemas::{Codec, RawWebhook, Source};
 use switchboard_tests::broker::PrivateBroker;
 
@@ -138,15 +144,102 @@ fn committed_total(bootstrap: &str, group: &str) -> anyhow::Result<i64> {
         .sum())
 }
 
-/// Runs the processor with `guarantee` until its group has committed every raw record; returns
-/// the time from the first to the last committed record (group join excluded).
+/// What one run measured, from the group's first committed offset to its last.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    elapsed: Duration,
+    /// Transactions (offset commits under at-least-once) and the seconds their commits took.
+    transactions: f64,
+    commit_seconds: f64,
+    /// CPU seconds of this process (the processor) and of the broker (`NaN` when the broker is
+    /// not a process of this machine: a shared real Kafka).
+    cpu_processor: f64,
+    cpu_broker: f64,
+}
+
+impl Run {
+    fn rate(&self, events: usize) -> f64 {
+        events as f64 / self.elapsed.as_secs_f64().max(f64::EPSILON)
+    }
+
+    /// `seconds` per 1,000 of `events`, in milliseconds.
+    fn per_thousand(seconds: f64, events: usize) -> f64 {
+        seconds * 1_000.0 * 1_000.0 / events as f64
+    }
+}
+
+/// The counters a run is measured with, read at one instant.
+#[derive(Debug, Clone, Copy)]
+struct Counters {
+    at: Instant,
+    commit_sum: f64,
+    commit_count: f64,
+    cpu_processor: f64,
+    cpu_broker: f64,
+}
+
+impl Counters {
+    fn read(broker_pid: Option<u32>) -> Self {
+        let metrics = switchboard_service::telemetry::prometheus().render();
+        let value = |name: &str| {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Self {
+            at: Instant::now(),
+            commit_sum: value(&format!("{COMMIT_SECONDS}_sum ")),
+            commit_count: value(&format!("{COMMIT_SECONDS}_count ")),
+            cpu_processor: cpu_seconds("self"),
+            cpu_broker: broker_pid.map_or(f64::NAN, |pid| cpu_seconds(&pid.to_string())),
+        }
+    }
+
+    fn since(&self, start: &Counters) -> Run {
+        Run {
+            elapsed: self.at - start.at,
+            transactions: self.commit_count - start.commit_count,
+            commit_seconds: self.commit_sum - start.commit_sum,
+            cpu_processor: self.cpu_processor - start.cpu_processor,
+            cpu_broker: self.cpu_broker - start.cpu_broker,
+        }
+    }
+}
+
+/// User plus system CPU seconds of process `pid` (`self` for this one), from `/proc/<pid>/stat`;
+/// 0 when it cannot be read.
+fn cpu_seconds(pid: &str) -> f64 {
+    static TICKS_PER_SECOND: std::sync::LazyLock<f64> = std::sync::LazyLock::new(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|out| String::from_utf8(out.stdout).ok()?.trim().parse().ok())
+            .unwrap_or(100.0)
+    });
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces: utime and
+    // stime are the 12th and 13th.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or_else(Vec::new, |(_, rest)| rest.split_whitespace().collect());
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<f64>().ok())
+        .sum();
+    ticks / *TICKS_PER_SECOND
+}
+
+/// Runs the processor with `guarantee` until its group has committed every raw record; measures
+/// it from the first to the last committed record (group join excluded).
 async fn run(
     broker: &PrivateBroker,
     registry: &str,
     guarantee: Guarantee,
     events: usize,
     round: usize,
-) -> anyhow::Result<Duration> {
+) -> anyhow::Result<Run> {
     let group = format!("bench-{guarantee:?}-{round}").to_lowercase();
     let config = Config {
         kafka_bootstrap: broker.bootstrap(),
@@ -166,23 +259,37 @@ async fn run(
         let _ = stopped.await;
     }));
     let bootstrap = broker.bootstrap();
-    let mut first: Option<Instant> = None;
+    let broker_pid = broker.pid().ok();
+    let mut first: Option<Counters> = None;
     let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
+    let last = loop {
         let done = tokio::task::block_in_place(|| committed_total(&bootstrap, &group))?;
         if done > 0 && first.is_none() {
-            first = Some(Instant::now());
+            first = Some(Counters::read(broker_pid));
         }
         if done >= events as i64 {
-            break;
+            break Counters::read(broker_pid);
         }
         anyhow::ensure!(Instant::now() < deadline, "{guarantee:?} run did not finish");
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    let elapsed = first.map(|f| f.elapsed()).unwrap_or_default();
+    };
     let _ = stop.send(());
     processor.await??;
-    Ok(elapsed)
+    Ok(last.since(&first.unwrap_or(last)))
+}
+
+/// One run's line: its rate, and where its time went.
+fn report(name: &str, run: &Run, events: usize, round: usize) {
+    println!(
+        "{name:<14} {:>10.0} events/s  ({:.2?}, round {round}): {} transactions, commit {:.1} ms mean ({:.0} % of the run); CPU s: processor {:.2}, broker {:.2}",
+        run.rate(events),
+        run.elapsed,
+        run.transactions,
+        run.commit_seconds * 1_000.0 / run.transactions.max(1.0),
+        run.commit_seconds * 100.0 / run.elapsed.as_secs_f64().max(f64::EPSILON),
+        run.cpu_processor,
+        run.cpu_broker,
+    );
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -191,6 +298,8 @@ async fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(50_000);
+    // The processor's metrics are read from this process's recorder (see `Counters`).
+    switchboard_service::telemetry::prometheus();
     let broker = PrivateBroker::start()?;
     let registry_dir = tempfile::tempdir()?;
     let store = switchboard_registry::Store::open(registry_dir.path()).await?;
@@ -214,8 +323,8 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(4)
         .max(1);
-    let rate = |elapsed: Duration| events as f64 / elapsed.as_secs_f64().max(f64::EPSILON);
     let mut ratios = Vec::with_capacity(rounds);
+    let mut runs: Vec<(Run, Run)> = Vec::with_capacity(rounds);
     for round in 1..=rounds {
         // Alternate which guarantee goes first, so that neither always meets the fuller broker.
         let order = if round % 2 == 1 {
@@ -223,29 +332,43 @@ async fn main() -> anyhow::Result<()> {
         } else {
             [Guarantee::AtLeastOnce, Guarantee::ExactlyOnce]
         };
-        let mut eos = Duration::ZERO;
-        let mut alo = Duration::ZERO;
+        let (mut eos, mut alo) = (None, None);
         for guarantee in order {
-            let elapsed = run(&broker, &registry, guarantee, events, round).await?;
+            let measured = run(&broker, &registry, guarantee, events, round).await?;
             match guarantee {
-                Guarantee::ExactlyOnce => eos = elapsed,
-                Guarantee::AtLeastOnce => alo = elapsed,
+                Guarantee::ExactlyOnce => eos = Some(measured),
+                Guarantee::AtLeastOnce => alo = Some(measured),
             }
         }
-        println!(
-            "exactly-once   {:>10.0} events/s  ({eos:.2?}, round {round})",
-            rate(eos)
-        );
-        println!(
-            "at-least-once  {:>10.0} events/s  ({alo:.2?}, round {round})",
-            rate(alo)
-        );
-        ratios.push(rate(eos) / rate(alo));
+        let (eos, alo) = (eos.expect("ran"), alo.expect("ran"));
+        report("exactly-once", &eos, events, round);
+        report("at-least-once", &alo, events, round);
+        ratios.push(eos.rate(events) / alo.rate(events));
+        runs.push((eos, alo));
     }
     let by_round: Vec<String> = ratios.iter().map(|r| format!("{r:.2}")).collect();
     println!(
         "EOS/ALO by round  {} (the ratio below is their median)",
         by_round.join(" ")
+    );
+    // Medians over the rounds, per 1,000 events: what each guarantee cost, and where.
+    let cost = |of: fn(&Run) -> f64| {
+        let mut eos: Vec<f64> = runs
+            .iter()
+            .map(|(e, _)| Run::per_thousand(of(e), events))
+            .collect();
+        let mut alo: Vec<f64> = runs
+            .iter()
+            .map(|(_, a)| Run::per_thousand(of(a), events))
+            .collect();
+        format!("{:.1}/{:.1}", median(&mut eos), median(&mut alo))
+    };
+    println!(
+        "EOS/ALO per 1,000 events (medians, ms): wall {}, commits {}, processor CPU {}, broker CPU {}",
+        cost(|run| run.elapsed.as_secs_f64()),
+        cost(|run| run.commit_seconds),
+        cost(|run| run.cpu_processor),
+        cost(|run| run.cpu_broker),
     );
     println!("EOS/ALO ratio  {:>10.2}", median(&mut ratios));
     Ok(())

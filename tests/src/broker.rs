@@ -123,16 +123,20 @@ impl PrivateBroker {
         matches!(self.kind, Kind::Tansu { .. })
     }
 
-    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+    /// The process id of a private Tansu; an error for the shared real Kafka.
+    pub fn pid(&self) -> anyhow::Result<u32> {
         let Kind::Tansu { dir, .. } = &self.kind else {
             anyhow::bail!(
-                "the shared Kafka cluster cannot be sent {signal}: start the broker with PrivateBroker::start_pausable"
+                "the shared Kafka cluster is not a process of this test: start the broker with PrivateBroker::start_pausable"
             );
         };
-        let pid = std::fs::read_to_string(dir.path().join("broker.pid"))?
-            .trim()
-            .to_owned();
-        let status = Command::new("kill").arg(signal).arg(pid).status()?;
+        let pid = std::fs::read_to_string(dir.path().join("broker.pid"))?;
+        Ok(pid.trim().parse()?)
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let pid = self.pid()?;
+        let status = Command::new("kill").arg(signal).arg(pid.to_string()).status()?;
         anyhow::ensure!(status.success(), "kill {signal} failed");
         Ok(())
     }
