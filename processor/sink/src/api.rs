@@ -1,9 +1,11 @@
 //! The calls API: read-only JSON over the sink's rows.
 //!
 //! - `GET /calls/{call_sid}`: one call, or 404 `{"error":"call not found"}`.
-//! - `GET /calls/{call_sid}/events`: `{"call":{…as above},"events":[…]}`, the call's first 1,000
-//!   events ([`MAX_CALL_EVENTS`]) in the order they happened (`occurred_at`, `received_at`, event
-//!   id), each `{"event_id","kind","status","occurred_at","received_at"}`; 404 as above.
+//! - `GET /calls/{call_sid}/events`: `{"call":{…as above},"events":[…],"truncated":false}`, the
+//!   call's first 1,000 events ([`MAX_CALL_EVENTS`]) in the order they happened (`occurred_at`,
+//!   `received_at`, event id), each `{"event_id","kind","status","occurred_at","received_at"}`;
+//!   `truncated` is `true` when the call has more (`GET /events?call_sid=` pages through them
+//!   all); 404 as above.
 //! - `GET /phones/{phone_id}/calls|bookings|messages?since=<RFC 3339>&limit=<1..200>&cursor=<opaque>`:
 //!   newest `updated_at` first, `{"calls":[…],"next_cursor":"…"|null}` (likewise `bookings`,
 //!   `messages`); pass `next_cursor` back as `cursor` for the next page.
@@ -485,12 +487,22 @@ async fn call_events(
     path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let Path(call_sid) = path?;
-    let (call, events) = store
-        .call_history(&call_sid, MAX_CALL_EVENTS)
+    call_history_json(&store, &call_sid, MAX_CALL_EVENTS)
+        .await
+        .map(Json)
+}
+
+/// The call `call_sid` and its first `max` events, saying whether it has more.
+async fn call_history_json(store: &Store, call_sid: &str, max: u32) -> Result<serde_json::Value, ApiError> {
+    // One more than answered: whether there are more is known without counting them.
+    let (call, mut events) = store
+        .call_history(call_sid, max + 1)
         .await?
         .ok_or(ApiError::NotFound("call not found"))?;
+    let truncated = events.len() > max as usize;
+    events.truncate(max as usize);
     let events: Vec<CallEventView> = events.into_iter().map(CallEventView::from).collect();
-    Ok(Json(json!({ "call": CallView::from(call), "events": events })))
+    Ok(json!({ "call": CallView::from(call), "events": events, "truncated": truncated }))
 }
 
 /// `GET /events`: one page of the event search, newest first.
@@ -1091,7 +1103,8 @@ mod tests {
         let router = router(db.store.clone(), None);
         let (status, body) = get(&router, "/calls/CA-6/events", None).await;
         assert_eq!(status, StatusCode::OK, "{body}");
-        assert_eq!(keys(&body), ["call", "events"]);
+        assert_eq!(keys(&body), ["call", "events", "truncated"]);
+        assert_eq!(body["truncated"], false);
         let (_, call) = get(&router, "/calls/CA-6", None).await;
         assert_eq!(body["call"], call);
         assert_eq!(
@@ -1119,6 +1132,15 @@ mod tests {
                     "received_at": "2026-01-01T00:00:07.050Z",
                 },
             ])
+        );
+        // Capped: the first events in order, and the cap said.
+        let capped = call_history_json(&db.store, "CA-6", 2).await.unwrap();
+        assert_eq!(capped["truncated"], true);
+        assert_eq!(capped["events"], json!(body["events"].as_array().unwrap()[..2]));
+        let exact = call_history_json(&db.store, "CA-6", 3).await.unwrap();
+        assert_eq!(
+            (&exact["truncated"], &exact["events"]),
+            (&json!(false), &body["events"])
         );
         for missing in ["/calls/CA-missing/events", "/calls/SM-1/events"] {
             assert_eq!(

@@ -207,9 +207,17 @@ pub(crate) fn render_call(call_sid: &str, result: &Result<Value, SinkError>) -> 
             id = escape(&text(&event["event_id"])),
         );
     }
+    html.push_str("</tbody></table>");
+    if answer["truncated"] == true {
+        let _ = write!(
+            html,
+            "<p id=\"call-events-truncated\">Only the first {} webhooks of this call are listed.</p>",
+            events.len()
+        );
+    }
     let _ = write!(
         html,
-        "</tbody></table><p><a href=\"{}\">Search this call's webhooks</a></p>",
+        "<p><a href=\"{}\">Search this call's webhooks</a></p>",
         href("/search", &[("call_sid", call_sid)])
     );
     html
@@ -286,5 +294,26 @@ mod tests {
         let second = html.find("data-event-id=\"e2\"").unwrap();
         assert!(first < second, "{html}");
         assert!(html.contains("id=\"call-status\">completed<"), "{html}");
+        assert!(!html.contains("call-events-truncated"), "{html}");
+    }
+
+    #[test]
+    fn a_call_page_says_when_the_api_capped_its_webhooks() {
+        let answer = json!({
+            "call": {"call_sid": "CA1", "status": "completed"},
+            "events": [{"event_id": "e1", "kind": "call.status", "status": "ringing"}],
+            "truncated": true
+        });
+        let html = render_call("CA1", &Ok(answer));
+        assert!(
+            html.contains(
+                "<p id=\"call-events-truncated\">Only the first 1 webhooks of this call are listed.</p>"
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains("Search this call&#39;s webhooks") || html.contains("Search this call's webhooks"),
+            "{html}"
+        );
     }
 }
