@@ -182,7 +182,8 @@ fn dlq_headers(message: &impl Message) -> DlqHeaders {
     )
 }
 
-/// The DLQ records matching `filter`, oldest first (newest last); with `--limit N` the newest N.
+/// The DLQ records matching `filter`, oldest first (newest last); with `--limit N` the newest N,
+/// holding no more than N rows while the DLQ is read.
 pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Row>> {
     filter.validate()?;
     let reader = reader_config(config);
@@ -191,7 +192,7 @@ pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Row>> 
         let start = filter.since.map_or(read::Start::Beginning, |since| {
             read::Start::Time(since.timestamp_millis())
         });
-        let mut rows = Vec::new();
+        let mut rows = table::Newest::new(filter.limit);
         if let Some(read) = read::BoundedRead::open(&reader, topics::DLQ, start)? {
             read.for_each(|message| {
                 let headers = dlq_headers(message);
@@ -206,9 +207,7 @@ pub async fn list(config: &Config, filter: &Filter) -> anyhow::Result<Vec<Row>> 
             })
             .context("reading the DLQ")?;
         }
-        table::sort_rows(&mut rows);
-        table::keep_newest(&mut rows, filter.limit);
-        Ok(rows)
+        Ok(rows.into_rows())
     })
     .await
 }

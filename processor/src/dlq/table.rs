@@ -1,5 +1,7 @@
 //! The `dlq list` output: one row per DLQ record, as plain aligned columns. Pure, no I/O.
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::fmt::Write as _;
 
 use super::filter::format_time;
@@ -24,17 +26,53 @@ impl Row {
     }
 }
 
-/// Orders rows newest last.
-pub fn sort_rows(rows: &mut [Row]) {
-    rows.sort_by_key(Row::order);
+/// The rows a DLQ read keeps: every one, or with a limit only the newest `limit` seen so far,
+/// so that listing the newest rows of a DLQ of millions of records holds `limit` rows, not all
+/// of them.
+#[derive(Debug)]
+pub struct Newest {
+    limit: Option<usize>,
+    /// Oldest on top, where the next push past the limit drops it.
+    rows: BinaryHeap<Reverse<ByAge>>,
 }
 
-/// Keeps the newest `limit` rows of rows sorted by [`sort_rows`].
-pub fn keep_newest(rows: &mut Vec<Row>, limit: Option<usize>) {
-    if let Some(limit) = limit
-        && rows.len() > limit
-    {
-        rows.drain(..rows.len() - limit);
+/// A row ordered by [`Row::order`].
+#[derive(Debug, PartialEq, Eq)]
+struct ByAge(Row);
+
+impl Ord for ByAge {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.order().cmp(&other.0.order())
+    }
+}
+
+impl PartialOrd for ByAge {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Newest {
+    pub fn new(limit: Option<usize>) -> Self {
+        Self {
+            limit,
+            rows: BinaryHeap::new(),
+        }
+    }
+
+    pub fn push(&mut self, row: Row) {
+        self.rows.push(Reverse(ByAge(row)));
+        if self.limit.is_some_and(|limit| self.rows.len() > limit) {
+            self.rows.pop();
+        }
+    }
+
+    /// The rows kept, oldest first (newest last).
+    pub fn into_rows(self) -> Vec<Row> {
+        // Ascending `Reverse` is newest first.
+        let mut rows: Vec<Row> = self.rows.into_sorted_vec().into_iter().map(|r| r.0.0).collect();
+        rows.reverse();
+        rows
     }
 }
 
@@ -130,23 +168,33 @@ mod tests {
 
     #[test]
     fn rows_sort_newest_last_and_the_limit_keeps_the_newest() {
-        let mut rows = vec![
-            row(0, 5, Some(3_000), "c"),
-            row(1, 2, Some(1_000), "a"),
-            row(2, 9, None, "unknown time"),
-            row(0, 4, Some(2_000), "b"),
-        ];
-        sort_rows(&mut rows);
-        let reasons: Vec<_> = rows
-            .iter()
-            .map(|r| r.headers.error_reason.clone().unwrap())
-            .collect();
-        assert_eq!(reasons, ["unknown time", "a", "b", "c"]);
-        keep_newest(&mut rows, Some(2));
-        assert_eq!(rows.len(), 2);
-        assert_eq!(rows[1].position.to_string(), "0/5");
-        keep_newest(&mut rows, None);
-        assert_eq!(rows.len(), 2);
+        let rows = || {
+            vec![
+                row(0, 5, Some(3_000), "c"),
+                row(1, 2, Some(1_000), "a"),
+                row(2, 9, None, "unknown time"),
+                row(0, 4, Some(2_000), "b"),
+                row(1, 3, Some(1_000), "a, later in its partition"),
+            ]
+        };
+        let kept = |limit| {
+            let mut newest = Newest::new(limit);
+            for row in rows() {
+                newest.push(row);
+            }
+            newest
+                .into_rows()
+                .into_iter()
+                .map(|r| r.headers.error_reason.unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            kept(None),
+            ["unknown time", "a", "a, later in its partition", "b", "c"]
+        );
+        assert_eq!(kept(Some(2)), ["b", "c"]);
+        assert_eq!(kept(Some(3)), ["a, later in its partition", "b", "c"]);
+        assert_eq!(kept(Some(0)), Vec::<String>::new());
     }
 
     #[test]
