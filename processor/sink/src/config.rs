@@ -10,6 +10,12 @@ use switchboard_service::config::{ConfigError, duration};
 use switchboard_service::config::KafkaProperties;
 
 /// Env vars read as configuration keys (`SWITCHBOARD_` + the upper-cased key).
+/// [`SinkConfig::attempts_retention`] by default: 30 days.
+pub(crate) const DEFAULT_ATTEMPTS_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// The shortest retention accepted: shorter would empty the deliveries page while an operator
+/// reads it.
+const MIN_ATTEMPTS_RETENTION: Duration = Duration::from_secs(3600);
+
 pub(crate) const ENV_KEYS: &[&str] = &[
     "kafka_bootstrap",
     "schema_registry_url",
@@ -22,6 +28,7 @@ pub(crate) const ENV_KEYS: &[&str] = &[
     "session_timeout",
     "stall_timeout",
     "drain_timeout",
+    "attempts_retention",
 ];
 
 /// The sink's configuration. See the README for every key.
@@ -51,6 +58,10 @@ pub struct SinkConfig {
     pub stall_timeout: Duration,
     #[serde(deserialize_with = "duration")]
     pub drain_timeout: Duration,
+    /// How long the actions' delivery attempts (the console's deliveries page) are kept; older
+    /// ones are deleted in the background. `0` keeps them forever.
+    #[serde(deserialize_with = "duration")]
+    pub attempts_retention: Duration,
     pub kafka: KafkaProperties,
 }
 
@@ -65,6 +76,7 @@ impl std::fmt::Debug for SinkConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| "**redacted**"))
             .field("batch_max_records", &self.batch_max_records)
             .field("batch_interval", &self.batch_interval)
+            .field("attempts_retention", &self.attempts_retention)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +95,7 @@ impl Default for SinkConfig {
             session_timeout: switchboard_kafka::settings::DEFAULT_SESSION_TIMEOUT,
             stall_timeout: switchboard_kafka::settings::DEFAULT_STALL_TIMEOUT,
             drain_timeout: switchboard_service::config::DEFAULT_DRAIN_TIMEOUT,
+            attempts_retention: DEFAULT_ATTEMPTS_RETENTION,
             kafka: KafkaProperties::default(),
         }
     }
@@ -110,6 +123,12 @@ impl SinkConfig {
             return Err(ConfigError::invalid(
                 "batch_interval",
                 "must be between 1ms and 60s",
+            ));
+        }
+        if !self.attempts_retention.is_zero() && self.attempts_retention < MIN_ATTEMPTS_RETENTION {
+            return Err(ConfigError::invalid(
+                "attempts_retention",
+                "must be 0 (keep forever) or at least 1h",
             ));
         }
         switchboard_kafka::settings::validate_session_timeout(self.session_timeout)?;
@@ -143,6 +162,15 @@ mod tests {
         .validate()
         .unwrap_err();
         assert!(err.to_string().contains("database_url"), "{err}");
+        assert_eq!(config.attempts_retention, Duration::from_secs(30 * 24 * 3600));
+        for (retention, valid) in [(0, true), (60, false), (3600, true)] {
+            let result = SinkConfig {
+                attempts_retention: Duration::from_secs(retention),
+                ..SinkConfig::default()
+            }
+            .validate();
+            assert_eq!(result.is_ok(), valid, "attempts_retention {retention}s");
+        }
         let debug = format!(
             "{:?}",
             SinkConfig {

@@ -9,6 +9,7 @@ mod api;
 mod config;
 mod consumer;
 mod metrics;
+mod retention;
 mod store;
 
 pub use config::SinkConfig;
@@ -63,6 +64,7 @@ pub async fn run(
             switchboard_kafka::progress::run(&client, &health, &stop, stall_timeout, Some(metrics::LAG))
         })
     };
+    let retention = tokio::spawn(retention::run(store.clone(), config.attempts_retention));
     let mut processing = {
         let (config, stop, health, runtime) = (
             config.clone(),
@@ -81,6 +83,7 @@ pub async fn run(
         ended = &mut processing => ended,
     };
     stop.store(true, Ordering::Relaxed);
+    retention.abort();
     let _ = stop_admin.send(());
     let _ = server.await;
     let _ = lag_reporter.await;

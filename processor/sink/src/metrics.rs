@@ -15,6 +15,8 @@ pub(super) const LAG: &str = "switchboard_sink_consumer_lag";
 pub(super) const UNDECODABLE: &str = "switchboard_sink_undecodable_total";
 /// Rebalances by `kind`.
 pub(super) const REBALANCES: &str = "switchboard_sink_rebalances_total";
+/// Delivery attempts deleted because they were older than `attempts_retention`.
+pub(super) const ATTEMPTS_EXPIRED: &str = "switchboard_sink_attempts_expired_total";
 
 pub(crate) fn batch(elapsed: Duration, applied: usize, duplicates: usize) {
     metrics::histogram!(BATCH_SECONDS).record(elapsed.as_secs_f64());
@@ -32,6 +34,10 @@ pub(crate) fn event_ages(events: &[switchboard_schemas::DomainEvent]) {
 
 pub(crate) fn undecodable(topic: &str) {
     metrics::counter!(UNDECODABLE, "topic" => topic.to_owned()).increment(1);
+}
+
+pub(crate) fn attempts_expired(deleted: u64) {
+    metrics::counter!(ATTEMPTS_EXPIRED).increment(deleted);
 }
 
 pub(crate) fn rebalance(kind: &'static str) {

@@ -393,6 +393,12 @@ impl Store {
         Ok(read::attempts(&self.pool, filter, before, limit).await?)
     }
 
+    /// Deletes the delivery attempts made before `before_millis`, at most `chunk` rows per
+    /// statement (short transactions beside the sink's batches); returns how many it deleted.
+    pub async fn expire_attempts(&self, before_millis: i64, chunk: u32) -> Result<u64, StoreError> {
+        Ok(write::expire_attempts(&self.pool, before_millis, chunk).await?)
+    }
+
     /// The stored next offsets of `group` for `topic_partitions`; a partition never consumed is
     /// absent.
     pub async fn offsets(

@@ -9,7 +9,7 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::postgres::PgConnection;
 use sqlx::{AnyPool, Connection as _};
 use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, CallKind, MessageEvent};
-use switchboard_schemas::{Codec, DomainEvent, topics};
+use switchboard_schemas::{ActionAttempt, Codec, DomainEvent, topics};
 use switchboard_sink::SinkConfig;
 use switchboard_tests::broker::PrivateBroker;
 
@@ -776,4 +776,72 @@ async fn the_event_search_and_a_calls_events_are_served_over_http() {
 
     let _ = stop.send(());
     sink.await.unwrap().unwrap();
+}
+
+/// The running sink deletes the delivery attempts older than `attempts_retention` (its first sweep
+/// runs at start) and keeps the newer ones; `/metrics` counts what it deleted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sink_deletes_delivery_attempts_older_than_their_retention() {
+    let broker = PrivateBroker::start().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let database_url = format!("sqlite://{}", dir.path().join("sink.db").display());
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64;
+    let attempt = |id: &str, attempted_at: i64| ActionAttempt {
+        attempt_id: id.to_owned(),
+        action: "crm".into(),
+        event_id: format!("ev-{id}"),
+        event_type: "call.completed".into(),
+        attempt: 1,
+        outcome: "delivered".into(),
+        status_code: Some(200),
+        reason: None,
+        routed_to: None,
+        latency_ms: 12,
+        attempted_at,
+    };
+    let store = switchboard_sink::Store::connect(&database_url).await.unwrap();
+    store
+        .apply_batch_with_attempts(
+            "switchboard-sink",
+            &[],
+            &[
+                attempt("two-hours-old", now - 7_200_000),
+                attempt("a-minute-old", now - 60_000),
+            ],
+            &[],
+        )
+        .await
+        .unwrap();
+    store.close().await;
+
+    let port = free_port();
+    let env = [
+        ("SWITCHBOARD_DATABASE_URL", database_url.clone()),
+        ("SWITCHBOARD_ATTEMPTS_RETENTION", "1h".to_owned()),
+        ("SWITCHBOARD_ADMIN_LISTEN", format!("127.0.0.1:{port}")),
+    ];
+    let _sink = spawn(&broker, &["sink"], &env, &dir.path().join("sink.log"));
+    let pool = open(&database_url).await;
+    let left: Vec<String> = eventually(Duration::from_secs(60), || async {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT attempt_id FROM action_attempts")
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+        (ids.len() == 1).then_some(ids)
+    })
+    .await;
+    assert_eq!(left, ["a-minute-old"]);
+    eventually(Duration::from_secs(30), || async {
+        let metrics = reqwest::get(format!("http://127.0.0.1:{port}/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|line| line == "switchboard_sink_attempts_expired_total 1")
+            .then_some(())
+    })
+    .await;
 }

@@ -264,3 +264,28 @@ pub(crate) fn offset(topic: &str, partition: i32, next_offset: i64) -> ConsumedO
         next_offset,
     }
 }
+
+/// A delivery attempt of `action` for `event_id` (the record at `offset` of partition 0).
+pub(crate) fn attempt(
+    action: &str,
+    event_id: &str,
+    offset: i64,
+    attempt: i32,
+    outcome: &str,
+    at: i64,
+) -> switchboard_schemas::ActionAttempt {
+    let failed = outcome != "delivered";
+    switchboard_schemas::ActionAttempt {
+        attempt_id: format!("{action}/{}/0/{offset}", switchboard_schemas::topics::CALLS),
+        action: action.into(),
+        event_id: event_id.into(),
+        event_type: "call.completed".into(),
+        attempt,
+        outcome: outcome.into(),
+        status_code: failed.then_some(503),
+        reason: failed.then(|| "HTTP 503".to_owned()),
+        routed_to: failed.then(|| "switchboard.retry.5s".to_owned()),
+        latency_ms: 12,
+        attempted_at: at,
+    }
+}

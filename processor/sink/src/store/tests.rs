@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use switchboard_schemas::domain::CallEvent;
 use switchboard_schemas::{ActionAttempt, Source, topics};
 
-use super::testing::{TestDb, booking, call_recording, call_status, message, offset, payment, per_backend};
+use super::testing::{
+    TestDb, attempt, booking, call_recording, call_status, message, offset, payment, per_backend,
+};
 use super::*;
 use switchboard_schemas::call_state;
 
@@ -1116,21 +1118,15 @@ async fn migration_0002_applies_to_a_database_0001_made(db: TestDb) {
     again.close().await;
 }
 
-fn attempt(action: &str, event_id: &str, offset: i64, attempt: i32, outcome: &str, at: i64) -> ActionAttempt {
-    let failed = outcome != "delivered";
-    ActionAttempt {
-        attempt_id: format!("{action}/{}/0/{offset}", topics::CALLS),
-        action: action.into(),
-        event_id: event_id.into(),
-        event_type: "call.completed".into(),
-        attempt,
-        outcome: outcome.into(),
-        status_code: failed.then_some(503),
-        reason: failed.then(|| "HTTP 503".to_owned()),
-        routed_to: failed.then(|| "switchboard.retry.5s".to_owned()),
-        latency_ms: 12,
-        attempted_at: at,
-    }
+/// The stored next offset of partition 0 of `switchboard.actions.attempts`.
+async fn attempts_offset(store: &Store) -> Option<i64> {
+    let partition = (topics::ACTIONS_ATTEMPTS.to_owned(), 0);
+    store
+        .offsets(GROUP, std::slice::from_ref(&partition))
+        .await
+        .unwrap()
+        .get(&partition)
+        .copied()
 }
 
 async fn attempts_are_stored_once_with_their_offsets_and_listed_newest_first(db: TestDb) {
@@ -1165,14 +1161,7 @@ async fn attempts_are_stored_once_with_their_offsets_and_listed_newest_first(db:
             duplicates: 2
         }
     );
-    assert_eq!(
-        store
-            .offsets(GROUP, &[(topics::ACTIONS_ATTEMPTS.to_owned(), 0)])
-            .await
-            .unwrap()
-            .get(&(topics::ACTIONS_ATTEMPTS.to_owned(), 0)),
-        Some(&4)
-    );
+    assert_eq!(attempts_offset(store).await, Some(4));
 
     let ids = |page: &Page<ActionAttempt>| -> Vec<String> {
         page.items.iter().map(|a| a.attempt_id.clone()).collect()
@@ -1210,7 +1199,34 @@ async fn attempts_are_stored_once_with_their_offsets_and_listed_newest_first(db:
     );
 }
 
+async fn attempts_older_than_the_retention_are_deleted_in_chunks(db: TestDb) {
+    let store = &db.store;
+    let attempts: Vec<ActionAttempt> = (0..7)
+        .map(|n| attempt("crm", &format!("ev-{n}"), n, 1, "delivered", 1_000 * n))
+        .collect();
+    let offsets = [offset(topics::ACTIONS_ATTEMPTS, 0, 7)];
+    store
+        .apply_batch_with_attempts(GROUP, &[], &attempts, &offsets)
+        .await
+        .unwrap();
+    // Made before 4,500: the first five, in chunks of two (2 + 2 + 1).
+    assert_eq!(store.expire_attempts(4_500, 2).await.unwrap(), 5);
+    let left = store
+        .attempts(&AttemptFilter::default(), None, 200)
+        .await
+        .unwrap();
+    assert_eq!(left.items, [attempts[6].clone(), attempts[5].clone()]);
+    assert_eq!(
+        store.expire_attempts(4_500, 2).await.unwrap(),
+        0,
+        "nothing more to expire"
+    );
+    // The offsets stay: an expired attempt read again is stored again, not lost.
+    assert_eq!(attempts_offset(store).await, Some(7));
+}
+
 per_backend!(
+    attempts_older_than_the_retention_are_deleted_in_chunks,
     attempts_are_stored_once_with_their_offsets_and_listed_newest_first,
     migrations_create_the_schema_and_reconnecting_changes_nothing,
     a_batch_writes_rows_and_offsets,

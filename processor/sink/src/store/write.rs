@@ -18,7 +18,7 @@ use std::collections::btree_map::Entry;
 use std::fmt::Write as _;
 use std::sync::LazyLock;
 
-use sqlx::{Any, AnyConnection, Executor as _, Transaction};
+use sqlx::{Any, AnyConnection, AnyPool, Executor as _, Transaction};
 use switchboard_schemas::domain::{BillingEvent, BookingEvent, CallEvent, CallKind, MessageEvent};
 
 use super::read::{self, BOOKING_COLUMNS, CALL_COLUMNS, MESSAGE_COLUMNS};
@@ -356,6 +356,29 @@ async fn insert_payment(tx: &mut AnyConnection, event: &BillingEvent) -> Result<
     .execute(tx)
     .await?;
     Ok(result.rows_affected() > 0)
+}
+
+/// See [`super::Store::expire_attempts`]. Oldest first, through `action_attempts_by_time`.
+pub(super) async fn expire_attempts(
+    pool: &AnyPool,
+    before_millis: i64,
+    chunk: u32,
+) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let result = sqlx::query(
+            "DELETE FROM action_attempts WHERE attempt_id IN (SELECT attempt_id FROM action_attempts \
+             WHERE attempted_at < $1 ORDER BY attempted_at LIMIT $2)",
+        )
+        .bind(before_millis)
+        .bind(i64::from(chunk))
+        .execute(pool)
+        .await?;
+        deleted += result.rows_affected();
+        if result.rows_affected() < u64::from(chunk) {
+            return Ok(deleted);
+        }
+    }
 }
 
 async fn insert_attempt(tx: &mut AnyConnection, attempt: &ActionAttempt) -> Result<bool, sqlx::Error> {
