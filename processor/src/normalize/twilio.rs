@@ -12,6 +12,8 @@
 //! occurrence of a repeated parameter wins. Numbers parse leniently: one that is not an integer
 //! is `None`, not poison.
 
+use std::borrow::Cow;
+
 use chrono::DateTime;
 use serde_json::Value;
 use switchboard_schemas::RawWebhook;
@@ -25,7 +27,7 @@ pub(crate) fn normalize(raw: &RawWebhook) -> Result<DomainEvent, Poison> {
 }
 
 /// The event a callback's parameters describe (see the module docs for the rules).
-pub(super) fn from_params(raw: &RawWebhook, params: &Params) -> Result<DomainEvent, Poison> {
+pub(super) fn from_params(raw: &RawWebhook, params: &Params<'_>) -> Result<DomainEvent, Poison> {
     let kind = if params.has("TranscriptionSid") {
         CallKind::Transcription
     } else if params.has("RecordingSid") {
@@ -42,7 +44,7 @@ pub(super) fn from_params(raw: &RawWebhook, params: &Params) -> Result<DomainEve
     call(raw, params, kind).map(DomainEvent::Call)
 }
 
-fn call(raw: &RawWebhook, params: &Params, kind: CallKind) -> Result<CallEvent, Poison> {
+fn call(raw: &RawWebhook, params: &Params<'_>, kind: CallKind) -> Result<CallEvent, Poison> {
     Ok(CallEvent {
         event_id: raw.event_id.clone(),
         phone_id: raw.phone_id.clone(),
@@ -70,7 +72,7 @@ fn call(raw: &RawWebhook, params: &Params, kind: CallKind) -> Result<CallEvent, 
     })
 }
 
-fn message(raw: &RawWebhook, params: &Params) -> Result<MessageEvent, Poison> {
+fn message(raw: &RawWebhook, params: &Params<'_>) -> Result<MessageEvent, Poison> {
     Ok(MessageEvent {
         event_id: raw.event_id.clone(),
         phone_id: raw.phone_id.clone(),
@@ -94,29 +96,36 @@ fn rfc2822_millis(text: &str) -> Option<i64> {
         .map(|t| t.timestamp_millis())
 }
 
-/// A callback's parameters in body order.
+/// A callback's parameters in body order, borrowed from the body where they need no decoding.
 #[derive(Debug)]
-pub(super) struct Params(Vec<(String, String)>);
+pub(super) struct Params<'a>(Vec<(Cow<'a, str>, Cow<'a, str>)>);
 
-impl Params {
+impl Params<'static> {
     /// Parameters as a callback would have sent them (Event Streams events carry them).
     pub(super) fn new(params: Vec<(String, String)>) -> Self {
-        Self(params)
+        Self(
+            params
+                .into_iter()
+                .map(|(name, value)| (Cow::Owned(name), Cow::Owned(value)))
+                .collect(),
+        )
     }
+}
 
-    fn parse(raw: &RawWebhook) -> Result<Self, Poison> {
+impl<'a> Params<'a> {
+    fn parse(raw: &'a RawWebhook) -> Result<Self, Poison> {
         if switchboard_schemas::media_type::is_json(&raw.content_type) {
             let object = json_object(&raw.body)?;
             let scalars = object.into_iter().filter_map(|(name, value)| match value {
-                Value::String(s) => Some((name, s)),
-                Value::Number(n) => Some((name, n.to_string())),
-                Value::Bool(b) => Some((name, b.to_string())),
+                Value::String(s) => Some((Cow::Owned(name), Cow::Owned(s))),
+                Value::Number(n) => Some((Cow::Owned(name), Cow::Owned(n.to_string()))),
+                Value::Bool(b) => Some((Cow::Owned(name), Cow::Owned(b.to_string()))),
                 _ => None,
             });
             return Ok(Self(scalars.collect()));
         }
         std::str::from_utf8(&raw.body).map_err(|_| Poison::undecodable("form body is not UTF-8"))?;
-        Ok(Self(form_urlencoded::parse(&raw.body).into_owned().collect()))
+        Ok(Self(form_urlencoded::parse(&raw.body).collect()))
     }
 
     /// The first non-blank value of `name`.
@@ -124,7 +133,7 @@ impl Params {
         self.0
             .iter()
             .find(|(n, v)| n == name && !v.trim().is_empty())
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     fn has(&self, name: &str) -> bool {
