@@ -28,6 +28,7 @@ use switchboard_processor::config::{Config, Guarantee};
 use switchboard_processor::metrics::COMMIT_SECONDS;
 use switchboard_schemas::{Codec, RawWebhook, Source};
 use switchboard_tests::broker::PrivateBroker;
+use switchboard_tests::metrics::metric;
 
 const PARTITIONS: i32 = 6;
 
@@ -181,16 +182,10 @@ struct Counters {
 impl Counters {
     fn read(broker_pid: Option<u32>) -> Self {
         let metrics = switchboard_service::telemetry::prometheus().render();
-        let value = |name: &str| {
-            metrics
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.trim().parse::<f64>().ok())
-                .unwrap_or(0.0)
-        };
         Self {
             at: Instant::now(),
-            commit_sum: value(&format!("{COMMIT_SECONDS}_sum ")),
-            commit_count: value(&format!("{COMMIT_SECONDS}_count ")),
+            commit_sum: metric(&metrics, &format!("{COMMIT_SECONDS}_sum"), &[]),
+            commit_count: metric(&metrics, &format!("{COMMIT_SECONDS}_count"), &[]),
             cpu_processor: cpu_seconds("self"),
             cpu_broker: broker_pid.map_or(f64::NAN, |pid| cpu_seconds(&pid.to_string())),
         }

@@ -11,6 +11,7 @@ pub mod broker;
 pub mod committed;
 pub mod consume;
 pub mod fetch;
+pub mod metrics;
 pub mod probe;
 pub mod registry_proxy;
 

@@ -14,6 +14,7 @@ use switchboard_schemas::{Codec, RawWebhook, SchemaDef};
 use switchboard_tests::broker::PrivateBroker;
 use switchboard_tests::committed::{self, ExactlyOnce};
 use switchboard_tests::consume::read_to_end;
+pub(crate) use switchboard_tests::metrics::{metric, metric_opt};
 use tokio::sync::oneshot;
 
 pub(crate) const PARTITIONS: i32 = 3;
@@ -466,34 +467,4 @@ pub(crate) fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-/// The sum of the samples of `name` whose labels include `labels` (0 when there is none).
-pub(crate) fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_opt(text, name, labels).unwrap_or(0.0)
-}
-
-pub(crate) fn metric_opt(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    let mut found = None;
-    for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let Some((series, value)) = line.rsplit_once(' ') else {
-            continue;
-        };
-        let (series_name, series_labels) = match series.split_once('{') {
-            Some((n, rest)) => (n, rest.trim_end_matches('}')),
-            None => (series, ""),
-        };
-        if series_name != name {
-            continue;
-        }
-        let matches = labels.iter().all(|(k, v)| {
-            series_labels
-                .split(',')
-                .any(|pair| pair == format!("{k}=\"{v}\""))
-        });
-        if matches {
-            *found.get_or_insert(0.0) += value.parse::<f64>().unwrap();
-        }
-    }
-    found
 }
