@@ -10,6 +10,7 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::LevelFilter;
 
 /// Env var choosing the log format: `json` or `text` (default).
 pub const LOG_FORMAT_ENV: &str = "SWITCHBOARD_LOG_FORMAT";
@@ -31,9 +32,15 @@ pub fn init_logging() {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
     // The trace module's spans are for the exporter only: logs read the same with tracing on.
-    let filter = filter.and(tracing_subscriber::filter::filter_fn(|meta| {
-        meta.target() != crate::trace::TARGET
-    }));
+    // The closure keeps the filter's most verbose level as its hint: with none, the subscriber's
+    // maximum would be TRACE, which also becomes the `log` crate's, and every `log::trace!` of a
+    // dependency (rdkafka logs each native handle it frees) would reach the subscriber to be
+    // turned down.
+    let hint = filter.max_level_hint().unwrap_or(LevelFilter::TRACE);
+    let filter = filter.and(
+        tracing_subscriber::filter::filter_fn(|meta| meta.target() != crate::trace::TARGET)
+            .with_max_level_hint(hint),
+    );
     let json = std::env::var(LOG_FORMAT_ENV).is_ok_and(|f| f.eq_ignore_ascii_case("json"));
     let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let fmt = if json {

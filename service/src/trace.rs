@@ -89,8 +89,12 @@ where
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
     let tracer = provider.tracer("switchboard");
     let _ = PROVIDER.set(provider);
+    // Every span of TARGET is at INFO. No target here may be enabled above INFO: the filters'
+    // most verbose level becomes the `log` crate's maximum, and at TRACE every `log::trace!` of a
+    // dependency (rdkafka logs each native handle it frees: three per webhook) would be handed to
+    // the subscriber to be turned down.
     let filter = tracing_subscriber::filter::Targets::new()
-        .with_target(TARGET, tracing::Level::TRACE)
+        .with_target(TARGET, tracing::Level::INFO)
         .with_target("switchboard_ingest", tracing::Level::INFO)
         .with_target("switchboard_processor", tracing::Level::INFO)
         .with_target("switchboard_service", tracing::Level::INFO);
@@ -224,8 +228,24 @@ pub async fn http_server_layer(
         .to_owned();
     let span = http_server_span(request.method(), &route, request.headers());
     let response = next.run(request).instrument(span.clone()).await;
-    record_status(&span, response.status().as_u16(), false);
+    // An unsampled span is never exported: its attributes would be visited for nothing.
+    if !is_unsampled(&span) {
+        record_status(&span, response.status().as_u16(), false);
+    }
     response
+}
+
+/// Whether `span` belongs to a trace the sampler dropped (its context is valid and not sampled).
+/// Starts the span's OpenTelemetry side when it has not started yet: that is where the sampler
+/// decides.
+fn is_unsampled(span: &Span) -> bool {
+    if !enabled() || span.is_disabled() {
+        return false;
+    }
+    let context = span.context();
+    let otel_span = context.span();
+    let span_context = otel_span.span_context();
+    span_context.is_valid() && !span_context.is_sampled()
 }
 
 // ---- Kafka ------------------------------------------------------------------------------------
@@ -273,9 +293,20 @@ pub fn inject_kafka(headers: OwnedHeaders) -> OwnedHeaders {
     inject_kafka_from(&Span::current(), headers)
 }
 
-/// Adds `span`'s context to a record's headers.
+/// Adds `span`'s context to a record's headers; a disabled span (the [`kafka_send_span`] of an
+/// unsampled trace) adds the current span's.
 pub fn inject_kafka_from(span: &Span, mut headers: OwnedHeaders) -> OwnedHeaders {
-    if !enabled() || span.is_disabled() {
+    if !enabled() {
+        return headers;
+    }
+    let current;
+    let span = if span.is_disabled() {
+        current = Span::current();
+        &current
+    } else {
+        span
+    };
+    if span.is_disabled() {
         return headers;
     }
     let mut pairs = Pairs::default();
@@ -290,7 +321,15 @@ pub fn inject_kafka_from(span: &Span, mut headers: OwnedHeaders) -> OwnedHeaders
 }
 
 /// A producer span for a record about to be sent to `topic`; inject it with [`inject_kafka_from`].
+///
+/// In a trace the sampler dropped (the current span's is) it is [`Span::none`]: a span of that
+/// trace would never be exported, and the record carries the current span's context instead, so
+/// that the services downstream know the trace and that it is not sampled. Most traces are
+/// unsampled at a ratio sampler's rates, and each one saves a span's creation, recording and close.
 pub fn kafka_send_span(topic: &str, key: Option<&str>) -> Span {
+    if is_unsampled(&Span::current()) {
+        return Span::none();
+    }
     tracing::info_span!(
         target: TARGET,
         "kafka.send",

@@ -289,6 +289,27 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
     }
     let event_id = twilio::event_id(&url, &params);
     println!("event {event_id}, provider trace {provider_trace}");
+    // Another call's callback in a trace its caller did not sample: no service may export a span
+    // of it, and its context must still travel with the records (so that every service downstream
+    // knows the trace, and that it is not sampled).
+    let unsampled_trace = trace_id(4);
+    let mut unsampled_params = params.clone();
+    unsampled_params[1].1 = "CA7ace0000000000000000000000000002".to_owned();
+    let unsampled = client
+        .post(&url)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("x-twilio-signature", twilio::sign(&key, &url, &unsampled_params))
+        .header("traceparent", format!("00-{unsampled_trace}-{provider_span}-00"))
+        .body(
+            url::form_urlencoded::Serializer::new(String::new())
+                .extend_pairs(&unsampled_params)
+                .finish(),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(unsampled.status().is_success(), "{}", unsampled.status());
+    let unsampled_event = twilio::event_id(&url, &unsampled_params);
 
     let t = provider_trace.as_str();
     let request = wait_for(&spans, stack.logs(), "ingest request span", |s| {
@@ -341,6 +362,34 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
         process.attributes["messaging.kafka.offset"],
         produce.attributes["messaging.kafka.offset"]
     );
+
+    // The unsampled trace's context, on its raw record and on its domain event (the processor
+    // continued it), with the trace id the caller sent and the sampled flag off.
+    for topic in ["switchboard.raw.twilio", "switchboard.calls"] {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let traceparent = loop {
+            let view = committed::committed_view(&stack.broker.bootstrap(), topic)
+                .await
+                .unwrap();
+            let found = view
+                .records
+                .iter()
+                .find(|r| r.header("event-id").as_deref() == Some(unsampled_event.as_str()))
+                .map(|r| r.header("traceparent").unwrap_or_default());
+            if let Some(found) = found {
+                break found;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no record of the unsampled webhook on {topic}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert!(
+            traceparent.starts_with(&format!("00-{unsampled_trace}-")) && traceparent.ends_with("-00"),
+            "{topic}: {traceparent:?}"
+        );
+    }
 
     // The sink and the dispatcher start once the processor has created the domain topics (a
     // consumer subscribed to a topic that does not exist yet may not see it for minutes).
@@ -429,12 +478,42 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
         "the dispatcher's transaction is a trace of its own, linked to its deliveries"
     );
     assert_eq!(request_out.attributes["http.response.status_code"], "204");
-    let received = seen.lock().unwrap().clone();
+    let received: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|traceparent| !traceparent.contains(&unsampled_trace))
+        .cloned()
+        .collect();
     assert_eq!(
         received,
         vec![format!("00-{t}-{}-01", request_out.span_id)],
         "the receiver sees the same trace, parented by the outbound request span"
     );
+    // The unsampled call's delivery carries its trace too, still unsampled.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let unsampled: Vec<String> = seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|traceparent| traceparent.contains(&unsampled_trace))
+            .cloned()
+            .collect();
+        if let [traceparent] = unsampled.as_slice() {
+            assert!(
+                traceparent.starts_with(&format!("00-{unsampled_trace}-")) && traceparent.ends_with("-00"),
+                "{traceparent}"
+            );
+            break;
+        }
+        assert!(unsampled.len() < 2, "delivered twice: {unsampled:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the unsampled call's action was not delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 
     // Nothing leaks: no signature, token or body in any attribute.
     for span in spans.lock().unwrap().iter() {
@@ -550,6 +629,16 @@ async fn trace_one_twilio_webhook_is_one_trace_from_ingest_to_the_action_receive
             .any(|line| line.starts_with(&rejected_line) && line.contains("webhook rejected")),
         "the rejection's JSON log line carries its trace and span ids:\n{ingest_log}"
     );
+
+    // By now every service has exported what it had of the unsampled webhook's trace: nothing.
+    let exported: Vec<Got> = spans
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|g| g.trace_id == unsampled_trace)
+        .cloned()
+        .collect();
+    assert!(exported.is_empty(), "spans of an unsampled trace: {exported:#?}");
 
     println!("{}", render(&spans.lock().unwrap(), t));
     println!(
