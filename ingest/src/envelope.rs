@@ -33,6 +33,7 @@
 //! ([`DROPPED_HEADERS`] plus the configured `envelope_drop_headers`), so that nobody who can read a
 //! topic, the DLQ or a debug view holds a replayable request. [`check_head`] bounds what is kept.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use http::HeaderMap;
@@ -183,10 +184,11 @@ impl Envelope {
         };
         let (phone_id, event_id) = match extract {
             Extract::Twilio { tenants } => {
-                let params = if media_type::is_json(request.content_type) {
-                    json_params(&json()?)
+                // A form's parameters are read where the verifier parsed them, never copied.
+                let params: Cow<'_, [(String, String)]> = if media_type::is_json(request.content_type) {
+                    Cow::Owned(json_params(&json()?))
                 } else {
-                    verified.params().to_vec()
+                    Cow::Borrowed(verified.params())
                 };
                 let phone_id = url_phone_id(request.url)
                     .or_else(|| tenants.twilio(&params))
