@@ -91,7 +91,7 @@ pub async fn prepare(
             dropped_headers: &[],
         };
         let tenants = Tenants::default();
-        let envelope = Envelope::new(verified, &request, Extract::Twilio { tenants: &tenants })?;
+        let envelope = Envelope::new(&verified, &request, Extract::Twilio { tenants: &tenants })?;
         let payload = codec
             .encode(topic, RawWebhook::schema_def(), envelope.record())
             .await?;

@@ -389,7 +389,7 @@ impl Received {
             source_name,
             dropped_headers: &state.settings.dropped_headers,
         };
-        Envelope::new(self.verified.clone(), &request, extract)
+        Envelope::new(&self.verified, &request, extract)
     }
 }
 

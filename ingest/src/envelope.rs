@@ -174,7 +174,11 @@ pub struct InvalidJson;
 
 impl Envelope {
     /// Builds the envelope for a request whose signature `verified` vouches for.
-    pub fn new(verified: Verified, request: &Request<'_>, extract: Extract<'_>) -> Result<Self, InvalidJson> {
+    pub fn new(
+        verified: &Verified,
+        request: &Request<'_>,
+        extract: Extract<'_>,
+    ) -> Result<Self, InvalidJson> {
         let json = || serde_json::from_slice::<Value>(request.body).map_err(|_| InvalidJson);
         let signed_id = || {
             verified
