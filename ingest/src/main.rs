@@ -32,10 +32,10 @@ async fn main() -> anyhow::Result<()> {
     let _trace = switchboard_service::trace::ShutdownOnDrop;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
+            let shutdown = switchboard_service::shutdown::signal();
             let settings = Settings::load()?;
             let listener = tokio::net::TcpListener::bind(settings.config.listen).await?;
             let admin_listener = tokio::net::TcpListener::bind(settings.config.admin_listen).await?;
-            let shutdown = switchboard_service::shutdown::signal();
             switchboard_ingest::run(settings, listener, admin_listener, shutdown).await
         }
         Command::Send(args) => switchboard_ingest::send::run(*args).await,

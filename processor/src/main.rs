@@ -52,19 +52,22 @@ async fn main() -> anyhow::Result<()> {
     let _trace = switchboard_service::trace::ShutdownOnDrop;
     match cli.command.unwrap_or(Command::Process) {
         Command::Process => {
+            let shutdown = switchboard_service::shutdown::signal();
             let config = Config::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_processor::run(config, listener, switchboard_service::shutdown::signal()).await
+            switchboard_processor::run(config, listener, shutdown).await
         }
         Command::Actions => {
+            let shutdown = switchboard_service::shutdown::signal();
             let config = switchboard_actions::ActionsConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_actions::run(config, listener, switchboard_service::shutdown::signal()).await
+            switchboard_actions::run(config, listener, shutdown).await
         }
         Command::Sink => {
+            let shutdown = switchboard_service::shutdown::signal();
             let config = switchboard_sink::SinkConfig::load()?;
             let listener = tokio::net::TcpListener::bind(config.admin_listen).await?;
-            switchboard_sink::run(config, listener, switchboard_service::shutdown::signal()).await
+            switchboard_sink::run(config, listener, shutdown).await
         }
         Command::Replay(args) => {
             let config = Config::load().context("loading the configuration")?;

@@ -127,6 +127,23 @@ async fn latest_call_states(broker: &PrivateBroker) -> HashMap<String, CallState
     latest
 }
 
+/// A SIGTERM that arrives while the processor is still starting (creating topics, joining its
+/// group, long before it waits for the signal) shuts it down cleanly, not by the default action.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_during_start_up_exits_cleanly() {
+    let broker = PrivateBroker::start().unwrap();
+    let log_dir = tempfile::tempdir().unwrap();
+    let log = log_dir.path().join("processor.log");
+    let child = spawn_processor(&broker, &log);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = child.terminate();
+    assert!(
+        status.success(),
+        "SIGTERM during start-up exits 0: {status}; log {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_nothing() {
     let broker = PrivateBroker::start().unwrap();
