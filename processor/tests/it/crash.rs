@@ -267,14 +267,20 @@ async fn a_crash_between_the_kafka_commit_and_the_store_write_loses_and_doubles_
         futures::future::join_all(chunk.iter().map(|raw_webhook| raw.send(raw_webhook))).await;
     }
 
-    // Run 1: aborts right after its 3rd Kafka commit, before that commit's store write.
+    // Run 1: aborts right after its 3rd Kafka commit, before that commit's store write. At most
+    // 100 records a transaction, so that there is a 3rd commit and records are left for run 2
+    // however large the batches a busy machine makes (at the default 5,000, two transactions
+    // could hold all 2,000).
     let mut child = spawn_processor_with(
         &broker,
         &log,
-        &[(
-            switchboard_processor::FAULT_ABORT_BEFORE_STORE_WRITE,
-            "3".to_owned(),
-        )],
+        &[
+            (
+                switchboard_processor::FAULT_ABORT_BEFORE_STORE_WRITE,
+                "3".to_owned(),
+            ),
+            ("SWITCHBOARD_MAX_BATCH_RECORDS", "100".to_owned()),
+        ],
     );
     let deadline = Instant::now() + Duration::from_secs(120);
     let status = loop {
